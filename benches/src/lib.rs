@@ -1,0 +1,1 @@
+//! benchmarks: corral against bare kernel primitives and bwrap

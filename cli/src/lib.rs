@@ -1,0 +1,1 @@
+//! the corral CLI and its client library

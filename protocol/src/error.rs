@@ -1,0 +1,307 @@
+//! Typed errors as clients see them. In JSON an error is
+//! `{"error": {"code": "...", "message": "...", ...details}}`: the code
+//! names the rule or limit that stopped the plugin and the details carry
+//! the figures (limit, peak, signal, ...).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Every error a client can get, with its details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum ErrorKind {
+    PluginNotFound {
+        plugin: String,
+    },
+    NotLoaded {
+        plugin: String,
+    },
+    AlreadyExists {
+        plugin: String,
+    },
+    /// The call ran longer than its limit and was cancelled.
+    Timeout {
+        limit_ms: u64,
+    },
+    /// The kernel's OOM killer stopped the plugin at its cgroup limit.
+    MemoryLimitExceeded {
+        limit_bytes: u64,
+        peak_bytes: u64,
+    },
+    /// The plugin hit its task (process + thread) limit.
+    PidsLimitExceeded {
+        limit: u64,
+    },
+    /// The plugin died: by `signal`, or exiting with `exit_code`.
+    Crashed {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        signal: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        signal_name: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        exit_code: Option<i32>,
+    },
+    /// The plugin made a system call its policy does not allow and was
+    /// killed by seccomp.
+    SeccompViolation {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        syscall: Option<String>,
+    },
+    /// The manifest asks for something the policy does not grant, or the
+    /// caller may not do this.
+    PermissionDenied {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        permission: Option<String>,
+    },
+    InvalidManifest {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    InvalidPolicy {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    InvalidPackage {
+        reason: String,
+    },
+    InvalidInput {
+        reason: String,
+    },
+    /// The plugin failed too often in a short window and is held down until
+    /// an operator reloads it.
+    Quarantined {
+        plugin: String,
+        failures: u32,
+        window_ms: u64,
+    },
+    /// The plugin broke the wire protocol.
+    ProtocolViolation {
+        reason: String,
+    },
+    /// Too many calls in flight for this plugin.
+    Overloaded {
+        limit: u32,
+    },
+    /// The trampoline could not apply a confinement step.
+    SandboxSetupFailed {
+        step: String,
+        errno: i32,
+    },
+    /// The kernel lacks a feature the policy marks `required`.
+    FeatureUnavailable {
+        feature: String,
+    },
+    /// The plugin's handler returned an error of its own.
+    PluginError {
+        plugin_code: String,
+    },
+    /// The plugin did not become ready within its start timeout.
+    StartTimeout {
+        limit_ms: u64,
+    },
+    /// A dependency is not installed or its version does not match.
+    DependencyMissing {
+        dependency: String,
+        requirement: String,
+    },
+    /// The call was cancelled (by the caller, an unload or a shutdown).
+    Cancelled,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The wire code, e.g. `memory_limit_exceeded`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ErrorKind::PluginNotFound { .. } => "plugin_not_found",
+            ErrorKind::NotLoaded { .. } => "not_loaded",
+            ErrorKind::AlreadyExists { .. } => "already_exists",
+            ErrorKind::Timeout { .. } => "timeout",
+            ErrorKind::MemoryLimitExceeded { .. } => "memory_limit_exceeded",
+            ErrorKind::PidsLimitExceeded { .. } => "pids_limit_exceeded",
+            ErrorKind::Crashed { .. } => "crashed",
+            ErrorKind::SeccompViolation { .. } => "seccomp_violation",
+            ErrorKind::PermissionDenied { .. } => "permission_denied",
+            ErrorKind::InvalidManifest { .. } => "invalid_manifest",
+            ErrorKind::InvalidPolicy { .. } => "invalid_policy",
+            ErrorKind::InvalidPackage { .. } => "invalid_package",
+            ErrorKind::InvalidInput { .. } => "invalid_input",
+            ErrorKind::Quarantined { .. } => "quarantined",
+            ErrorKind::ProtocolViolation { .. } => "protocol_violation",
+            ErrorKind::Overloaded { .. } => "overloaded",
+            ErrorKind::SandboxSetupFailed { .. } => "sandbox_setup_failed",
+            ErrorKind::FeatureUnavailable { .. } => "feature_unavailable",
+            ErrorKind::PluginError { .. } => "plugin_error",
+            ErrorKind::StartTimeout { .. } => "start_timeout",
+            ErrorKind::DependencyMissing { .. } => "dependency_missing",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status the API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ErrorKind::PluginNotFound { .. } => 404,
+            ErrorKind::NotLoaded { .. } | ErrorKind::AlreadyExists { .. } => 409,
+            ErrorKind::Quarantined { .. } => 409,
+            ErrorKind::Timeout { .. } | ErrorKind::StartTimeout { .. } => 504,
+            ErrorKind::MemoryLimitExceeded { .. }
+            | ErrorKind::PidsLimitExceeded { .. }
+            | ErrorKind::Crashed { .. }
+            | ErrorKind::SeccompViolation { .. }
+            | ErrorKind::ProtocolViolation { .. }
+            | ErrorKind::SandboxSetupFailed { .. } => 502,
+            ErrorKind::PluginError { .. } => 422,
+            ErrorKind::PermissionDenied { .. } => 403,
+            ErrorKind::InvalidManifest { .. }
+            | ErrorKind::InvalidPolicy { .. }
+            | ErrorKind::InvalidPackage { .. }
+            | ErrorKind::InvalidInput { .. }
+            | ErrorKind::DependencyMissing { .. } => 400,
+            ErrorKind::Overloaded { .. } => 429,
+            ErrorKind::FeatureUnavailable { .. } => 501,
+            ErrorKind::Cancelled => 499,
+            ErrorKind::ShuttingDown => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// True when the child that served the call is gone and must be
+    /// restarted.
+    pub fn kills_child(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout { .. }
+                | ErrorKind::MemoryLimitExceeded { .. }
+                | ErrorKind::PidsLimitExceeded { .. }
+                | ErrorKind::Crashed { .. }
+                | ErrorKind::SeccompViolation { .. }
+                | ErrorKind::ProtocolViolation { .. }
+        )
+    }
+}
+
+/// An error with a human message, as the API and CLI print it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct CorralError {
+    #[serde(flatten)]
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl CorralError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        CorralError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        CorralError::new(ErrorKind::Internal, message)
+    }
+
+    pub fn invalid_input(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        CorralError::new(
+            ErrorKind::InvalidInput {
+                reason: reason.clone(),
+            },
+            reason,
+        )
+    }
+}
+
+impl fmt::Display for CorralError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+/// The JSON body of every failed API request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: CorralError,
+}
+
+/// Human name of a signal number.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        other => return format!("signal {other}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_is_code_message_and_details() {
+        let e = CorralError::new(
+            ErrorKind::MemoryLimitExceeded {
+                limit_bytes: 64,
+                peak_bytes: 64,
+            },
+            "killed at its memory limit",
+        );
+        let json = serde_json::to_value(ErrorBody { error: e.clone() }).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {
+                "code": "memory_limit_exceeded",
+                "message": "killed at its memory limit",
+                "limit_bytes": 64,
+                "peak_bytes": 64
+            }})
+        );
+        let back: ErrorBody = serde_json::from_value(json).expect("decode");
+        assert_eq!(back.error, e);
+    }
+
+    #[test]
+    fn code_matches_serde_tag() {
+        let kinds = [
+            ErrorKind::Timeout { limit_ms: 1 },
+            ErrorKind::Cancelled,
+            ErrorKind::Crashed {
+                signal: Some(11),
+                signal_name: None,
+                exit_code: None,
+            },
+            ErrorKind::SeccompViolation { syscall: None },
+        ];
+        for kind in kinds {
+            let json = serde_json::to_value(&kind).expect("json");
+            assert_eq!(json["code"], kind.code());
+        }
+    }
+}

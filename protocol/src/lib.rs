@@ -1,0 +1,27 @@
+//! corral's shared vocabulary: the child wire protocol (frames and
+//! messages), the plugin manifest, the compiled sandbox policy, the error
+//! codes and the client API bodies.
+//!
+//! This crate does no I/O beyond framing on readers and writers.
+
+pub mod api;
+pub mod error;
+pub mod frame;
+pub mod manifest;
+pub mod message;
+pub mod policy;
+pub mod units;
+
+pub use error::{CorralError, ErrorBody, ErrorKind};
+pub use frame::{FrameBuffer, FrameError, FrameReader};
+pub use manifest::{Manifest, ManifestError};
+pub use message::{HostMessage, PluginMessage};
+pub use policy::{Confinement, SandboxPolicy};
+
+/// Sent by the supervisor to the trampoline as the first frame on the
+/// channel: what to confine and what to run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Bootstrap {
+    pub plugin: String,
+    pub confinement: Confinement,
+}

@@ -1,0 +1,282 @@
+//! The compiled sandbox policy: what one plugin instance runs under, after
+//! its manifest has been checked against the operator's policy.
+//!
+//! [`SandboxPolicy`] is what `corral policy show` prints and the API
+//! returns. Its [`Confinement`] part is what the supervisor sends to the
+//! trampoline (`corral-sandbox`) over the channel before the plugin runs;
+//! the rest (cgroup limits, timeouts, restart policy) the supervisor
+//! applies itself.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where a kernel feature the policy relies on is missing: fail the load,
+/// or run without it and log a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requirement {
+    Required,
+    BestEffort,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxPolicy {
+    pub plugin: String,
+    pub version: String,
+    pub confinement: Confinement,
+    pub resources: ResourceLimits,
+    pub timeouts: Timeouts,
+    pub restart: RestartPolicy,
+    /// Largest frame either side may send.
+    pub max_frame: u32,
+    /// Children kept running for this plugin.
+    pub instances: u32,
+    /// Unix groups (or `uid:N`) allowed to call the plugin; `None` means
+    /// whoever the daemon-wide caller rule admits.
+    pub allowed_callers: Option<Vec<String>>,
+    /// Where each rule came from, in the order the compiler applied them.
+    pub provenance: Vec<Provenance>,
+    /// Features the kernel lacks that the policy marked `best_effort`.
+    pub warnings: Vec<String>,
+}
+
+/// One line of "why": a rule, its value, and the file and key it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub rule: String,
+    pub value: String,
+    pub source: String,
+}
+
+/// Everything the trampoline needs to confine itself and exec the plugin.
+/// Applied in the order of the fields below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// Absolute path of the executable to run.
+    pub entry: String,
+    pub argv: Vec<String>,
+    /// The complete environment; nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub workdir: String,
+    pub namespaces: Namespaces,
+    pub mounts: Mounts,
+    pub credentials: Credentials,
+    pub rlimits: Vec<RlimitSpec>,
+    /// Kill the plugin when the supervisor dies.
+    pub die_with_parent: bool,
+    pub landlock: Option<LandlockSpec>,
+    pub seccomp: Option<SeccompProgram>,
+}
+
+/// How each namespace is provided. `pid` and `mount` are created by the
+/// supervisor when it clones the trampoline (they cannot be entered later);
+/// `net`, `ipc` and `uts` are either created at clone time or joined from a
+/// pre-made empty namespace whose fd the trampoline inherits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    /// A user namespace mapping only the plugin's uid/gid, created by the
+    /// trampoline after it drops to that uid.
+    pub user: bool,
+    pub pid: bool,
+    pub mount: bool,
+    pub net: NamespaceSource,
+    pub ipc: NamespaceSource,
+    pub uts: NamespaceSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceSource {
+    /// Share the host's.
+    Host,
+    /// A new one, created when the trampoline is cloned.
+    Fresh,
+    /// Join the namespace open on this fd in the trampoline (setns).
+    Join { fd: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mounts {
+    /// Mount a fresh /proc for the plugin's pid namespace.
+    pub proc: bool,
+    /// Private writable scratch space (tmpfs), the plugin's only writable
+    /// place unless fs.write grants more.
+    pub scratch: Option<TmpfsSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsSpec {
+    pub path: String,
+    pub size_bytes: u64,
+    /// Maximum inodes, bounding file-count floods.
+    pub inodes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rlimit {
+    Nofile,
+    Nproc,
+    Core,
+    Fsize,
+    Memlock,
+    Msgqueue,
+    Stack,
+    Nice,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Cpu,
+    As,
+    Data,
+}
+
+impl Rlimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rlimit::Nofile => "RLIMIT_NOFILE",
+            Rlimit::Nproc => "RLIMIT_NPROC",
+            Rlimit::Core => "RLIMIT_CORE",
+            Rlimit::Fsize => "RLIMIT_FSIZE",
+            Rlimit::Memlock => "RLIMIT_MEMLOCK",
+            Rlimit::Msgqueue => "RLIMIT_MSGQUEUE",
+            Rlimit::Stack => "RLIMIT_STACK",
+            Rlimit::Nice => "RLIMIT_NICE",
+            Rlimit::Rtprio => "RLIMIT_RTPRIO",
+            Rlimit::Rttime => "RLIMIT_RTTIME",
+            Rlimit::Sigpending => "RLIMIT_SIGPENDING",
+            Rlimit::Cpu => "RLIMIT_CPU",
+            Rlimit::As => "RLIMIT_AS",
+            Rlimit::Data => "RLIMIT_DATA",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RlimitSpec {
+    pub resource: Rlimit,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockSpec {
+    /// Filesystem rules; everything not listed is denied.
+    pub fs: Vec<FsRule>,
+    /// When set, TCP connect is confined to these ports (Landlock ABI 4).
+    pub tcp_connect: Option<Vec<u16>>,
+    /// When set, TCP bind is confined to these ports (empty: no bind).
+    pub tcp_bind: Option<Vec<u16>>,
+    /// Deny signals to processes outside the sandbox (ABI 6).
+    pub scope_signals: bool,
+    /// Deny connecting to abstract Unix sockets outside the sandbox (ABI 6).
+    pub scope_abstract_unix: bool,
+    /// Fail the start when the filesystem rules cannot be enforced fully.
+    pub fs_requirement: Requirement,
+    pub net_requirement: Requirement,
+    pub scope_requirement: Requirement,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsRule {
+    pub path: String,
+    pub access: FsAccess,
+}
+
+/// Access granted beneath a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsAccess {
+    /// Read files and list directories.
+    Read,
+    /// Read, and execute files.
+    ReadExec,
+    /// Read, create, write, rename, remove and truncate.
+    ReadWrite,
+}
+
+/// A compiled classic-BPF seccomp program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompProgram {
+    /// Instructions in kernel order.
+    pub instructions: Vec<BpfInstruction>,
+    /// Names of allowed syscalls, for display only.
+    pub allowed: Vec<String>,
+}
+
+/// One `struct sock_filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfInstruction {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// Limits the supervisor applies through the plugin's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimits {
+    pub memory_max: Option<u64>,
+    /// Swap on top of `memory_max`; 0 forbids swapping.
+    pub swap_max: Option<u64>,
+    pub pids_max: Option<u64>,
+    pub cpu_quota_us: Option<u64>,
+    pub cpu_period_us: u64,
+    pub memory_requirement: Option<Requirement>,
+    pub swap_requirement: Option<Requirement>,
+    pub pids_requirement: Option<Requirement>,
+    pub cpu_requirement: Option<Requirement>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// Per call.
+    #[serde(with = "duration_ms")]
+    pub call: Duration,
+    /// From spawn to Ready.
+    #[serde(with = "duration_ms")]
+    pub start: Duration,
+    /// After Cancel (or Shutdown) before the child is killed.
+    #[serde(with = "duration_ms")]
+    pub grace: Duration,
+    /// Ping interval while idle; a missed Pong within the same interval
+    /// counts as a hang.
+    #[serde(with = "duration_ms")]
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    #[serde(with = "duration_ms")]
+    pub backoff_initial: Duration,
+    #[serde(with = "duration_ms")]
+    pub backoff_max: Duration,
+    /// Fraction of the delay randomised, 0.0 to 1.0.
+    pub jitter: f64,
+    /// This many failures within `crash_loop_window` quarantine the plugin.
+    pub crash_loop_failures: u32,
+    #[serde(with = "duration_ms")]
+    pub crash_loop_window: Duration,
+}
+
+/// Durations as integer milliseconds, readable in JSON and compact in
+/// bincode.
+pub mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

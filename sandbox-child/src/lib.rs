@@ -1,0 +1,1 @@
+//! corral's trampoline: confines itself, then execs the plugin

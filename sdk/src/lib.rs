@@ -1,0 +1,1 @@
+//! what a Rust plugin links to serve calls

@@ -1,0 +1,1 @@
+//! corral's supervisor library and the corrald daemon

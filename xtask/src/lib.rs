@@ -1,0 +1,1 @@
+//! build, package and test orchestration
