@@ -1,0 +1,555 @@
+//! The serve loop: the handshake, then reading frames in large chunks,
+//! running handlers inline, and writing every pending frame with one write.
+//!
+//! Handlers run on the thread that reads the channel, so one call in flight
+//! costs one read and one write and no thread hop. While a handler runs, it
+//! can look at the channel through [`Context::is_cancelled`]; whatever that
+//! finds is dispatched here exactly as the main loop would: Calls are queued
+//! for later, Cancels mark the running call, Pings are answered.
+
+use crate::channel::{Channel, is_peer_gone};
+use crate::context::Context;
+use crate::error::{Error, ServeError, codes};
+use crate::plugin::Handlers;
+use corral_protocol::frame::{self, FrameBuffer, HANDSHAKE_MAX_FRAME, LENGTH_PREFIX};
+use corral_protocol::message::{
+    Call, CallResult, Hello, HostMessage, InitLimits, LogLevel, LogRecord, MAGIC, PluginEvent,
+    PluginMessage, Reply, SUPPORTED_VERSIONS,
+};
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+/// Bytes asked of each read: enough for a deep batch of small calls.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Pending output beyond this is written even while more calls wait, so a
+/// long batch does not hold replies back or grow without bound.
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+
+/// `is_cancelled` looks at the channel at most this often; between looks
+/// it costs a clock read.
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Error messages longer than this are cut so that an error reply always
+/// fits in a frame.
+const MAX_ERROR_MESSAGE: usize = 16 * 1024;
+
+/// How the serve loop ended, when it ended in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The host sent Shutdown and every call before it was answered.
+    Shutdown,
+    /// The host closed the channel.
+    Closed,
+}
+
+/// What a finished serve loop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    pub reason: EndReason,
+    /// Calls answered (including error replies).
+    pub calls: u64,
+    /// Write system calls made on the channel (batches of frames).
+    pub writes: u64,
+}
+
+/// A call read from the channel and not yet run.
+#[derive(Debug)]
+struct Pending {
+    call: Call,
+    received: Instant,
+}
+
+/// The call whose handler is running.
+#[derive(Debug)]
+pub(crate) struct Current {
+    pub(crate) id: u64,
+    pub(crate) cancelled: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    channel: Channel,
+    inbox: FrameBuffer,
+    outbox: Vec<u8>,
+    queue: VecDeque<Pending>,
+    /// Largest payload either side may send, from Init.
+    max_frame: u32,
+    pub(crate) limits: InitLimits,
+    pub(crate) config: Vec<u8>,
+    pub(crate) current: Option<Current>,
+    /// Set by Shutdown: when the grace period ends.
+    shutdown_deadline: Option<Instant>,
+    /// The host closed the channel.
+    closed: bool,
+    /// A failure met where it could not be returned (inside a handler's
+    /// `is_cancelled` or `log`); the loop returns it once the handler ends.
+    failure: Option<ServeError>,
+    last_poll: Option<Instant>,
+    calls: u64,
+    writes: u64,
+}
+
+impl Session {
+    /// Sends Hello, waits for Init, sends Ready.
+    pub(crate) fn handshake(
+        channel: Channel,
+        name: &str,
+        version: &str,
+        max_frame: u32,
+    ) -> Result<Session, ServeError> {
+        let hello = PluginMessage::Hello(Hello {
+            magic: MAGIC,
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            name: name.to_string(),
+            version: version.to_string(),
+            max_frame,
+        });
+        channel.write_all(&frame::encode(&hello)?)?;
+
+        let mut inbox = FrameBuffer::new(HANDSHAKE_MAX_FRAME);
+        let init = loop {
+            if let Some(message) = inbox.next_message::<HostMessage>()? {
+                break match message {
+                    HostMessage::Init(init) => init,
+                    other => {
+                        return Err(ServeError::Handshake(format!(
+                            "expected Init as the host's first message, got {}",
+                            host_message_name(&other)
+                        )));
+                    }
+                };
+            }
+            let n = channel.read(inbox.spare(READ_CHUNK))?;
+            if n == 0 {
+                return Err(ServeError::ClosedDuringHandshake);
+            }
+            inbox.commit(n);
+        };
+        if !SUPPORTED_VERSIONS.contains(&init.version) {
+            return Err(ServeError::Handshake(format!(
+                "the host chose protocol version {} but this plugin speaks {SUPPORTED_VERSIONS:?}",
+                init.version
+            )));
+        }
+        if (init.max_frame as usize) < 64 {
+            return Err(ServeError::Handshake(format!(
+                "the host's maximum frame of {} bytes is too small to carry a reply",
+                init.max_frame
+            )));
+        }
+        inbox.set_max_frame(init.max_frame);
+        let mut session = Session {
+            channel,
+            inbox,
+            outbox: Vec::with_capacity(READ_CHUNK),
+            queue: VecDeque::new(),
+            max_frame: init.max_frame.min(frame::HARD_MAX_FRAME),
+            limits: init.limits,
+            config: init.config,
+            current: None,
+            shutdown_deadline: None,
+            closed: false,
+            failure: None,
+            last_poll: None,
+            calls: 0,
+            // The Hello above.
+            writes: 1,
+        };
+        session.push(&PluginMessage::Ready)?;
+        session.flush()?;
+        Ok(session)
+    }
+
+    /// Serves calls until Shutdown, end of stream or a protocol error.
+    pub(crate) fn run(&mut self, handlers: &mut Handlers) -> Result<Served, ServeError> {
+        loop {
+            // Everything already buffered is dispatched before any handler
+            // runs, so a batch of calls yields one batch of replies.
+            self.drain_inbox()?;
+            while let Some(pending) = self.queue.pop_front() {
+                self.handle(pending, handlers);
+                if let Some(failure) = self.failure.take() {
+                    return Err(failure);
+                }
+                if self.closed {
+                    return Ok(self.served(EndReason::Closed));
+                }
+                if self.outbox.len() >= FLUSH_THRESHOLD {
+                    self.flush()?;
+                }
+            }
+            if self.closed {
+                return Ok(self.served(EndReason::Closed));
+            }
+            if self.shutdown_deadline.is_some() {
+                self.flush()?;
+                return Ok(self.served(EndReason::Shutdown));
+            }
+            self.flush()?;
+            if self.closed {
+                return Ok(self.served(EndReason::Closed));
+            }
+            let n = self.channel.read(self.inbox.spare(READ_CHUNK))?;
+            if n == 0 {
+                if self.inbox.pending() > 0 {
+                    return Err(ServeError::Protocol(frame::FrameError::Truncated));
+                }
+                return Ok(self.served(EndReason::Closed));
+            }
+            self.inbox.commit(n);
+        }
+    }
+
+    fn served(&self, reason: EndReason) -> Served {
+        Served {
+            reason,
+            calls: self.calls,
+            writes: self.writes,
+        }
+    }
+
+    fn drain_inbox(&mut self) -> Result<(), ServeError> {
+        let now = Instant::now();
+        while let Some(message) = self.inbox.next_message::<HostMessage>()? {
+            self.dispatch(message, now)?;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, message: HostMessage, now: Instant) -> Result<(), ServeError> {
+        match message {
+            HostMessage::Call(call) => {
+                if self.shutdown_deadline.is_some() {
+                    self.push_reply(
+                        call.id,
+                        Err(Error::new(
+                            codes::SHUTTING_DOWN,
+                            "the plugin is shutting down and takes no new calls",
+                        )),
+                    );
+                } else {
+                    self.queue.push_back(Pending {
+                        call,
+                        received: now,
+                    });
+                }
+            }
+            HostMessage::Cancel { id } => {
+                if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
+                    current.cancelled = true;
+                } else if let Some(at) = self.queue.iter().position(|p| p.call.id == id) {
+                    // Not started yet: answer at once and never run it. The
+                    // host drops the reply, but every Call still gets one.
+                    self.queue.remove(at);
+                    self.push_reply(
+                        id,
+                        Err(Error::new(
+                            codes::CANCELLED,
+                            "cancelled before the handler started",
+                        )),
+                    );
+                }
+                // A Cancel for a call already answered crossed its reply on
+                // the wire; nothing to do.
+            }
+            HostMessage::Ping { nonce } => self.push(&PluginMessage::Pong { nonce })?,
+            HostMessage::Shutdown { grace_ms } => {
+                let deadline = now + Duration::from_millis(u64::from(grace_ms));
+                self.shutdown_deadline = Some(match self.shutdown_deadline {
+                    Some(earlier) => earlier.min(deadline),
+                    None => deadline,
+                });
+            }
+            // The SDK never pings the host, so a Pong answers nothing; it
+            // is harmless and ignored.
+            HostMessage::Pong { .. } => {}
+            HostMessage::Init(_) => return Err(ServeError::Unexpected("a second Init")),
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, pending: Pending, handlers: &mut Handlers) {
+        let Pending { call, received } = pending;
+        let result = match handlers.get_mut(call.method.as_str()) {
+            None => Err(Error::new(
+                codes::UNKNOWN_METHOD,
+                format!(
+                    "this plugin has no method `{}`; it serves: {}",
+                    call.method,
+                    handlers.method_list()
+                ),
+            )),
+            Some(handler) => {
+                let deadline = (call.timeout_ms > 0)
+                    .then(|| received.checked_add(Duration::from_millis(call.timeout_ms)))
+                    .flatten();
+                self.current = Some(Current {
+                    id: call.id,
+                    cancelled: false,
+                });
+                let mut ctx = Context::new(self, call.id, &call.method, deadline);
+                let outcome = catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &call.input)));
+                self.current = None;
+                outcome.unwrap_or_else(|payload| {
+                    Err(Error::new(codes::PANIC, panic_message(payload.as_ref())))
+                })
+            }
+        };
+        self.push_reply(call.id, result);
+    }
+
+    /// Appends the reply for `id`; a reply too large for a frame becomes an
+    /// error reply saying so.
+    fn push_reply(&mut self, id: u64, result: Result<Vec<u8>, Error>) {
+        self.calls += 1;
+        let result = match result {
+            Ok(output) if output.len() > self.max_payload_room() => Err(Error::new(
+                codes::REPLY_TOO_LARGE,
+                format!(
+                    "the output is {} bytes but the maximum frame is {} bytes",
+                    output.len(),
+                    self.max_frame
+                ),
+            )),
+            Ok(output) => Ok(output),
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(output) => CallResult::Ok(output),
+            Err(e) => CallResult::Err(truncate_error(e).into()),
+        };
+        let message = PluginMessage::Reply(Reply { id, result });
+        if self.push(&message).is_err() {
+            // Only a code or message of absurd size gets here.
+            let fallback = PluginMessage::Reply(Reply {
+                id,
+                result: CallResult::Err(
+                    Error::new(
+                        codes::REPLY_TOO_LARGE,
+                        "the error reply does not fit in a frame",
+                    )
+                    .into(),
+                ),
+            });
+            if let Err(e) = self.push(&fallback) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Payload bytes a reply's output may use: the frame maximum less the
+    /// reply's own header (tag, id, result tag, length).
+    fn max_payload_room(&self) -> usize {
+        (self.max_frame as usize).saturating_sub(4 + 8 + 4 + 8)
+    }
+
+    /// Encodes `message` onto the outbox, refusing frames over the maximum.
+    fn push(&mut self, message: &PluginMessage) -> Result<(), ServeError> {
+        let start = self.outbox.len();
+        frame::encode_into(message, &mut self.outbox)?;
+        let payload = self.outbox.len() - start - LENGTH_PREFIX;
+        if payload > self.max_frame as usize {
+            self.outbox.truncate(start);
+            return Err(ServeError::Protocol(frame::FrameError::TooLarge {
+                len: payload as u64,
+                max: self.max_frame,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Writes every pending frame with one write. A host that has gone
+    /// away ends the session like end of stream.
+    pub(crate) fn flush(&mut self) -> Result<(), ServeError> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let result = self.channel.write_all(&self.outbox);
+        self.outbox.clear();
+        self.writes += 1;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_peer_gone(&e) => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(ServeError::Io(e)),
+        }
+    }
+
+    /// Output written during a handler goes out at once when nothing else
+    /// waits to be answered (a lone call's logs appear as they happen), and
+    /// with the batch's replies otherwise.
+    fn flush_if_idle(&mut self) {
+        if self.queue.is_empty() || self.outbox.len() >= FLUSH_THRESHOLD {
+            if let Err(e) = self.flush() {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ServeError) {
+        if self.failure.is_none() {
+            self.failure = Some(e);
+        }
+        if let Some(current) = self.current.as_mut() {
+            current.cancelled = true;
+        }
+    }
+
+    /// Whether the running call should stop: cancelled by the host, past
+    /// its deadline, past the shutdown grace, or the channel is gone.
+    pub(crate) fn check_cancelled(&mut self, deadline: Option<Instant>) -> bool {
+        if self.current.as_ref().is_some_and(|c| c.cancelled) {
+            return true;
+        }
+        let now = Instant::now();
+        let due = self
+            .last_poll
+            .is_none_or(|last| now.duration_since(last) >= POLL_INTERVAL);
+        if due {
+            self.last_poll = Some(now);
+            self.poll_channel(now);
+        }
+        let expired =
+            deadline.is_some_and(|d| now >= d) || self.shutdown_deadline.is_some_and(|d| now >= d);
+        let current = self.current.as_mut();
+        match current {
+            Some(c) => {
+                c.cancelled |= expired || self.closed;
+                c.cancelled
+            }
+            None => expired || self.closed,
+        }
+    }
+
+    /// Reads whatever the host has sent without blocking and dispatches
+    /// it, then writes what that produced (Pongs, Cancel replies).
+    fn poll_channel(&mut self, now: Instant) {
+        if self.closed || self.failure.is_some() {
+            return;
+        }
+        loop {
+            match self.channel.try_read(self.inbox.spare(READ_CHUNK)) {
+                Ok(None) => break,
+                Ok(Some(0)) => {
+                    self.closed = true;
+                    break;
+                }
+                Ok(Some(n)) => self.inbox.commit(n),
+                Err(e) => {
+                    self.fail(ServeError::Io(e));
+                    return;
+                }
+            }
+        }
+        loop {
+            match self.inbox.next_message::<HostMessage>() {
+                Ok(Some(message)) => {
+                    if let Err(e) = self.dispatch(message, now) {
+                        self.fail(e);
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(e.into());
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.flush() {
+            self.fail(e);
+        }
+    }
+
+    pub(crate) fn push_log(
+        &mut self,
+        level: LogLevel,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
+        let record = PluginMessage::Log(LogRecord {
+            level,
+            message,
+            fields,
+        });
+        if self.push(&record).is_err() {
+            // A record too large for a frame is cut, not lost: the start of
+            // a message usually says what happened.
+            let PluginMessage::Log(record) = record else {
+                return;
+            };
+            let keep = (self.max_frame as usize / 2).min(record.message.len());
+            let mut cut = truncate_str(&record.message, keep).to_string();
+            cut.push_str(" [truncated]");
+            let short = PluginMessage::Log(LogRecord {
+                level: record.level,
+                message: cut,
+                fields: Vec::new(),
+            });
+            if let Err(e) = self.push(&short) {
+                self.fail(e);
+                return;
+            }
+        }
+        self.flush_if_idle();
+    }
+
+    pub(crate) fn push_event(&mut self, topic: String, payload: Vec<u8>) -> Result<(), Error> {
+        let event = PluginMessage::Event(PluginEvent { topic, payload });
+        if let Err(e) = self.push(&event) {
+            return Err(Error::new(codes::EVENT_TOO_LARGE, e.to_string()));
+        }
+        self.flush_if_idle();
+        Ok(())
+    }
+}
+
+fn truncate_error(e: Error) -> Error {
+    if e.code().len() <= MAX_ERROR_MESSAGE && e.message().len() <= MAX_ERROR_MESSAGE {
+        return e;
+    }
+    Error::new(
+        truncate_str(e.code(), 256),
+        format!(
+            "{} [truncated]",
+            truncate_str(e.message(), MAX_ERROR_MESSAGE)
+        ),
+    )
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic payload that is not a string)");
+    format!("the handler panicked: {text}")
+}
+
+fn host_message_name(message: &HostMessage) -> &'static str {
+    match message {
+        HostMessage::Init(_) => "Init",
+        HostMessage::Call(_) => "Call",
+        HostMessage::Cancel { .. } => "Cancel",
+        HostMessage::Ping { .. } => "Ping",
+        HostMessage::Shutdown { .. } => "Shutdown",
+        HostMessage::Pong { .. } => "Pong",
+    }
+}
