@@ -1,1 +1,9 @@
-//! corral's supervisor library and the corrald daemon
+//! corral's supervisor: compiles plugin policies, spawns confined children
+//! through the `corral-sandbox` trampoline, drives them over the child
+//! protocol and keeps them running. Used by `corral run` and by `corrald`.
+
+pub mod features;
+pub mod namespaces;
+pub mod policy;
+pub mod spawn;
+pub mod uids;
