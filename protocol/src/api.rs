@@ -57,3 +57,89 @@ pub enum PluginState {
     /// Being unloaded.
     Stopping,
 }
+
+/// A lifecycle event, as `GET /v1/events` streams it (one JSON object per
+/// line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The plugin was loaded (its policy compiled and children starting).
+    Loaded {
+        plugin: String,
+        version: String,
+    },
+    /// A child finished its handshake and serves calls.
+    Ready {
+        plugin: String,
+        instance: u32,
+        pid: i32,
+        start_ms: f64,
+    },
+    /// A call failed (any typed error, including the plugin's own).
+    CallFailed {
+        plugin: String,
+        method: String,
+        code: String,
+        message: String,
+    },
+    /// A child died: `code` is the typed cause (memory_limit_exceeded,
+    /// seccomp_violation, crashed, ...).
+    Crashed {
+        plugin: String,
+        instance: u32,
+        code: String,
+        message: String,
+    },
+    /// A child is being restarted after `delay_ms`.
+    Restarted {
+        plugin: String,
+        instance: u32,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    /// Too many failures in the window: held down until an operator acts.
+    Quarantined {
+        plugin: String,
+        failures: u32,
+        window_ms: u64,
+    },
+    Unloaded {
+        plugin: String,
+    },
+    /// The plugin's effective policy changed (policy reload).
+    PolicyChanged {
+        plugin: String,
+    },
+    /// An event the plugin itself emitted.
+    Plugin {
+        plugin: String,
+        topic: String,
+        payload: serde_json::Value,
+    },
+}
+
+impl Event {
+    pub fn plugin(&self) -> &str {
+        match self {
+            Event::Loaded { plugin, .. }
+            | Event::Ready { plugin, .. }
+            | Event::CallFailed { plugin, .. }
+            | Event::Crashed { plugin, .. }
+            | Event::Restarted { plugin, .. }
+            | Event::Quarantined { plugin, .. }
+            | Event::Unloaded { plugin }
+            | Event::PolicyChanged { plugin }
+            | Event::Plugin { plugin, .. } => plugin,
+        }
+    }
+}
+
+/// An event with its sequence number and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}

@@ -2,8 +2,11 @@
 //! through the `corral-sandbox` trampoline, drives them over the child
 //! protocol and keeps them running. Used by `corral run` and by `corrald`.
 
+pub mod child;
+pub mod events;
 pub mod features;
 pub mod namespaces;
 pub mod policy;
+pub mod runtime;
 pub mod spawn;
 pub mod uids;

@@ -99,7 +99,9 @@ impl DeathCause {
                 ErrorKind::Timeout {
                     limit_ms: *limit_ms,
                 },
-                format!("call to plugin {plugin} exceeded its {limit_ms} ms timeout and was stopped"),
+                format!(
+                    "call to plugin {plugin} exceeded its {limit_ms} ms timeout and was stopped"
+                ),
             ),
             DeathCause::CallTimeout { limit_ms, .. } => CorralError::new(
                 ErrorKind::Crashed {
@@ -223,7 +225,10 @@ mod tests {
             status: Some(ExitStatus::Signaled(libc::SIGSYS)),
             ..Evidence::default()
         };
-        assert_eq!(e.classify().error_for_call(0, "p").code(), "seccomp_violation");
+        assert_eq!(
+            e.classify().error_for_call(0, "p").code(),
+            "seccomp_violation"
+        );
     }
 
     #[test]

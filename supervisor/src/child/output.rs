@@ -99,7 +99,12 @@ pub struct CaptureStats {
 
 /// Reads `reader` to its end, logging each line. `sink` receives every
 /// admitted line (the daemon logs through tracing; tests collect).
-pub async fn capture<R, F>(mut reader: R, stream: Stream, limit: RateLimit, mut sink: F) -> CaptureStats
+pub async fn capture<R, F>(
+    mut reader: R,
+    stream: Stream,
+    limit: RateLimit,
+    mut sink: F,
+) -> CaptureStats
 where
     R: AsyncRead + Unpin,
     F: FnMut(Stream, &str),
@@ -109,7 +114,10 @@ where
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut truncated = false;
     let mut buf = vec![0u8; 16 * 1024];
-    let mut emit = |line: &mut Vec<u8>, truncated: &mut bool, stats: &mut CaptureStats, bucket: &mut Bucket| {
+    let mut emit = |line: &mut Vec<u8>,
+                    truncated: &mut bool,
+                    stats: &mut CaptureStats,
+                    bucket: &mut Bucket| {
         let now = Instant::now();
         stats.lines += 1;
         if bucket.admit(now) {
@@ -122,7 +130,10 @@ where
             stats.dropped += 1;
         }
         if let Some(n) = bucket.take_report(now) {
-            sink(stream, &format!("[corral: dropped {n} lines over the rate limit]"));
+            sink(
+                stream,
+                &format!("[corral: dropped {n} lines over the rate limit]"),
+            );
         }
         line.clear();
         *truncated = false;
@@ -147,7 +158,13 @@ where
         emit(&mut line, &mut truncated, &mut stats, &mut bucket);
     }
     if bucket.dropped > 0 {
-        sink(stream, &format!("[corral: dropped {} lines over the rate limit]", bucket.dropped));
+        sink(
+            stream,
+            &format!(
+                "[corral: dropped {} lines over the rate limit]",
+                bucket.dropped
+            ),
+        );
     }
     stats
 }
@@ -169,9 +186,12 @@ mod tests {
         let long = "x".repeat(MAX_LINE + 10);
         let input = format!("one\ntwo\n{long}\nlast-no-newline");
         let mut seen = Vec::new();
-        let stats = capture(input.as_bytes(), Stream::Stdout, RateLimit::default(), |_, l| {
-            seen.push(l.to_string())
-        })
+        let stats = capture(
+            input.as_bytes(),
+            Stream::Stdout,
+            RateLimit::default(),
+            |_, l| seen.push(l.to_string()),
+        )
         .await;
         assert_eq!(seen[0], "one");
         assert_eq!(seen[1], "two");
