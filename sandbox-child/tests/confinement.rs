@@ -1,0 +1,245 @@
+//! The trampoline, run for real: what a plugin sees from inside the
+//! sandbox. Each test starts `corral-sandbox` as the supervisor would and
+//! runs a shell script as the plugin; the script prints what it observed
+//! and the test asserts on it.
+
+mod common;
+
+use common::{PLUGIN_ID, PRINT_STATUS, SCRATCH, Spawn, require_root, run, sh};
+use corral_protocol::policy::{Rlimit, RlimitSpec};
+
+const NO_CAPS: &str = "0000000000000000";
+
+#[test]
+fn plugin_runs_as_its_uid_and_gid_with_no_capabilities() {
+    require_root();
+    let out = run(Spawn::bootstrap(sh(PRINT_STATUS)));
+    out.assert_success();
+    let id = PLUGIN_ID.to_string();
+    assert_eq!(out.value("Uid"), format!("{id} {id} {id} {id}"));
+    assert_eq!(out.value("Gid"), format!("{id} {id} {id} {id}"));
+    assert_eq!(out.value("Groups"), "", "no supplementary groups");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(out.value(set), NO_CAPS, "{set}");
+    }
+    assert_eq!(out.value("NoNewPrivs"), "1");
+    assert_eq!(out.value("Seccomp"), "0", "no program was given");
+}
+
+#[test]
+fn proc_lists_only_the_sandbox_own_processes() {
+    require_root();
+    let out = run(Spawn::bootstrap(sh(
+        "for p in /proc/[0-9]*; do echo pid=${p#/proc/}; done",
+    )));
+    out.assert_success();
+    // The shell is the trampoline's pid, 1, and alone in its namespace.
+    assert_eq!(out.values("pid"), ["1"]);
+}
+
+#[test]
+fn files_outside_the_rules_cannot_be_read() {
+    require_root();
+    // World-readable on the host: only Landlock can refuse it.
+    assert!(
+        std::fs::read("/etc/passwd").is_ok(),
+        "the test needs a world-readable /etc/passwd"
+    );
+    let out = run(Spawn::bootstrap(sh(r#"
+for f in /etc/passwd /etc/shadow; do
+  if read -r line < "$f"; then echo "$f=readable"; else echo "$f=denied"; fi
+done
+if read -r line < /etc/ld.so.cache; then echo granted=readable; else echo granted=denied; fi
+"#)));
+    out.assert_success();
+    assert_eq!(out.value("/etc/passwd"), "denied");
+    assert_eq!(out.value("/etc/shadow"), "denied");
+    assert_eq!(
+        out.value("granted"),
+        "readable",
+        "a granted file stays readable"
+    );
+    assert!(
+        out.stderr.contains("/etc/passwd: Permission denied"),
+        "expected EACCES for /etc/passwd:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn writes_land_only_in_the_scratch_space() {
+    require_root();
+    // /var/tmp is world-writable on the host: only Landlock can refuse it.
+    let outside = format!("/var/tmp/corral-sandbox-test-{}", std::process::id());
+    let out = run(Spawn::bootstrap(sh(&format!(
+        r#"
+if echo escaped > {outside}; then echo outside=written; else echo outside=denied; fi
+if echo kept > {SCRATCH}/note && read -r back < {SCRATCH}/note; then echo scratch=$back; fi
+while IFS= read -r line; do
+  case "$line" in *" {SCRATCH} "*" - "*) echo "mount=${{line#* - }}";; esac
+done < /proc/self/mountinfo
+"#
+    ))));
+    out.assert_success();
+    assert_eq!(out.value("outside"), "denied");
+    assert!(
+        !std::path::Path::new(&outside).exists(),
+        "{outside} was created on the host"
+    );
+    assert_eq!(out.value("scratch"), "kept");
+    let mount = out.value("mount");
+    let id = PLUGIN_ID;
+    for option in [
+        "tmpfs ",
+        "size=8192k",
+        "nr_inodes=256",
+        "mode=700",
+        &format!("uid={id}"),
+        &format!("gid={id}"),
+    ] {
+        assert!(mount.contains(option), "{option} missing in {mount}");
+    }
+}
+
+#[test]
+fn scratch_inode_limit_holds() {
+    require_root();
+    let out = run(Spawn::bootstrap(sh(&format!(
+        r#"
+i=0
+while [ $i -lt 1000 ]; do printf '' 2>/dev/null > {SCRATCH}/f$i || break; i=$((i+1)); done
+echo created=$i
+"#
+    ))));
+    out.assert_success();
+    let created: u32 = out.value("created").parse().expect("a count");
+    assert!(
+        created < 256,
+        "created {created} files in a tmpfs limited to 256 inodes"
+    );
+    assert!(
+        created > 100,
+        "only {created} files: the limit is too tight"
+    );
+}
+
+#[test]
+fn inherited_fds_are_closed() {
+    require_root();
+    // An fd the supervisor left open without close-on-exec, at a number
+    // the plugin would notice.
+    let leaked = std::fs::File::open("/etc/hostname").expect("open a file to leak");
+    let mut spawn = Spawn::bootstrap(sh(
+        "for f in /proc/self/fd/*; do echo fd=${f#/proc/self/fd/}; done",
+    ));
+    spawn
+        .extra_fds
+        .push((std::os::fd::AsRawFd::as_raw_fd(&leaked), 57));
+    let out = run(spawn);
+    out.assert_success();
+    let fds: Vec<u32> = out
+        .values("fd")
+        .iter()
+        .map(|f| f.parse().expect("an fd number"))
+        .collect();
+    assert!(!fds.contains(&57), "fd 57 leaked into the sandbox: {fds:?}");
+    for fd in 0..=3 {
+        assert!(fds.contains(&fd), "fd {fd} missing: {fds:?}");
+    }
+    // Besides 0-3, only the directory the shell is listing may be open.
+    assert!(
+        fds.len() <= 5 && fds.iter().all(|&fd| fd < 10),
+        "unexpected fds: {fds:?}"
+    );
+}
+
+#[test]
+fn rlimits_hold_and_cannot_be_raised() {
+    require_root();
+    let mut confinement = sh(r#"
+echo soft=$(ulimit -S -n)
+echo hard=$(ulimit -H -n)
+echo fsize=$(ulimit -H -f)
+if (ulimit -H -n 129) 2>/dev/null; then echo raise_hard=allowed; else echo raise_hard=denied; fi
+if (ulimit -S -n 128) 2>/dev/null; then echo raise_soft_to_hard=allowed; else echo raise_soft_to_hard=denied; fi
+"#);
+    confinement.rlimits = vec![
+        RlimitSpec {
+            resource: Rlimit::Nofile,
+            soft: 64,
+            hard: 128,
+        },
+        RlimitSpec {
+            resource: Rlimit::Fsize,
+            soft: 1 << 20,
+            hard: 1 << 20,
+        },
+    ];
+    let out = run(Spawn::bootstrap(confinement));
+    out.assert_success();
+    assert_eq!(out.value("soft"), "64");
+    assert_eq!(out.value("hard"), "128");
+    // dash reports RLIMIT_FSIZE in 512-byte blocks.
+    assert_eq!(out.value("fsize"), "2048");
+    assert_eq!(out.value("raise_hard"), "denied");
+    assert_eq!(
+        out.value("raise_soft_to_hard"),
+        "allowed",
+        "the soft limit may move up to the hard one"
+    );
+}
+
+#[test]
+fn file_size_limit_stops_a_large_write() {
+    require_root();
+    let mut confinement = sh(&format!(
+        "yes | head -c 300000 > {SCRATCH}/big; echo status=$?; \
+         set -- $(wc -c < {SCRATCH}/big); echo size=$1"
+    ));
+    confinement.rlimits = vec![RlimitSpec {
+        resource: Rlimit::Fsize,
+        soft: 100_000,
+        hard: 100_000,
+    }];
+    let out = run(Spawn::bootstrap(confinement));
+    out.assert_success();
+    assert_ne!(out.value("status"), "0", "the write must fail");
+    assert_eq!(out.value("size"), "100000", "the file stops at the limit");
+}
+
+/// Starts the sandbox from a thread that ends once the plugin is running,
+/// as a supervisor's spawning thread would if it died.
+fn start_from_a_thread_that_ends(confinement: corral_protocol::Confinement) -> common::Running {
+    std::thread::spawn(move || {
+        let mut running = common::start(Spawn::bootstrap(confinement));
+        running.wait_for_line("started");
+        running
+    })
+    .join()
+    .expect("spawning thread")
+}
+
+#[test]
+fn the_plugin_dies_with_its_parent() {
+    require_root();
+    let out = start_from_a_thread_that_ends(sh("echo started; sleep 30; echo survived")).finish();
+    assert_eq!(
+        out.signal(),
+        Some(libc::SIGKILL),
+        "status {:#x}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    assert!(!out.stdout.contains("survived"), "{}", out.stdout);
+}
+
+#[test]
+fn without_die_with_parent_the_plugin_outlives_its_parent() {
+    require_root();
+    let mut confinement = sh("echo started; sleep 1; echo survived");
+    confinement.die_with_parent = false;
+    let out = start_from_a_thread_that_ends(confinement).finish();
+    out.assert_success();
+    assert!(out.stdout.contains("survived"), "{}", out.stdout);
+}
