@@ -38,10 +38,14 @@ pub fn fs_rights(access: FsAccess, is_dir: bool) -> BitFlags<AccessFs> {
     let rights = match access {
         FsAccess::Read => read,
         FsAccess::ReadExec => read | AccessFs::Execute,
-        // Device ioctls stay denied even in writable places: the scratch
-        // space holds no devices, and granted device files (/dev/null) do
-        // not need them.
-        FsAccess::ReadWrite => AccessFs::from_all(BEST_ABI) & !AccessFs::IoctlDev,
+        // Everything but two rights. Execute: a writable place is not an
+        // executable one, or a plugin could download a program and run it;
+        // a policy that wants both grants read_exec on the path as well.
+        // Device ioctls: the scratch space holds no devices, and granted
+        // device files (/dev/null) do not need them.
+        FsAccess::ReadWrite => {
+            AccessFs::from_all(BEST_ABI) & !(AccessFs::Execute | AccessFs::IoctlDev)
+        }
     };
     if is_dir {
         rights
@@ -281,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn read_write_is_everything_but_device_ioctls() {
+    fn read_write_is_everything_but_execute_and_device_ioctls() {
         let dir = fs_rights(FsAccess::ReadWrite, true);
         for right in [
             AccessFs::WriteFile,
@@ -297,13 +301,21 @@ mod tests {
             assert!(dir.contains(right), "{right:?} missing");
         }
         assert!(!dir.contains(AccessFs::IoctlDev));
-        assert_eq!(dir | AccessFs::IoctlDev, AccessFs::from_all(BEST_ABI));
+        assert!(
+            !dir.contains(AccessFs::Execute),
+            "writable is not executable"
+        );
+        assert_eq!(
+            dir | AccessFs::IoctlDev | AccessFs::Execute,
+            AccessFs::from_all(BEST_ABI)
+        );
     }
 
     #[test]
     fn read_write_on_a_file_keeps_only_file_rights() {
         let file = fs_rights(FsAccess::ReadWrite, false);
         assert!(file.contains(AccessFs::WriteFile | AccessFs::Truncate | AccessFs::ReadFile));
+        assert!(!file.contains(AccessFs::Execute));
         assert!(!file.contains(AccessFs::MakeReg));
         assert!(!file.contains(AccessFs::RemoveFile));
         assert!(!file.contains(AccessFs::Refer));

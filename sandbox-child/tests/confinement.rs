@@ -102,6 +102,31 @@ done < /proc/self/mountinfo
 }
 
 #[test]
+fn programs_written_to_the_scratch_space_cannot_be_executed() {
+    require_root();
+    let out = run(Spawn::bootstrap(sh(&format!(
+        r#"
+cp /usr/bin/true {SCRATCH}/copied && echo copied=yes
+if {SCRATCH}/copied; then echo exec=allowed; else echo exec=denied; fi
+if /usr/bin/true; then echo system_exec=allowed; fi
+"#
+    ))));
+    out.assert_success();
+    assert_eq!(out.value("copied"), "yes");
+    assert_eq!(out.value("exec"), "denied");
+    assert_eq!(
+        out.value("system_exec"),
+        "allowed",
+        "read_exec paths still run"
+    );
+    assert!(
+        out.stderr.contains("Permission denied"),
+        "expected EACCES:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn scratch_inode_limit_holds() {
     require_root();
     let out = run(Spawn::bootstrap(sh(&format!(
