@@ -1,1 +1,5 @@
-//! the corral CLI and its client library
+//! The `corral` command line tool's shared pieces: exit codes and output
+//! formatting.
+
+pub mod exit;
+pub mod render;

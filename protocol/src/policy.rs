@@ -202,6 +202,17 @@ pub enum FsAccess {
     ReadWrite,
 }
 
+impl FsAccess {
+    /// The name used in policy output, matching the JSON form.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsAccess::Read => "read",
+            FsAccess::ReadExec => "read_exec",
+            FsAccess::ReadWrite => "read_write",
+        }
+    }
+}
+
 /// A compiled classic-BPF seccomp program.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeccompProgram {

@@ -114,6 +114,44 @@ impl KernelFeatures {
     }
 }
 
+/// What the cgroup hierarchy would offer, without creating or moving
+/// anything (for `corral check` and `policy show`; the daemon asks its
+/// prepared driver instead).
+pub fn probe_cgroups() -> CgroupFeatures {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Ok(plan) =
+        corral_cgroups::plan(&mountinfo, &own, &corral_cgroups::DetectOptions::default())
+    else {
+        return CgroupFeatures::default();
+    };
+    let has = |dir: &Option<std::path::PathBuf>, file: &str| {
+        dir.as_ref().is_some_and(|d| d.join(file).exists())
+    };
+    match plan {
+        corral_cgroups::Plan::V1(v1) => CgroupFeatures {
+            memory: has(&v1.memory, "memory.limit_in_bytes"),
+            swap: has(&v1.memory, "memory.memsw.limit_in_bytes"),
+            pids: has(&v1.pids, "pids.max") || v1.pids.is_some(),
+            cpu: has(&v1.cpu, "cpu.cfs_quota_us"),
+        },
+        corral_cgroups::Plan::V2(v2) => {
+            // Controllers available to our subtree.
+            let controllers =
+                std::fs::read_to_string(v2.own.join("cgroup.controllers")).unwrap_or_default();
+            let listed = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            CgroupFeatures {
+                memory: listed("memory"),
+                // memory.swap.max appears in every non-root cgroup when the
+                // kernel accounts swap.
+                swap: listed("memory") && std::path::Path::new("/proc/swaps").exists(),
+                pids: listed("pids"),
+                cpu: listed("cpu"),
+            }
+        }
+    }
+}
+
 fn landlock_abi() -> u32 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with a null attribute and size 0 this only queries the ABI.

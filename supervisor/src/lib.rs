@@ -5,8 +5,12 @@
 pub mod child;
 pub mod events;
 pub mod features;
+pub mod host;
 pub mod namespaces;
+pub mod package;
 pub mod policy;
+pub mod restart;
+pub mod run;
 pub mod runtime;
 pub mod spawn;
 pub mod uids;

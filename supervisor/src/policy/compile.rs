@@ -226,6 +226,19 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
     let package_dir = package_dir
         .canonicalize()
         .map_err(|e| manifest_error("(package)", format!("{}: {e}", package_dir.display())))?;
+    // Inside the sandbox the scratch tmpfs covers its mount point: a
+    // package (or granted path) beneath it would vanish.
+    let scratch_path = policy.sandbox.scratch_path.as_path();
+    if package_dir.starts_with(scratch_path) {
+        return Err(manifest_error(
+            "(package)",
+            format!(
+                "the package directory {} is under {}, which the sandbox covers with the plugin's private scratch space; install the package into corral's store or copy it elsewhere (e.g. /var/tmp)",
+                package_dir.display(),
+                scratch_path.display()
+            ),
+        ));
+    }
     let entry = check_entry(&package_dir, manifest.plugin.entry.as_str())
         .map_err(|reason| manifest_error("plugin.entry", reason))?;
     let dynamic =
@@ -292,6 +305,15 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
                     });
                 }
             };
+            if path.as_path().starts_with(scratch_path) {
+                return Err(manifest_error(
+                    &manifest_key,
+                    format!(
+                        "{path} is under the scratch path {}, which the sandbox replaces with the plugin's private scratch space",
+                        scratch_path.display()
+                    ),
+                ));
+            }
             if !path.as_path().exists() {
                 return Err(manifest_error(
                     &manifest_key,
@@ -300,7 +322,7 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             }
             rec.provenance.push(Provenance {
                 rule: format!("landlock.fs {path}"),
-                value: format!("{access:?}").to_lowercase(),
+                value: access.name().to_string(),
                 source: format!("{manifest_file} ({manifest_key}); {source}"),
             });
             fs_rules.push(FsRule {
@@ -933,7 +955,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("corral-compile")
-            .tempdir_in("/tmp")
+            .tempdir_in("/var/tmp")
             .expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
@@ -1198,6 +1220,41 @@ mod tests {
         match run(&manifest(""), &policy(&[]), &KernelFeatures::all(), &fx) {
             Err(CompileError::Manifest { reason, .. }) => {
                 assert!(reason.contains("not an ELF"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn packages_and_paths_under_the_scratch_mount_are_refused() {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-compile")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let package = dir.path().join("pkg");
+        std::fs::create_dir_all(package.join("bin")).expect("mkdir");
+        std::fs::copy("/bin/true", package.join("bin/tool")).expect("copy");
+        let fx = Fixture { _dir: dir, package };
+        match run(&manifest(""), &policy(&[]), &KernelFeatures::all(), &fx) {
+            Err(CompileError::Manifest { key, reason, .. }) => {
+                assert_eq!(key, "(package)");
+                assert!(reason.contains("scratch"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let fx = fixture();
+        let p = policy(&["[grantable]\nfs_read = [\"/tmp\"]\n"]);
+        match run(
+            &manifest("[permissions]\nfs.read = [\"/tmp/data\"]\n"),
+            &p,
+            &KernelFeatures::all(),
+            &fx,
+        ) {
+            Err(CompileError::Manifest { key, reason, .. }) => {
+                assert_eq!(key, "permissions.fs.read");
+                assert!(reason.contains("scratch"), "{reason}");
             }
             other => panic!("{other:?}"),
         }

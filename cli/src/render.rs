@@ -1,0 +1,205 @@
+//! Turning results into what a person (or, with `--json`, a script) reads.
+
+use corral_protocol::api::{CallResponse, Usage};
+use corral_protocol::error::{CorralError, ErrorBody};
+use corral_protocol::policy::SandboxPolicy;
+use std::fmt::Write;
+
+/// A plugin's reply as JSON: parsed when it is JSON, a string when it is
+/// UTF-8 text, base64 otherwise (with the encoding named).
+pub fn output_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return (v, None);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (serde_json::Value::String(s.to_string()), None),
+        Err(_) => (
+            serde_json::Value::String(base64(bytes)),
+            Some("base64".into()),
+        ),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn call_response(bytes: &[u8], usage: Usage) -> CallResponse {
+    let (output, output_encoding) = output_value(bytes);
+    CallResponse {
+        output,
+        output_encoding,
+        usage,
+    }
+}
+
+/// Human form of a reply: pretty JSON, or the text itself.
+pub fn human_output(response: &CallResponse) -> String {
+    match (&response.output, &response.output_encoding) {
+        (serde_json::Value::String(s), None) => s.clone(),
+        (v, _) => serde_json::to_string_pretty(v).unwrap_or_default(),
+    }
+}
+
+pub fn usage_line(u: &Usage) -> String {
+    format!(
+        "wall {:.2} ms, cpu {:.2} ms, peak memory {}",
+        u.wall_ms,
+        u.cpu_ms,
+        human_bytes(u.peak_memory_bytes)
+    )
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn error_json(error: &CorralError) -> String {
+    serde_json::to_string(&ErrorBody {
+        error: error.clone(),
+    })
+    .unwrap_or_default()
+}
+
+/// `error: <code>: <message>` plus the details, one per line.
+pub fn human_error(error: &CorralError) -> String {
+    let mut out = format!("error: {}: {}", error.code(), error.message);
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&error.kind) {
+        for (k, v) in map {
+            if k == "code" {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "\n  {k}: {}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            );
+        }
+    }
+    out
+}
+
+/// The compiled policy as a table of rules with their sources, then the
+/// sets that are too long for a table cell.
+pub fn policy(p: &SandboxPolicy) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "sandbox policy for {} {}\n", p.plugin, p.version);
+    let width = p
+        .provenance
+        .iter()
+        .map(|r| r.rule.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let vwidth = p
+        .provenance
+        .iter()
+        .map(|r| r.value.len())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 48);
+    let _ = writeln!(out, "{:width$}  {:vwidth$}  SOURCE", "RULE", "VALUE");
+    for r in &p.provenance {
+        let _ = writeln!(out, "{:width$}  {:vwidth$}  {}", r.rule, r.value, r.source);
+    }
+    if let Some(ll) = &p.confinement.landlock {
+        let _ = writeln!(out, "\nlandlock filesystem rules (everything else denied):");
+        for rule in &ll.fs {
+            let _ = writeln!(out, "  {:<10} {}", rule.access.name(), rule.path);
+        }
+        if let Some(ports) = &ll.tcp_connect {
+            let _ = writeln!(out, "  tcp connect only to ports {ports:?}");
+        }
+        let _ = writeln!(
+            out,
+            "  scoped: signals {}, abstract unix sockets {}",
+            yes(ll.scope_signals),
+            yes(ll.scope_abstract_unix)
+        );
+    } else {
+        let _ = writeln!(out, "\nlandlock: off");
+    }
+    match &p.confinement.seccomp {
+        Some(sc) => {
+            let _ = writeln!(
+                out,
+                "\nseccomp allow-list ({} system calls, {} BPF instructions):",
+                sc.allowed.len(),
+                sc.instructions.len()
+            );
+            let mut line = String::from(" ");
+            for name in &sc.allowed {
+                if line.len() + name.len() > 78 {
+                    let _ = writeln!(out, "{line}");
+                    line = String::from(" ");
+                }
+                line.push(' ');
+                line.push_str(name);
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        None => {
+            let _ = writeln!(out, "\nseccomp: off");
+        }
+    }
+    let r = &p.resources;
+    let _ = writeln!(
+        out,
+        "\ncgroup: memory {}, swap {}, pids {}, cpu {}",
+        r.memory_max
+            .map(human_bytes)
+            .unwrap_or_else(|| "unlimited".into()),
+        r.swap_max
+            .map(human_bytes)
+            .unwrap_or_else(|| "unlimited".into()),
+        r.pids_max
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "unlimited".into()),
+        r.cpu_quota_us
+            .map(|q| format!("{}% of one CPU", q * 100 / r.cpu_period_us.max(1)))
+            .unwrap_or_else(|| "unlimited".into()),
+    );
+    if !p.warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings:");
+        for w in &p.warnings {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
+    out
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_json_text_or_base64() {
+        assert_eq!(output_value(b"{\"a\":1}").0, serde_json::json!({"a": 1}));
+        assert_eq!(
+            output_value(b"plain text").0,
+            serde_json::json!("plain text")
+        );
+        let (v, enc) = output_value(&[0xff, 0xfe, 0x00]);
+        assert_eq!(v, serde_json::json!("//4A"));
+        assert_eq!(enc.as_deref(), Some("base64"));
+        assert_eq!(base64(b"hello"), "aGVsbG8=");
+    }
+}
