@@ -29,18 +29,26 @@ pub fn reset_signals() -> Result<(), SandboxError> {
             "unblock all signals",
         ));
     }
+    // The raw system call, not the C library's sigaction: glibc refuses to
+    // touch the real-time signals it reserves for itself (32 and 33), yet
+    // an ignored one would be inherited by the plugin all the same.
+    let default = KernelSigaction::default();
     for signal in 1..=libc::SIGRTMAX() {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: an all-zero sigaction with SIG_DFL as handler is valid.
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = libc::SIG_DFL;
-        // SAFETY: `action` is a valid sigaction; the old one is not wanted.
-        let rc = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
-        // The C library reserves a few real-time signals for itself and
-        // refuses them with EINVAL; they are its business, not the plugin's.
-        if rc != 0 && Errno::last() != Errno::EINVAL {
+        // SAFETY: `default` is a valid kernel sigaction (SIG_DFL, no flags,
+        // empty mask); the old action is not wanted.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                SIGSET_BYTES,
+            )
+        };
+        if rc != 0 {
             return Err(SandboxError::sys(
                 Step::Bootstrap,
                 Errno::last(),
@@ -49,6 +57,19 @@ pub fn reset_signals() -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+/// Size of the kernel's signal set: 64 signals.
+const SIGSET_BYTES: usize = 8;
+
+/// The kernel's `struct sigaction` with handler SIG_DFL (0), no flags and
+/// an empty mask. All zero, so the field order, which differs between
+/// architectures, does not matter; its size covers the largest layout
+/// (handler, flags, restorer, mask).
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    fields: [u64; 4],
 }
 
 /// Reads the supervisor's [`Bootstrap`] frame from the channel.

@@ -27,6 +27,22 @@ fn plugin_runs_as_its_uid_and_gid_with_no_capabilities() {
 }
 
 #[test]
+fn the_plugin_starts_with_no_signal_blocked_or_ignored() {
+    require_root();
+    // The trampoline was exec'd with every signal blocked, and this test
+    // process (like any Rust program) ignores SIGPIPE, which children
+    // inherit: both must be undone before the plugin runs.
+    let out = run(Spawn::bootstrap(sh(r#"
+while IFS= read -r line; do
+  case "$line" in SigBlk:*|SigIgn:*) key=${line%%:*}; set -- ${line#*:}; echo "$key=$*";; esac
+done < /proc/self/status
+"#)));
+    out.assert_success();
+    assert_eq!(out.value("SigBlk"), NO_CAPS, "blocked signals");
+    assert_eq!(out.value("SigIgn"), NO_CAPS, "ignored signals");
+}
+
+#[test]
 fn proc_lists_only_the_sandbox_own_processes() {
     require_root();
     let out = run(Spawn::bootstrap(sh(

@@ -51,6 +51,9 @@ pub struct Spawn {
     /// Shut the channel down for writing after `input`, as a supervisor
     /// that went away would.
     pub hang_up: bool,
+    /// Exec the trampoline with every signal blocked, as the supervisor's
+    /// spawner thread does.
+    pub block_signals: bool,
 }
 
 impl Spawn {
@@ -67,6 +70,7 @@ impl Spawn {
             extra_fds: Vec::new(),
             input: frame::encode(&bootstrap).expect("encode the bootstrap frame"),
             hang_up: false,
+            block_signals: true,
         }
     }
 }
@@ -303,6 +307,10 @@ pub fn start(spawn: Spawn) -> Running {
     let path = CString::new(SANDBOX).expect("binary path");
     let argv = [path.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: an all-zero sigset_t is valid for sigfillset to initialise.
+    let mut all_signals: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all_signals` is valid to write.
+    unsafe { libc::sigfillset(&mut all_signals) };
 
     // SAFETY: a fork-style clone (no CLONE_VM, no new stack). The child
     // runs only async-signal-safe calls (dup2, execve, _exit) on memory
@@ -318,6 +326,10 @@ pub fn start(spawn: Spawn) -> Running {
         )
     };
     if pid == 0 {
+        if spawn.block_signals {
+            // SAFETY: sigprocmask is async-signal-safe; the set is valid.
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &all_signals, std::ptr::null_mut()) };
+        }
         for &(source, target) in &pairs {
             // SAFETY: both are valid fd numbers; dup2 clears CLOEXEC on
             // the target.
