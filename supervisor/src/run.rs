@@ -52,13 +52,21 @@ pub fn load_policy(file: Option<&Path>) -> Result<Policy, CorralError> {
     Policy::from_layers(&layers).map_err(policy_error)
 }
 
+/// The cgroup base directory of `corral run` (the daemon's is configured).
+pub const RUN_CGROUP_BASE: &str = "corral-run";
+
 /// Runtime options as a policy asks for them.
 pub fn runtime_options(policy: &Policy, trampoline: Option<PathBuf>) -> RuntimeOptions {
     RuntimeOptions {
         trampoline,
         uid_range: policy.sandbox.uid_range,
         share_empty_namespaces: policy.sandbox.share_empty_namespaces,
-        cgroups: corral_cgroups::DetectOptions::default(),
+        // Its own base: the daemon removes whatever it finds under its
+        // base at start, which must never include a running `corral run`.
+        cgroups: corral_cgroups::DetectOptions {
+            base_name: RUN_CGROUP_BASE.to_string(),
+            ..Default::default()
+        },
         output_limit: Default::default(),
     }
 }

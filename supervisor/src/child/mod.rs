@@ -379,7 +379,8 @@ impl Child {
         // The cgroup first, so a failure leaves no process behind.
         let cgroup: Option<Arc<dyn Cgroup>> = match &rt.cgroups {
             Some(driver) => {
-                let name = format!("{}.{}.{}", spec.plugin, spec.instance, rt.next_generation());
+                // Unique across processes sharing the base (parallel `corral run`s).
+                let name = format!("{}.{}.{}.{}", spec.plugin, spec.instance, std::process::id(), rt.next_generation());
                 let cg: Arc<dyn Cgroup> = Arc::from(
                     driver
                         .create(&name)

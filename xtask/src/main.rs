@@ -1,0 +1,292 @@
+//! `cargo xtask`: builds corral, packages the example and test plugins,
+//! and runs the daemon or the whole test suite.
+//!
+//! Plugins are built as static executables (`+crt-static` for the host
+//! target): a static plugin starts faster (no dynamic loader, 0.5-0.7 ms
+//! less per exec) and needs no library paths in its Landlock rules.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build corral and package every plugin under target/corral-packages.
+    Package {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release), package the examples, and run corrald --dev on
+    /// them in the foreground.
+    Dev {
+        /// Extra arguments for corrald.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The whole test suite: unit and integration tests, the cgroup v2
+    /// tests in a QEMU guest, and a short fuzzing pass.
+    Test {
+        /// Skip the QEMU cgroup v2 guest.
+        #[arg(long)]
+        no_vm: bool,
+        /// Skip the fuzzing pass.
+        #[arg(long)]
+        no_fuzz: bool,
+        /// Arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks and print their tables.
+    Bench {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Package { release } => {
+            let out = package(&root, release)?;
+            println!("packages in {}", out.display());
+        }
+        Task::Dev { args } => dev(&root, &args)?,
+        Task::Test { no_vm, no_fuzz, args } => test(&root, !no_vm, !no_fuzz, &args)?,
+        Task::Bench { args } => bench(&root, &args)?,
+    }
+    Ok(())
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the workspace root")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("rustc -vV printed no host triple")
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(args);
+    c
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// A plugin package source: the crate that builds the binary and the
+/// manifests that package it.
+struct PluginSource {
+    crate_name: String,
+    manifests: Vec<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct CrateManifest {
+    package: CratePackage,
+}
+
+#[derive(serde::Deserialize)]
+struct CratePackage {
+    name: String,
+}
+
+#[derive(serde::Deserialize)]
+struct PluginManifest {
+    plugin: PluginSection,
+}
+
+#[derive(serde::Deserialize)]
+struct PluginSection {
+    name: String,
+    entry: String,
+}
+
+/// Crates under examples/plugins and tests/plugins with a plugin.toml, or
+/// packages/<variant>/plugin.toml for several packages of one binary.
+fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
+    let mut sources = Vec::new();
+    for parent in ["examples/plugins", "tests/plugins"] {
+        let Ok(entries) = std::fs::read_dir(root.join(parent)) else {
+            continue;
+        };
+        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        dirs.sort();
+        for dir in dirs {
+            let cargo_toml = dir.join("Cargo.toml");
+            if !cargo_toml.exists() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&cargo_toml)?;
+            let krate: CrateManifest = toml::from_str(&text).with_context(|| format!("{}", cargo_toml.display()))?;
+            let mut manifests = Vec::new();
+            if dir.join("plugin.toml").exists() {
+                manifests.push(dir.join("plugin.toml"));
+            }
+            if let Ok(variants) = std::fs::read_dir(dir.join("packages")) {
+                let mut v: Vec<PathBuf> = variants
+                    .filter_map(|e| e.ok().map(|e| e.path().join("plugin.toml")))
+                    .filter(|p| p.exists())
+                    .collect();
+                v.sort();
+                manifests.extend(v);
+            }
+            if !manifests.is_empty() {
+                sources.push(PluginSource {
+                    crate_name: krate.package.name,
+                    manifests,
+                });
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// Builds the binaries and the plugin packages; returns the packages dir.
+fn package(root: &Path, release: bool) -> Result<PathBuf> {
+    let profile_dir = if release { "release" } else { "debug" };
+    let mut host = cargo(&["build", "-p", "corral", "-p", "corral-sandbox"]);
+    if root.join("supervisor/src/bin/corrald.rs").exists() {
+        host.args(["--bin", "corrald", "-p", "corral-supervisor"]);
+    }
+    if release {
+        host.arg("--release");
+    }
+    run(host)?;
+
+    let sources = plugin_sources(root)?;
+    let triple = host_triple()?;
+    let mut plugins = cargo(&["build", "--target", &triple]);
+    if release {
+        plugins.args(["--profile", "plugin"]);
+    }
+    for s in &sources {
+        plugins.args(["-p", &s.crate_name]);
+    }
+    // Static executables. With an explicit --target these flags apply to
+    // the plugins only, not to build scripts or proc macros.
+    plugins.env("RUSTFLAGS", "-C target-feature=+crt-static");
+    run(plugins)?;
+
+    let target = target_dir(root);
+    let plugin_profile = if release { "plugin" } else { "debug" };
+    let bin_dir = target.join(&triple).join(plugin_profile);
+    let out = target.join("corral-packages");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    for source in &sources {
+        for manifest_path in &source.manifests {
+            let text = std::fs::read_to_string(manifest_path)?;
+            let manifest: PluginManifest =
+                toml::from_str(&text).with_context(|| format!("{}", manifest_path.display()))?;
+            let binary_name = Path::new(&manifest.plugin.entry)
+                .file_name()
+                .context("entry has no file name")?;
+            let binary = bin_dir.join(binary_name);
+            let dest = out.join(&manifest.plugin.name);
+            let entry = dest.join(&manifest.plugin.entry);
+            std::fs::create_dir_all(entry.parent().context("entry has a parent")?)?;
+            std::fs::copy(manifest_path, dest.join("plugin.toml"))?;
+            std::fs::copy(&binary, &entry).with_context(|| format!("copying {}", binary.display()))?;
+            set_mode(&dest, 0o755)?;
+            set_mode(&entry, 0o755)?;
+            set_mode(&dest.join("plugin.toml"), 0o644)?;
+        }
+    }
+    // Plugins run as their own unprivileged uids: every directory down to
+    // the packages must be open to them.
+    for dir in out.ancestors() {
+        if dir == Path::new("/") {
+            break;
+        }
+        let mode = std::fs::metadata(dir)?.permissions();
+        use std::os::unix::fs::PermissionsExt;
+        if mode.mode() & 0o001 == 0 {
+            eprintln!(
+                "note: {} is not searchable by others (mode {:o}); sandboxed plugins will not reach packages below it",
+                dir.display(),
+                mode.mode() & 0o7777
+            );
+        }
+    }
+    let _ = profile_dir;
+    Ok(out)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn dev(root: &Path, args: &[String]) -> Result<()> {
+    let packages = package(root, true)?;
+    let corrald = target_dir(root).join("release/corrald");
+    if !corrald.exists() {
+        bail!("{} was not built", corrald.display());
+    }
+    let mut cmd = Command::new(corrald);
+    cmd.arg("--dev").arg("--plugins").arg(&packages).args(args);
+    run(cmd)
+}
+
+fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
+    let packages = package(root, false)?;
+    let target = target_dir(root);
+    let mut tests = cargo(&["test", "--workspace"]);
+    tests.args(args);
+    tests.env("CORRAL_TEST_PACKAGES", &packages);
+    tests.env("CORRAL_SANDBOX", target.join("debug/corral-sandbox"));
+    tests.env("CORRAL_BIN_DIR", target.join("debug"));
+    run(tests)?;
+    if vm {
+        run(Command::new(root.join("tests/vm/run.sh")))?;
+    }
+    if fuzz && root.join("protocol/fuzz/run.sh").exists() {
+        run(Command::new(root.join("protocol/fuzz/run.sh")))?;
+    }
+    Ok(())
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let packages = package(root, true)?;
+    let target = target_dir(root);
+    let mut cmd = cargo(&["run", "--release", "-p", "corral-benches", "--"]);
+    cmd.args(args);
+    cmd.env("CORRAL_TEST_PACKAGES", &packages);
+    cmd.env("CORRAL_SANDBOX", target.join("release/corral-sandbox"));
+    cmd.env("CORRAL_BIN_DIR", target.join("release"));
+    run(cmd)
+}
