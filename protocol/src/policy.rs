@@ -49,7 +49,9 @@ pub struct Provenance {
 }
 
 /// Everything the trampoline needs to confine itself and exec the plugin.
-/// Applied in the order of the fields below.
+/// The trampoline applies: fds, namespaces (join), mounts, credentials,
+/// user namespace, rlimits, parent-death signal, no_new_privs, Landlock,
+/// seccomp, then exec (`corral-sandbox`'s docs give the reasons).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Confinement {
     /// Absolute path of the executable to run.
@@ -108,11 +110,14 @@ pub struct Mounts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TmpfsSpec {
     pub path: String,
+    /// Above 0 (tmpfs reads 0 as unlimited, so the trampoline refuses it).
     pub size_bytes: u64,
-    /// Maximum inodes, bounding file-count floods.
+    /// Maximum inodes, bounding file-count floods; above 0.
     pub inodes: u64,
 }
 
+/// The plugin's uid and gid: never 0 (root) and never `u32::MAX` (the
+/// kernel's "no id"); the trampoline refuses both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     pub uid: u32,
@@ -178,9 +183,12 @@ pub struct LandlockSpec {
     pub scope_signals: bool,
     /// Deny connecting to abstract Unix sockets outside the sandbox (ABI 6).
     pub scope_abstract_unix: bool,
-    /// Fail the start when the filesystem rules cannot be enforced fully.
+    /// `Required` fails the start unless the kernel enforces the
+    /// filesystem rules at Landlock ABI 3 or later (refer and truncate).
     pub fs_requirement: Requirement,
+    /// `Required` fails the start without ABI 4 (TCP port rules).
     pub net_requirement: Requirement,
+    /// `Required` fails the start without ABI 6 (scopes).
     pub scope_requirement: Requirement,
 }
 
@@ -198,7 +206,9 @@ pub enum FsAccess {
     Read,
     /// Read, and execute files.
     ReadExec,
-    /// Read, create, write, rename, remove and truncate.
+    /// Read, create, write, rename, remove and truncate; not execute (a
+    /// plugin must not run what it wrote). Grant `read_exec` on the same
+    /// path for both.
     ReadWrite,
 }
 

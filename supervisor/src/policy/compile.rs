@@ -27,6 +27,11 @@ pub const JOIN_NET_FD: i32 = 4;
 pub const JOIN_IPC_FD: i32 = 5;
 pub const JOIN_UTS_FD: i32 = 6;
 
+/// System calls always allowed: the trampoline's last steps after the
+/// filter is installed (chdir, execve) and its failure report (write,
+/// exit_group).
+pub const TRAMPOLINE_SYSCALLS: &[&str] = &["chdir", "execve", "exit_group", "write"];
+
 /// CFS bandwidth period used for CPU shares.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -740,7 +745,16 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
         if let Some(r) = rules {
             sources.push((rules_key("syscalls"), &r.syscalls));
         }
-        let mut allowed = BTreeSet::new();
+        // What the trampoline itself does after installing the filter: a
+        // policy whose groups leave these out would kill every plugin at
+        // its start instead of running it.
+        let mut allowed: BTreeSet<String> =
+            TRAMPOLINE_SYSCALLS.iter().map(|s| s.to_string()).collect();
+        rec.builtin(
+            "seccomp.allow",
+            TRAMPOLINE_SYSCALLS.join(" "),
+            "the sandbox execs the plugin after installing the filter",
+        );
         for (key, names) in &sources {
             if names.is_empty() {
                 continue;
@@ -752,7 +766,9 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
         }
         for n in &policy.seccomp.deny {
             for s in groups.resolve(n).map_err(CompileError::Seccomp)? {
-                allowed.remove(&s);
+                if !TRAMPOLINE_SYSCALLS.contains(&s.as_str()) {
+                    allowed.remove(&s);
+                }
             }
         }
         if !policy.seccomp.deny.is_empty() {
@@ -1258,6 +1274,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_trampolines_own_syscalls_survive_a_minimal_policy() {
+        let fx = fixture();
+        let p = policy(&["[seccomp]\nbase = [\"@timer\"]\ndeny = [\"execve\", \"chdir\"]\n"]);
+        let sp = run(&manifest(""), &p, &KernelFeatures::all(), &fx).expect("compile");
+        let allowed = &sp.confinement.seccomp.expect("seccomp").allowed;
+        for s in TRAMPOLINE_SYSCALLS {
+            assert!(
+                allowed.contains(&s.to_string()),
+                "{s} missing from {allowed:?}"
+            );
+        }
+        assert!(!allowed.contains(&"read".to_string()), "base was replaced");
     }
 
     #[test]
