@@ -88,7 +88,7 @@ pub enum CgroupError {
 
     /// Processes survived `kill_all` for longer than the bounded wait.
     #[error(
-        "cgroup: processes {pids:?} are still in {} after {waited:?} of SIGKILL",
+        "cgroup: {} still holds processes after {waited:?} of SIGKILL (listed: {pids:?})",
         path.display()
     )]
     KillTimeout {

@@ -31,6 +31,7 @@ const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 const CONTROLLERS_FILE: &str = "cgroup.controllers";
 const SUBTREE_CONTROL: &str = "cgroup.subtree_control";
 const KILL_FILE: &str = "cgroup.kill";
+const EVENTS_FILE: &str = "cgroup.events";
 /// Present in every cgroup except the real root: tells a cgroup
 /// namespace's root (which holds processes and obeys the no-internal-
 /// processes rule) from the hierarchy's root (which is exempt).
@@ -161,6 +162,32 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     cgroupfs::write(&control, &value)
 }
 
+/// Waits for `populated 0` in `cgroup.events`. A killed process leaves
+/// `cgroup.procs` as soon as it starts exiting; the cgroup counts as
+/// populated until the exit is through, which is when "dead" is true.
+fn wait_unpopulated(dir: &Path, started: Instant, deadline: Instant) -> Result<(), CgroupError> {
+    let events = dir.join(EVENTS_FILE);
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let Some(content) = cgroupfs::read_optional(&events)? else {
+            // Gone, or a kernel before 4.x: cgroup.procs was the best we had.
+            return Ok(());
+        };
+        if cgroupfs::parse_flat_keyed(&events, &content, "populated")? != Some(1) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(CgroupError::KillTimeout {
+                path: dir.to_path_buf(),
+                pids: cgroupfs::read_pids_or_empty(dir)?,
+                waited: started.elapsed(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
 impl CgroupDriver for V2Driver {
     fn version(&self) -> Version {
         Version::V2
@@ -267,7 +294,10 @@ impl Cgroup for V2Cgroup {
         }
         kill::refuse_self(&self.dir, &pids)?;
         match cgroupfs::write(&self.dir.join(KILL_FILE), "1") {
-            Ok(()) => return kill::wait_until_empty(&self.dir, started, deadline),
+            Ok(()) => {
+                kill::wait_until_empty(&self.dir, started, deadline)?;
+                return wait_unpopulated(&self.dir, started, deadline);
+            }
             Err(CgroupError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(err),
@@ -279,7 +309,8 @@ impl Cgroup for V2Cgroup {
         let thawed = freezer::thaw(&self.dir);
         killed?;
         thawed?;
-        kill::sigkill_until_empty(&self.dir, started, deadline)
+        kill::sigkill_until_empty(&self.dir, started, deadline)?;
+        wait_unpopulated(&self.dir, started, deadline)
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
