@@ -4,12 +4,15 @@ use crate::channel::Channel;
 use crate::context::Context;
 use crate::error::{Error, ServeError, codes};
 use crate::session::{Served, Session};
-use corral_protocol::frame::DEFAULT_MAX_FRAME;
+use corral_protocol::frame::{DEFAULT_MAX_FRAME, HARD_MAX_FRAME};
 use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+
+/// The smallest `max_frame` a host accepts in Hello.
+const MIN_MAX_FRAME: u32 = 1024;
 
 type RawHandler = Box<dyn FnMut(&mut Context<'_>, &[u8]) -> Result<Vec<u8>, Error>>;
 
@@ -62,9 +65,10 @@ impl Plugin {
     }
 
     /// The largest frame this plugin accepts (announced in Hello; the host
-    /// may choose less). Default: 4 MiB.
+    /// may choose less). Default: 4 MiB; kept between the 1 KiB the host
+    /// requires and the protocol's 16 MiB ceiling.
     pub fn max_frame(mut self, bytes: u32) -> Plugin {
-        self.max_frame = bytes;
+        self.max_frame = bytes.clamp(MIN_MAX_FRAME, HARD_MAX_FRAME);
         self
     }
 

@@ -520,3 +520,27 @@ fn a_second_init_is_a_protocol_error() {
         other => panic!("expected Unexpected, got {other:?}"),
     }
 }
+
+#[test]
+fn max_frame_is_kept_within_what_a_host_accepts() {
+    fn tiny() -> Plugin {
+        Plugin::new("tiny", "0.0.1").max_frame(10)
+    }
+    fn huge() -> Plugin {
+        Plugin::new("huge", "0.0.1").max_frame(u32::MAX)
+    }
+    for (plugin, expected) in [
+        (tiny as fn() -> Plugin, 1024),
+        (huge, frame::HARD_MAX_FRAME),
+    ] {
+        let (mut host, handle) = spawn(plugin);
+        match host.next() {
+            PluginMessage::Hello(hello) => assert_eq!(hello.max_frame, expected),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        match finish(host, handle) {
+            Err(ServeError::ClosedDuringHandshake) => {}
+            other => panic!("expected a closed handshake, got {other:?}"),
+        }
+    }
+}
