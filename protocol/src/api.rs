@@ -29,6 +29,33 @@ pub struct CallResponse {
     pub usage: Usage,
 }
 
+impl CallResponse {
+    /// A plugin's reply as JSON: parsed when it is JSON, a string when it
+    /// is other UTF-8 text, base64 (with `output_encoding`) otherwise.
+    pub fn from_output(bytes: &[u8], usage: Usage) -> CallResponse {
+        let (output, output_encoding) = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) => (v, None),
+            Err(_) => match std::str::from_utf8(bytes) {
+                Ok(s) => (serde_json::Value::String(s.to_string()), None),
+                Err(_) => {
+                    use base64::Engine;
+                    (
+                        serde_json::Value::String(
+                            base64::engine::general_purpose::STANDARD.encode(bytes),
+                        ),
+                        Some("base64".to_string()),
+                    )
+                }
+            },
+        };
+        CallResponse {
+            output,
+            output_encoding,
+            usage,
+        }
+    }
+}
+
 /// What one call cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -110,6 +137,10 @@ pub enum Event {
     PolicyChanged {
         plugin: String,
     },
+    /// This subscriber fell behind and `missed` events were dropped for it.
+    Lagged {
+        missed: u64,
+    },
     /// An event the plugin itself emitted.
     Plugin {
         plugin: String,
@@ -130,6 +161,7 @@ impl Event {
             | Event::Unloaded { plugin }
             | Event::PolicyChanged { plugin }
             | Event::Plugin { plugin, .. } => plugin,
+            Event::Lagged { .. } => "",
         }
     }
 }
@@ -142,4 +174,131 @@ pub struct EventRecord {
     pub time_ms: u64,
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// Default path of the daemon's socket.
+pub const DEFAULT_SOCKET: &str = "/run/corral/corral.sock";
+/// Environment variable naming the socket, for the CLI and clients.
+pub const SOCKET_ENV: &str = "CORRAL_SOCKET";
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ok"`, or `"draining"` while shutting down.
+    pub status: String,
+    pub version: String,
+    pub uptime_ms: u64,
+    pub plugins_installed: usize,
+    pub plugins_loaded: usize,
+    pub children_alive: usize,
+    /// `"v1"`, `"v2"` or `"none"`.
+    pub cgroup: String,
+    /// Landlock ABI of the kernel (0: none).
+    pub landlock_abi: u32,
+}
+
+/// One plugin in `GET /v1/plugins`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginSummary {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    pub state: PluginState,
+    /// Loaded at daemon start and kept loaded.
+    pub enabled: bool,
+    /// Instances the policy allows.
+    pub instances: u32,
+    /// Children alive now.
+    pub children: usize,
+    pub in_flight: usize,
+    pub calls_ok: u64,
+    pub calls_failed: u64,
+    pub restarts: u64,
+    /// Memory charged to its cgroups now, bytes.
+    pub memory_bytes: u64,
+}
+
+/// One running child in `GET /v1/plugins/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildInfo {
+    pub instance: u32,
+    /// Host pid of the sandbox's init (the plugin).
+    pub pid: i32,
+    pub uid: u32,
+    pub start_ms: f64,
+    pub in_flight: usize,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub pids: u64,
+    pub cpu_ms: f64,
+}
+
+/// `GET /v1/plugins/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginDetail {
+    #[serde(flatten)]
+    pub summary: PluginSummary,
+    /// Where the package came from (a source folder, a path, an upload).
+    pub source: String,
+    /// sha256 of the package contents, hex.
+    pub digest: String,
+    pub manifest: crate::manifest::Manifest,
+    /// The compiled policy; `None` when it does not compile (see
+    /// `policy_error`).
+    pub policy: Option<crate::policy::SandboxPolicy>,
+    pub policy_error: Option<crate::error::CorralError>,
+    pub children: Vec<ChildInfo>,
+    /// The most recent failure of any instance.
+    pub last_error: Option<crate::error::CorralError>,
+}
+
+/// `POST /v1/plugins` with a JSON body: install from a path on the
+/// daemon's host (a package directory or a `.tar.gz` of one). An upload
+/// instead sends the `.tar.gz` itself as the body with
+/// `Content-Type: application/gzip` (`?load=true` to load it too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    pub path: String,
+    /// Load (and enable) the plugin once installed.
+    #[serde(default)]
+    pub load: bool,
+}
+
+/// Answer to an install.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallResponse {
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    /// True when this exact package was already installed.
+    pub unchanged: bool,
+    pub state: PluginState,
+}
+
+/// Answer to `DELETE /v1/plugins/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    pub removed: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_json_text_or_base64() {
+        let u = Usage::default();
+        assert_eq!(
+            CallResponse::from_output(b"{\"a\":1}", u).output,
+            serde_json::json!({"a": 1})
+        );
+        let text = CallResponse::from_output(b"plain text", u);
+        assert_eq!(text.output, serde_json::json!("plain text"));
+        assert_eq!(text.output_encoding, None);
+        let bin = CallResponse::from_output(&[0xff, 0xfe, 0x00], u);
+        assert_eq!(bin.output, serde_json::json!("//4A"));
+        assert_eq!(bin.output_encoding.as_deref(), Some("base64"));
+    }
 }

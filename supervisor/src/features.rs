@@ -143,8 +143,11 @@ pub fn probe_cgroups() -> CgroupFeatures {
             CgroupFeatures {
                 memory: listed("memory"),
                 // memory.swap.max appears in every non-root cgroup when the
-                // kernel accounts swap.
-                swap: listed("memory") && std::path::Path::new("/proc/swaps").exists(),
+                // kernel accounts swap; our own cgroup is non-root when
+                // delegated, and the base is non-root once created.
+                swap: listed("memory")
+                    && (v2.own.join("memory.swap.max").exists()
+                        || v2.base.join("memory.swap.max").exists()),
                 pids: listed("pids"),
                 cpu: listed("cpu"),
             }

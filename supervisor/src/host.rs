@@ -363,6 +363,9 @@ async fn supervise(host: Arc<PluginHost>, slot: Arc<Slot>) {
             match host.start_child(slot.index).await {
                 Ok(child) => {
                     host.counters.restarts.fetch_add(1, Ordering::Relaxed);
+                    if let Some(o) = &host.rt.observer {
+                        o.child_restarted(&host.name);
+                    }
                     slot.child.send_replace(Some(child));
                     if host.state() == PluginState::Restarting {
                         host.state.send_replace(PluginState::Ready);
@@ -371,6 +374,9 @@ async fn supervise(host: Arc<PluginHost>, slot: Arc<Slot>) {
                 }
                 Err(e) => {
                     tracing::warn!(plugin = %host.name, instance = slot.index, error = %e, "restart failed");
+                    if let Some(o) = &host.rt.observer {
+                        o.child_died(&host.name, e.code());
+                    }
                     host.rt.events.publish(Event::Crashed {
                         plugin: host.name.clone(),
                         instance: slot.index,
@@ -386,6 +392,9 @@ async fn supervise(host: Arc<PluginHost>, slot: Arc<Slot>) {
 }
 
 fn report_death(host: &PluginHost, instance: u32, cause: &DeathCause, error: &CorralError) {
+    if let Some(o) = &host.rt.observer {
+        o.child_died(&host.name, cause.label());
+    }
     host.rt.events.publish(Event::Crashed {
         plugin: host.name.clone(),
         instance,

@@ -3,6 +3,8 @@
 //! protocol and keeps them running. Used by `corral run` and by `corrald`.
 
 pub mod child;
+pub mod config;
+pub mod daemon;
 pub mod events;
 pub mod features;
 pub mod host;
@@ -13,4 +15,6 @@ pub mod restart;
 pub mod run;
 pub mod runtime;
 pub mod spawn;
+pub mod state;
+pub mod store;
 pub mod uids;

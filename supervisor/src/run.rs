@@ -68,6 +68,7 @@ pub fn runtime_options(policy: &Policy, trampoline: Option<PathBuf>) -> RuntimeO
             ..Default::default()
         },
         output_limit: Default::default(),
+        observer: None,
     }
 }
 

@@ -34,6 +34,15 @@ pub enum RuntimeError {
     Cgroups(#[from] corral_cgroups::CgroupError),
 }
 
+/// Told about deaths and restarts as they happen (metrics), without the
+/// loss a lagging event subscriber could suffer.
+pub trait LifecycleObserver: Send + Sync + std::fmt::Debug {
+    /// A child died; `cause` is the typed label (e.g. `memory_limit_exceeded`).
+    fn child_died(&self, plugin: &str, cause: &str);
+    /// A child was restarted successfully.
+    fn child_restarted(&self, plugin: &str);
+}
+
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// The trampoline; found next to the current executable (or via
@@ -44,6 +53,7 @@ pub struct RuntimeOptions {
     pub share_empty_namespaces: bool,
     pub cgroups: DetectOptions,
     pub output_limit: RateLimit,
+    pub observer: Option<Arc<dyn LifecycleObserver>>,
 }
 
 #[derive(Debug)]
@@ -56,6 +66,7 @@ pub struct Runtime {
     pub features: KernelFeatures,
     pub events: EventBus,
     pub output_limit: RateLimit,
+    pub observer: Option<Arc<dyn LifecycleObserver>>,
     generation: AtomicU64,
 }
 
@@ -102,6 +113,7 @@ impl Runtime {
             features: KernelFeatures::detect(cgroup_features),
             events: EventBus::default(),
             output_limit: options.output_limit,
+            observer: options.observer,
             generation: AtomicU64::new(0),
         }))
     }

@@ -380,7 +380,13 @@ impl Child {
         let cgroup: Option<Arc<dyn Cgroup>> = match &rt.cgroups {
             Some(driver) => {
                 // Unique across processes sharing the base (parallel `corral run`s).
-                let name = format!("{}.{}.{}.{}", spec.plugin, spec.instance, std::process::id(), rt.next_generation());
+                let name = format!(
+                    "{}.{}.{}.{}",
+                    spec.plugin,
+                    spec.instance,
+                    std::process::id(),
+                    rt.next_generation()
+                );
                 let cg: Arc<dyn Cgroup> = Arc::from(
                     driver
                         .create(&name)

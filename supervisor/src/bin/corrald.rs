@@ -1,0 +1,210 @@
+//! corrald: the corral daemon.
+//!
+//! Signals: SIGTERM/SIGINT drain and stop (exit 0); SIGHUP re-reads the
+//! configuration and policy. Under systemd (Type=notify) it reports READY
+//! once the enabled plugins are loaded and pings the watchdog.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use corral_supervisor::config::{Config, DEFAULT_CONFIG};
+use corral_supervisor::daemon::{Daemon, server, watch};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    name = "corrald",
+    version,
+    about = "corral's daemon: runs plugins in confined processes and serves them on a Unix socket"
+)]
+struct Args {
+    /// Configuration file.
+    #[arg(short, long, env = "CORRAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Development mode: socket, state and cgroups under --dev-dir, the
+    /// built-in policy, plugins from --plugins, loaded at once.
+    #[arg(long)]
+    dev: bool,
+    /// Folder of plugin packages to serve in development mode.
+    #[arg(long, requires = "dev")]
+    plugins: Option<PathBuf>,
+    /// Where development mode keeps its socket and state.
+    #[arg(long, default_value = ".corral-dev", requires = "dev")]
+    dev_dir: PathBuf,
+    /// Listen on this socket instead of the configured one.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("corrald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, format: &str) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // journald adds its own timestamps.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if format == "json" {
+        builder.json().init();
+    } else if journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let (mut config, config_path) = if args.dev {
+        let dir = std::path::absolute(&args.dev_dir).context("resolving --dev-dir")?;
+        let plugins = args
+            .plugins
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .context("resolving --plugins")?;
+        (Config::dev(&dir, plugins.as_deref()), None)
+    } else {
+        let explicit = args.config.is_some();
+        let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        (Config::load(&path, explicit)?, Some(path))
+    };
+    if let Some(socket) = args.socket {
+        config.socket = std::path::absolute(socket).context("resolving --socket")?;
+    }
+    init_logging(args.verbose, &config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("corrald")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config, config_path, args.dev))
+}
+
+async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Result<()> {
+    // Bind first: clients that connect while plugins load wait in the
+    // backlog instead of finding no socket.
+    let listener = server::bind(&config)?;
+    let daemon = match Daemon::start(config.clone(), config_path).await {
+        Ok(d) => d,
+        Err(e) => {
+            server::unlink(&config.socket);
+            return Err(e.into());
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn({
+        let daemon = daemon.clone();
+        let config = config.clone();
+        async move { server::serve(daemon, listener, &config, stop_rx).await }
+    });
+    let watched: Vec<PathBuf> = config
+        .sources
+        .iter()
+        .filter(|s| s.watch && s.path.is_dir())
+        .map(|s| s.path.clone())
+        .collect();
+    let _watcher = if watched.is_empty() {
+        None
+    } else {
+        match watch::watch(daemon.clone(), watched.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the source folders; hot reload is off");
+                None
+            }
+        }
+    };
+
+    let health = daemon.health();
+    let status = format!(
+        "serving {} plugins on {}",
+        health.plugins_loaded,
+        config.socket.display()
+    );
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            // Ping at half the interval; a daemon whose runtime is stuck
+            // stops pinging and systemd restarts it.
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                if !daemon.is_draining() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
+    tracing::info!(
+        socket = %config.socket.display(),
+        plugins = health.plugins_loaded,
+        cgroup = %health.cgroup,
+        landlock_abi = health.landlock_abi,
+        "corrald ready"
+    );
+    if dev {
+        let socket = config.socket.display();
+        eprintln!(
+            "\ncorrald (development mode) is serving {} plugins on {socket}",
+            health.plugins_loaded
+        );
+        eprintln!("try, in another terminal:");
+        eprintln!("  corral --socket {socket} ls");
+        eprintln!("  corral --socket {socket} call hello greet --input '{{\"name\": \"world\"}}'");
+        eprintln!(
+            "  curl --unix-socket {socket} http://corral/v1/plugins/hello/call -d '{{\"method\": \"greet\", \"input\": {{\"name\": \"world\"}}}}'"
+        );
+        eprintln!("Ctrl-C stops it.\n");
+    }
+
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                daemon.reload_configuration().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    tracing::info!("stopping: draining calls in flight");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    server::unlink(&config.socket);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! `corrald.toml`: where the daemon listens, keeps state and finds
+//! plugins and policy, and who may use it. Every setting has a default, so
+//! an empty file (or none) is a working configuration.
+
+use corral_protocol::manifest::parse_toml;
+use corral_protocol::units::{ByteSize, HumanDuration};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/corral/corrald.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Its mode, octal text such as "0660".
+    pub socket_mode: String,
+    /// Group owning the socket (callers get in through it); none keeps the
+    /// daemon's group.
+    pub socket_group: Option<String>,
+    /// Installed packages and the state file.
+    pub state_dir: PathBuf,
+    /// The operator policy and its drop-in directory.
+    pub policy: PathBuf,
+    pub policy_dir: PathBuf,
+    /// Groups whose members may administer (install, load, ...). root
+    /// always may.
+    pub admin_groups: Vec<String>,
+    /// Groups whose members may list and call plugins. Admins may too.
+    pub caller_groups: Vec<String>,
+    /// Directory name of corral's cgroups under the hierarchy it uses.
+    pub cgroup_base: String,
+    /// Time in-flight calls get to finish on shutdown and unload.
+    pub shutdown_grace: HumanDuration,
+    /// Where packages come from.
+    pub sources: Vec<SourceConfig>,
+    pub limits: ApiLimits,
+    /// Log format: "text" or "json".
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A directory whose subdirectories are packages (each with
+    /// plugin.toml).
+    pub path: PathBuf,
+    /// Load every package found here at start, unless an operator unloaded
+    /// it.
+    #[serde(default = "yes")]
+    pub load: bool,
+    /// Pick up changed packages while running (inotify) and swap them in.
+    #[serde(default = "yes")]
+    pub watch: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimits {
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// Largest request body (uploads included); larger gets 413.
+    pub max_request_body: ByteSize,
+    /// Time a client gets to send a request's headers (also bounds idle
+    /// keep-alive connections).
+    pub header_timeout: HumanDuration,
+    /// Calls in flight per plugin; more get 429 `overloaded`.
+    pub max_in_flight_per_plugin: u32,
+    /// Largest package accepted, unpacked.
+    pub max_package_size: ByteSize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 1024,
+            max_request_body: ByteSize(64 << 20),
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            max_in_flight_per_plugin: 1024,
+            max_package_size: ByteSize(512 << 20),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from(corral_protocol::api::DEFAULT_SOCKET),
+            socket_mode: "0660".into(),
+            socket_group: Some("corral".into()),
+            state_dir: PathBuf::from("/var/lib/corral"),
+            policy: PathBuf::from("/etc/corral/policy.toml"),
+            policy_dir: PathBuf::from("/etc/corral/policy.d"),
+            admin_groups: vec!["corral-admin".into()],
+            caller_groups: vec!["corral".into()],
+            cgroup_base: corral_cgroups::DEFAULT_BASE_NAME.into(),
+            shutdown_grace: HumanDuration(Duration::from_secs(10)),
+            sources: vec![SourceConfig {
+                path: PathBuf::from("/usr/lib/corral/plugins"),
+                load: true,
+                watch: true,
+            }],
+            limits: ApiLimits::default(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {key}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+    pub line: Option<usize>,
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default location means all
+    /// defaults, a missing file named explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(ConfigError {
+                    file,
+                    key: "(document)".into(),
+                    reason: format!("cannot read: {e}"),
+                    line: None,
+                });
+            }
+        };
+        Config::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = parse_toml(text, file).map_err(|e| ConfigError {
+            file: e.file,
+            key: e.key,
+            reason: e.reason,
+            line: e.line,
+        })?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    /// Paths for `corrald --dev`: everything under `dir`, the socket open
+    /// to the local user, the built-in policy, and `plugins` as the source.
+    pub fn dev(dir: &Path, plugins: Option<&Path>) -> Config {
+        Config {
+            socket: dir.join("corral.sock"),
+            socket_mode: "0666".into(),
+            socket_group: None,
+            state_dir: dir.join("state"),
+            policy: dir.join("policy.toml"),
+            policy_dir: dir.join("policy.d"),
+            admin_groups: Vec::new(),
+            caller_groups: Vec::new(),
+            cgroup_base: "corral-dev".into(),
+            shutdown_grace: HumanDuration(Duration::from_secs(5)),
+            sources: plugins
+                .map(|p| {
+                    vec![SourceConfig {
+                        path: p.to_path_buf(),
+                        load: true,
+                        watch: true,
+                    }]
+                })
+                .unwrap_or_default(),
+            limits: ApiLimits::default(),
+            log_format: "text".into(),
+        }
+    }
+
+    pub fn socket_mode_bits(&self) -> u32 {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
+    }
+
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, reason: String| ConfigError {
+            file: file.to_string(),
+            key: key.into(),
+            reason,
+            line: None,
+        };
+        match u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8) {
+            Ok(m) if m <= 0o777 => {}
+            _ => {
+                return Err(err(
+                    "socket_mode",
+                    format!("`{}` is not an octal mode like \"0660\"", self.socket_mode),
+                ));
+            }
+        }
+        corral_cgroups::validate_name(&self.cgroup_base)
+            .map_err(|e| err("cgroup_base", e.to_string()))?;
+        if self.limits.max_connections == 0 {
+            return Err(err("limits.max_connections", "must be at least 1".into()));
+        }
+        if self.limits.max_in_flight_per_plugin == 0 {
+            return Err(err(
+                "limits.max_in_flight_per_plugin",
+                "must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(err(
+                "log_format",
+                format!("`{}`: use \"text\" or \"json\"", self.log_format),
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if !s.path.is_absolute() {
+                return Err(err(
+                    &format!("sources[{i}].path"),
+                    format!("{} is not absolute", s.path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("", "c").expect("empty"), Config::default());
+    }
+
+    #[test]
+    fn settings_parse() {
+        let c = Config::parse(
+            "socket = \"/tmp/x.sock\"\nsocket_mode = \"0600\"\ncaller_groups = [\"apps\"]\n\n[[sources]]\npath = \"/srv/plugins\"\nwatch = false\n\n[limits]\nmax_in_flight_per_plugin = 8\n",
+            "c",
+        )
+        .expect("parse");
+        assert_eq!(c.socket_mode_bits(), 0o600);
+        assert_eq!(c.sources.len(), 1);
+        assert!(c.sources[0].load && !c.sources[0].watch);
+        assert_eq!(c.limits.max_in_flight_per_plugin, 8);
+        assert_eq!(c.limits.max_connections, 1024, "untouched defaults stay");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            ("sockett = \"/x\"", "sockett"),
+            ("socket_mode = \"rw-\"", "socket_mode"),
+            ("cgroup_base = \"../x\"", "cgroup_base"),
+            (
+                "[limits]\nmax_request_body = \"big\"",
+                "limits.max_request_body",
+            ),
+            ("[[sources]]\npath = \"relative\"", "sources[0].path"),
+            ("log_format = \"xml\"", "log_format"),
+        ] {
+            let e = Config::parse(text, "/etc/corral/corrald.toml").expect_err(text);
+            assert_eq!(e.key, key, "{e}");
+            assert_eq!(e.file, "/etc/corral/corrald.toml");
+        }
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
+        let path = Path::new("/nonexistent/corrald.toml");
+        assert_eq!(
+            Config::load(path, false).expect("defaults"),
+            Config::default()
+        );
+        assert!(Config::load(path, true).is_err());
+    }
+}

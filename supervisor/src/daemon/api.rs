@@ -1,0 +1,347 @@
+//! The HTTP/1.1 + JSON API on the Unix socket. Routes check access, read
+//! bounded bodies, and answer every error as
+//! `{"error": {"code", "message", ...details}}` with a fitting status.
+
+use super::Daemon;
+use super::access::{Need, Peer};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use corral_protocol::api::{CallRequest, Event, EventRecord, InstallRequest};
+use corral_protocol::error::{CorralError, ErrorBody, ErrorKind};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// An error answer: the typed error and, rarely, a status other than the
+/// one its kind implies (413 for an oversized body).
+#[derive(Debug)]
+pub struct ApiError {
+    error: CorralError,
+    status: Option<StatusCode>,
+}
+
+impl From<CorralError> for ApiError {
+    fn from(error: CorralError) -> Self {
+        ApiError {
+            error,
+            status: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.error.kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
+        (status, Json(ErrorBody { error: self.error })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Largest request body, set per server.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/plugins", get(list).post(install))
+        .route("/v1/plugins/{name}", get(detail).delete(remove))
+        .route("/v1/plugins/{name}/policy", get(policy))
+        .route("/v1/plugins/{name}/load", post(load))
+        .route("/v1/plugins/{name}/unload", post(unload))
+        .route("/v1/plugins/{name}/reload", post(reload))
+        .route("/v1/plugins/{name}/call", post(call))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(Extension(body_limit))
+        .with_state(daemon)
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError {
+        error: CorralError::invalid_input(format!("no such endpoint: {}", request.uri().path())),
+        status: Some(StatusCode::NOT_FOUND),
+    }
+}
+
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError {
+        error: CorralError::invalid_input(format!(
+            "{} is not supported on {}",
+            request.method(),
+            request.uri().path()
+        )),
+        status: Some(StatusCode::METHOD_NOT_ALLOWED),
+    }
+}
+
+/// Reads at most `limit` bytes of body.
+async fn read_body(body: Body, limit: BodyLimit) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, limit.0).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError {
+                error: CorralError::invalid_input(format!(
+                    "the request body is larger than {} bytes",
+                    limit.0
+                )),
+                status: Some(StatusCode::PAYLOAD_TOO_LARGE),
+            }
+        } else {
+            CorralError::invalid_input(format!("reading the request body: {e}")).into()
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| CorralError::invalid_input(format!("the {what} is not valid: {e}")).into())
+}
+
+fn parse_query<T: DeserializeOwned + Default>(raw: Option<String>) -> ApiResult<T> {
+    match raw.as_deref() {
+        None | Some("") => Ok(T::default()),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|e| {
+            CorralError::invalid_input(format!("the query string is not valid: {e}")).into()
+        }),
+    }
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    corral_protocol::manifest::validate_plugin_name(name)
+        .map_err(|reason| CorralError::invalid_input(reason).into())
+}
+
+async fn health(State(d): State<Arc<Daemon>>) -> Response {
+    Json(d.health()).into_response()
+}
+
+async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
+    let text = d.metrics.render(&d.gauges());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn list(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "list plugins")?;
+    Ok(Json(d.list()).into_response())
+}
+
+async fn detail(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "read plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.detail(&name)?).into_response())
+}
+
+async fn policy(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "read policies")?;
+    check_name(&name)?;
+    Ok(Json(d.policy_of(&name)?).into_response())
+}
+
+async fn load(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "load plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.load(&name).await?).into_response())
+}
+
+async fn unload(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "unload plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.unload(&name).await?).into_response())
+}
+
+async fn reload(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "reload plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.reload(&name).await?).into_response())
+}
+
+async fn remove(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "remove plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.remove(&name).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallQuery {
+    #[serde(default)]
+    load: bool,
+}
+
+async fn install(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "install plugins")?;
+    let query: InstallQuery = parse_query(query)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let bytes = read_body(body, limit).await?;
+    let (response, created) = if content_type.starts_with("application/gzip")
+        || content_type.starts_with("application/x-gzip")
+        || content_type.starts_with("application/octet-stream")
+    {
+        d.install_upload(&bytes, query.load).await?
+    } else if content_type.starts_with("application/json") {
+        let request: InstallRequest = parse_json(&bytes, "install request")?;
+        let path = std::path::Path::new(&request.path);
+        if !path.is_absolute() {
+            return Err(CorralError::invalid_input(format!(
+                "{} is not absolute (the daemon reads it, from its own working directory)",
+                request.path
+            ))
+            .into());
+        }
+        d.install_path(path, request.load || query.load).await?
+    } else {
+        return Err(CorralError::invalid_input(format!(
+            "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}} or a .tar.gz as application/gzip"
+        ))
+        .into());
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)).into_response())
+}
+
+async fn call(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "call plugins")?;
+    check_name(&name)?;
+    let bytes = read_body(body, limit).await?;
+    let request: CallRequest = parse_json(&bytes, "call request")?;
+    Ok(Json(d.call(&name, request, &peer).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    plugin: Option<String>,
+}
+
+async fn events(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "watch events")?;
+    let query: EventsQuery = parse_query(query)?;
+    if let Some(p) = &query.plugin {
+        check_name(p)?;
+    }
+    let receiver = d.rt.events.subscribe();
+    let filter = query.plugin;
+    let stream = futures::stream::unfold((receiver, filter), |(mut rx, filter)| async move {
+        loop {
+            let line = match rx.recv().await {
+                Ok(record) => {
+                    if filter
+                        .as_deref()
+                        .is_some_and(|f| f != record.event.plugin())
+                    {
+                        continue;
+                    }
+                    serde_json::to_vec(&*record)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    serde_json::to_vec(&EventRecord {
+                        seq: 0,
+                        time_ms: 0,
+                        event: Event::Lagged { missed },
+                    })
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            let mut line = line.unwrap_or_default();
+            line.push(b'\n');
+            return Some((
+                Ok::<Bytes, std::convert::Infallible>(Bytes::from(line)),
+                (rx, filter),
+            ));
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Errors produced before a route runs (bad paths, for instance) still
+/// answer in the documented shape.
+pub fn error_response(error: CorralError) -> Response {
+    ApiError::from(error).into_response()
+}
+
+pub fn shutting_down_response() -> Response {
+    error_response(CorralError::new(
+        ErrorKind::ShuttingDown,
+        "corrald is shutting down",
+    ))
+}

@@ -1,0 +1,1122 @@
+//! corrald: installed plugins, their lifecycle, and the operations the API
+//! exposes. Administrative operations are serialised (one at a time);
+//! calls are not, and never wait for an administrative operation.
+//!
+//! Replacing a loaded plugin (reload, a new version installed, a changed
+//! package in a watched source, a policy change) starts the new instances
+//! first, switches new calls to them, then lets calls in flight on the old
+//! ones finish before stopping them: no call fails because of a swap.
+
+pub mod access;
+pub mod api;
+pub mod metrics;
+pub mod server;
+pub mod watch;
+
+use crate::config::Config;
+use crate::features::KernelFeatures;
+use crate::host::PluginHost;
+use crate::policy::{CompileInput, Policy, compile};
+use crate::run::{engine_version, policy_error};
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::state::{InstalledPlugin, State};
+use crate::store::{PackageLimits, Store, StoredPackage};
+use access::{Access, Need, Peer};
+use corral_protocol::api::{
+    CallRequest, CallResponse, ChildInfo, Event, Health, InstallResponse, PluginDetail,
+    PluginState, PluginSummary, RemoveResponse,
+};
+use corral_protocol::error::{CorralError, ErrorKind};
+use corral_protocol::policy::SandboxPolicy;
+use metrics::Metrics;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Policy(CorralError),
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
+    Store(CorralError),
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    #[error("the API socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One installed plugin.
+pub struct PluginEntry {
+    pub name: String,
+    pub package: StoredPackage,
+    /// `source:<dir>`, `path:<path>` or `upload`.
+    pub source: String,
+    /// Where to re-read the package from on reload, if anywhere.
+    pub origin: Option<PathBuf>,
+    /// The policy compiled under the current operator policy, or why not.
+    pub compiled: Result<Arc<SandboxPolicy>, CorralError>,
+    host: Mutex<Option<Arc<PluginHost>>>,
+    pub enabled: AtomicBool,
+    /// Caps calls in flight; draining takes every permit.
+    slots: Arc<Semaphore>,
+    max_in_flight: u32,
+}
+
+impl PluginEntry {
+    pub fn host(&self) -> Option<Arc<PluginHost>> {
+        self.host.lock().ok().and_then(|h| h.clone())
+    }
+
+    fn set_host(&self, host: Option<Arc<PluginHost>>) -> Option<Arc<PluginHost>> {
+        match self.host.lock() {
+            Ok(mut h) => std::mem::replace(&mut *h, host),
+            Err(_) => None,
+        }
+    }
+
+    fn state(&self) -> PluginState {
+        self.host()
+            .map(|h| h.state())
+            .unwrap_or(PluginState::Installed)
+    }
+}
+
+pub struct Daemon {
+    config: RwLock<Config>,
+    config_path: Option<PathBuf>,
+    pub rt: Arc<Runtime>,
+    policy: RwLock<Arc<Policy>>,
+    store: Store,
+    state: tokio::sync::Mutex<State>,
+    plugins: RwLock<BTreeMap<String, Arc<PluginEntry>>>,
+    ops: tokio::sync::Mutex<()>,
+    draining: AtomicBool,
+    started: Instant,
+    pub metrics: Arc<Metrics>,
+    access: RwLock<Access>,
+}
+
+fn not_found(name: &str) -> CorralError {
+    CorralError::new(
+        ErrorKind::PluginNotFound {
+            plugin: name.to_string(),
+        },
+        format!("no plugin named {name} is installed"),
+    )
+}
+
+fn not_loaded(name: &str) -> CorralError {
+    CorralError::new(
+        ErrorKind::NotLoaded {
+            plugin: name.to_string(),
+        },
+        format!("plugin {name} is installed but not loaded; load it with `corral load {name}`"),
+    )
+}
+
+fn shutting_down() -> CorralError {
+    CorralError::new(ErrorKind::ShuttingDown, "corrald is shutting down")
+}
+
+impl Daemon {
+    /// Sets up the runtime, cleans up after an earlier run, installs what
+    /// the sources hold and loads what is enabled.
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Daemon>, StartError> {
+        let policy = Policy::load(&config.policy, &config.policy_dir)
+            .map_err(|e| StartError::Policy(policy_error(e)))?;
+        let metrics = Arc::new(Metrics::new());
+        let rt = Runtime::new(RuntimeOptions {
+            trampoline: None,
+            uid_range: policy.sandbox.uid_range,
+            share_empty_namespaces: policy.sandbox.share_empty_namespaces,
+            cgroups: corral_cgroups::DetectOptions {
+                base_name: config.cgroup_base.clone(),
+                ..Default::default()
+            },
+            output_limit: Default::default(),
+            observer: Some(metrics.clone()),
+        })?;
+        let stale = rt.remove_stale_cgroups();
+        if !stale.is_empty() {
+            tracing::info!(count = stale.len(), cgroups = ?stale, "removed cgroups left by an earlier run");
+        }
+        let store = Store::open(
+            &config.state_dir.join("store"),
+            PackageLimits {
+                max_bytes: config.limits.max_package_size.0,
+                ..PackageLimits::default()
+            },
+        )
+        .map_err(StartError::Store)?;
+        let state = State::load(&config.state_dir)?;
+        let access = Access::new(&config.admin_groups, &config.caller_groups);
+        let daemon = Arc::new(Daemon {
+            config: RwLock::new(config),
+            config_path,
+            rt,
+            policy: RwLock::new(Arc::new(policy)),
+            store,
+            state: tokio::sync::Mutex::new(state),
+            plugins: RwLock::new(BTreeMap::new()),
+            ops: tokio::sync::Mutex::new(()),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            metrics,
+            access: RwLock::new(access),
+        });
+        daemon.restore().await?;
+        Ok(daemon)
+    }
+
+    fn config(&self) -> Config {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn current_policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn features(&self) -> &KernelFeatures {
+        &self.rt.features
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Rebuilds the registry from the state file and the sources, then
+    /// loads the enabled plugins.
+    async fn restore(self: &Arc<Self>) -> Result<(), StartError> {
+        let config = self.config();
+        let mut state = self.state.lock().await;
+        let mut entries: BTreeMap<String, Arc<PluginEntry>> = BTreeMap::new();
+        for (name, installed) in &state.plugins {
+            match self.store.get(&installed.digest) {
+                Some(package) if package.manifest.name() == name => {
+                    let origin = installed.source.strip_prefix("path:").map(PathBuf::from);
+                    entries.insert(
+                        name.clone(),
+                        self.entry_for(
+                            package,
+                            installed.source.clone(),
+                            origin,
+                            installed.enabled,
+                        ),
+                    );
+                }
+                _ => {
+                    tracing::warn!(plugin = %name, digest = %installed.digest, "installed package is missing from the store; dropping it")
+                }
+            }
+        }
+        for source in &config.sources {
+            for dir in source_packages(&source.path) {
+                match self.store.import_dir(&dir) {
+                    Ok(package) => {
+                        let name = package.manifest.name().to_string();
+                        let previous = state.plugins.get(&name);
+                        let enabled = previous.map(|p| p.enabled).unwrap_or(source.load);
+                        let same = entries
+                            .get(&name)
+                            .is_some_and(|e| e.package.digest == package.digest);
+                        if !same {
+                            let source_label = format!("source:{}", source.path.display());
+                            entries.insert(
+                                name,
+                                self.entry_for(package, source_label, Some(dir.clone()), enabled),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(package = %dir.display(), error = %e, "skipping an invalid package in a source folder")
+                    }
+                }
+            }
+        }
+        state.plugins = entries
+            .iter()
+            .map(|(name, e)| (name.clone(), installed_record(e)))
+            .collect();
+        state.save(&config.state_dir)?;
+        let keep: Vec<String> = entries.values().map(|e| e.package.digest.clone()).collect();
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        self.store.prune(&keep);
+        let enabled: Vec<String> = entries
+            .values()
+            .filter(|e| e.enabled.load(Ordering::Relaxed))
+            .map(|e| e.name.clone())
+            .collect();
+        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = entries;
+        drop(state);
+        let _ops = self.ops.lock().await;
+        for name in enabled {
+            if let Err(e) = self.load_locked(&name, 0).await {
+                tracing::error!(plugin = %name, error = %e, "cannot load an enabled plugin");
+            }
+        }
+        Ok(())
+    }
+
+    fn entry_for(
+        &self,
+        package: StoredPackage,
+        source: String,
+        origin: Option<PathBuf>,
+        enabled: bool,
+    ) -> Arc<PluginEntry> {
+        let compiled = self.compile_package(&package);
+        let max_in_flight = self.config().limits.max_in_flight_per_plugin;
+        Arc::new(PluginEntry {
+            name: package.manifest.name().to_string(),
+            compiled,
+            package,
+            source,
+            origin,
+            host: Mutex::new(None),
+            enabled: AtomicBool::new(enabled),
+            slots: Arc::new(Semaphore::new(max_in_flight as usize)),
+            max_in_flight,
+        })
+    }
+
+    fn compile_package(&self, package: &StoredPackage) -> Result<Arc<SandboxPolicy>, CorralError> {
+        let policy = self.current_policy();
+        let manifest_file = format!(
+            "{} ({}/plugin.toml)",
+            package.manifest.name(),
+            package.dir.display()
+        );
+        compile(&CompileInput {
+            manifest: &package.manifest,
+            manifest_file: &manifest_file,
+            package_dir: &package.dir,
+            policy: &policy,
+            features: self.features(),
+            engine: &engine_version(),
+        })
+        .map(Arc::new)
+        .map_err(|e| e.to_corral_error())
+    }
+
+    pub fn entry(&self, name: &str) -> Result<Arc<PluginEntry>, CorralError> {
+        self.plugins
+            .read()
+            .ok()
+            .and_then(|p| p.get(name).cloned())
+            .ok_or_else(|| not_found(name))
+    }
+
+    fn entries(&self) -> Vec<Arc<PluginEntry>> {
+        self.plugins
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn persist(&self) {
+        let config = self.config();
+        let mut state = self.state.lock().await;
+        state.plugins = self
+            .entries()
+            .iter()
+            .map(|e| (e.name.clone(), installed_record(e)))
+            .collect();
+        if let Err(e) = state.save(&config.state_dir) {
+            tracing::error!(error = %e, "cannot save the daemon state");
+        }
+    }
+
+    /// Checks access, logging and counting refusals with the peer's ids.
+    pub fn authorize(&self, peer: &Peer, need: Need, what: &str) -> Result<(), CorralError> {
+        let allowed = self
+            .access
+            .read()
+            .map(|a| a.allows(peer, need))
+            .unwrap_or(false);
+        if allowed {
+            return Ok(());
+        }
+        self.metrics.denied();
+        tracing::warn!(
+            uid = peer.uid,
+            gid = peer.gid,
+            pid = peer.pid,
+            operation = what,
+            "request denied"
+        );
+        Err(CorralError::new(
+            ErrorKind::PermissionDenied {
+                permission: Some(what.to_string()),
+            },
+            format!(
+                "uid {} may not {what}: it needs to be {}",
+                peer.uid,
+                match need {
+                    Need::Admin => "root or in an admin group",
+                    _ => "in a caller group",
+                }
+            ),
+        ))
+    }
+
+    // ---- installation ----------------------------------------------
+
+    pub async fn install_path(
+        &self,
+        path: &Path,
+        load: bool,
+    ) -> Result<(InstallResponse, bool), CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        let package = self.store.import_path(path)?;
+        let origin = path.is_dir().then(|| path.to_path_buf());
+        self.install_locked(package, format!("path:{}", path.display()), origin, load)
+            .await
+    }
+
+    pub async fn install_upload(
+        &self,
+        archive: &[u8],
+        load: bool,
+    ) -> Result<(InstallResponse, bool), CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        let package = self.store.import_tar_gz(archive)?;
+        self.install_locked(package, "upload".into(), None, load)
+            .await
+    }
+
+    /// Installs (or replaces) a stored package. Returns whether it is new.
+    async fn install_locked(
+        &self,
+        package: StoredPackage,
+        source: String,
+        origin: Option<PathBuf>,
+        load: bool,
+    ) -> Result<(InstallResponse, bool), CorralError> {
+        let name = package.manifest.name().to_string();
+        let version = package.manifest.plugin.version.to_string();
+        let digest = package.digest.clone();
+        let existing = self.entry(&name).ok();
+        if let Some(old) = &existing
+            && old.package.digest == digest
+        {
+            if load && old.host().is_none() {
+                self.load_locked(&name, 0).await?;
+            }
+            return Ok((
+                InstallResponse {
+                    plugin: name.clone(),
+                    version,
+                    digest,
+                    unchanged: true,
+                    state: self.entry(&name)?.state(),
+                },
+                false,
+            ));
+        }
+        let was_loaded = existing.as_ref().is_some_and(|e| e.host().is_some());
+        let enabled = load
+            || existing
+                .as_ref()
+                .is_some_and(|e| e.enabled.load(Ordering::Relaxed));
+        let entry = self.entry_for(package, source, origin, enabled);
+        let is_new = existing.is_none();
+        if was_loaded || load {
+            self.swap_in(entry, existing).await?;
+        } else {
+            self.plugins
+                .write()
+                .map_err(|_| CorralError::internal("registry poisoned"))?
+                .insert(name.clone(), entry);
+        }
+        self.persist().await;
+        self.prune_store();
+        tracing::info!(plugin = %name, %version, %digest, "installed");
+        Ok((
+            InstallResponse {
+                plugin: name.clone(),
+                version,
+                digest,
+                unchanged: false,
+                state: self.entry(&name)?.state(),
+            },
+            is_new,
+        ))
+    }
+
+    fn prune_store(&self) {
+        let keep: Vec<String> = self
+            .entries()
+            .iter()
+            .map(|e| e.package.digest.clone())
+            .collect();
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        self.store.prune(&keep);
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<RemoveResponse, CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        let entry = self.entry(name)?;
+        let dependents = self.dependents_of(name);
+        if !dependents.is_empty() {
+            return Err(CorralError::new(
+                ErrorKind::DependencyMissing {
+                    dependency: name.to_string(),
+                    requirement: format!("required by {}", dependents.join(", ")),
+                },
+                format!(
+                    "{name} cannot be removed: {} depend on it",
+                    dependents.join(", ")
+                ),
+            ));
+        }
+        if let Some(host) = entry.set_host(None) {
+            self.drain_and_stop(&entry, host).await;
+            self.rt.events.publish(Event::Unloaded {
+                plugin: name.to_string(),
+            });
+        }
+        self.plugins
+            .write()
+            .map_err(|_| CorralError::internal("registry poisoned"))?
+            .remove(name);
+        self.persist().await;
+        self.prune_store();
+        tracing::info!(plugin = %name, "removed");
+        Ok(RemoveResponse {
+            removed: name.to_string(),
+        })
+    }
+
+    // ---- lifecycle ---------------------------------------------------
+
+    pub async fn load(&self, name: &str) -> Result<PluginSummary, CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        self.load_locked(name, 0).await?;
+        self.persist().await;
+        self.summary(name)
+    }
+
+    fn load_locked<'a>(
+        &'a self,
+        name: &'a str,
+        depth: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CorralError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let entry = self.entry(name)?;
+            if let Some(host) = entry.host() {
+                if host.state() != PluginState::Quarantined {
+                    entry.enabled.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Loading a quarantined plugin is the operator's way to
+                // say "try again".
+                entry.set_host(None);
+                host.stop(Duration::ZERO).await;
+            }
+            let policy = entry.compiled.clone()?;
+            self.load_dependencies(&entry, depth).await?;
+            let host = PluginHost::start(self.rt.clone(), policy, b"{}".to_vec()).await?;
+            entry.set_host(Some(host));
+            entry.enabled.store(true, Ordering::Relaxed);
+            self.rt.events.publish(Event::Loaded {
+                plugin: name.to_string(),
+                version: entry.package.manifest.plugin.version.to_string(),
+            });
+            tracing::info!(plugin = %name, "loaded");
+            Ok(())
+        })
+    }
+
+    async fn load_dependencies(
+        &self,
+        entry: &PluginEntry,
+        depth: usize,
+    ) -> Result<(), CorralError> {
+        if depth > 16 {
+            return Err(CorralError::new(
+                ErrorKind::DependencyMissing {
+                    dependency: entry.name.clone(),
+                    requirement: "no cycle".into(),
+                },
+                format!("the dependencies of {} form a cycle", entry.name),
+            ));
+        }
+        for (dep, req) in &entry.package.manifest.dependencies {
+            let missing = || {
+                CorralError::new(
+                    ErrorKind::DependencyMissing {
+                        dependency: dep.to_string(),
+                        requirement: req.to_string(),
+                    },
+                    format!("{} needs {dep} {req}, which is not installed", entry.name),
+                )
+            };
+            let dep_entry = self.entry(dep.as_str()).map_err(|_| missing())?;
+            let have = &dep_entry.package.manifest.plugin.version;
+            if !req.matches(have) {
+                return Err(CorralError::new(
+                    ErrorKind::DependencyMissing {
+                        dependency: dep.to_string(),
+                        requirement: req.to_string(),
+                    },
+                    format!(
+                        "{} needs {dep} {req}, but {dep} {have} is installed",
+                        entry.name
+                    ),
+                ));
+            }
+            if dep_entry.host().is_none() {
+                self.load_locked(dep.as_str(), depth + 1).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dependents_of(&self, name: &str) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter(|e| {
+                e.package
+                    .manifest
+                    .dependencies
+                    .keys()
+                    .any(|d| d.as_str() == name)
+            })
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    pub async fn unload(&self, name: &str) -> Result<PluginSummary, CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        let entry = self.entry(name)?;
+        let host = entry.set_host(None).ok_or_else(|| not_loaded(name))?;
+        entry.enabled.store(false, Ordering::Relaxed);
+        self.drain_and_stop(&entry, host).await;
+        self.rt.events.publish(Event::Unloaded {
+            plugin: name.to_string(),
+        });
+        self.persist().await;
+        tracing::info!(plugin = %name, "unloaded");
+        self.summary(name)
+    }
+
+    /// Re-reads the package (when it came from a folder or path) and the
+    /// policy, and swaps new instances in; lifts a quarantine; reloads the
+    /// plugins that depend on it.
+    pub async fn reload(&self, name: &str) -> Result<PluginSummary, CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        self.reload_locked(name, &mut BTreeSet::new()).await?;
+        self.persist().await;
+        self.summary(name)
+    }
+
+    fn reload_locked<'a>(
+        &'a self,
+        name: &'a str,
+        done: &'a mut BTreeSet<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CorralError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            if !done.insert(name.to_string()) {
+                return Ok(());
+            }
+            let old = self.entry(name)?;
+            let package = match &old.origin {
+                Some(dir) if dir.is_dir() => self.store.import_dir(dir)?,
+                _ => old.package.clone(),
+            };
+            if package.manifest.name() != name {
+                return Err(CorralError::new(
+                    ErrorKind::InvalidPackage {
+                        reason: format!("the package now names itself {}", package.manifest.name()),
+                    },
+                    format!(
+                        "{name}: the package at its origin is now called {}",
+                        package.manifest.name()
+                    ),
+                ));
+            }
+            let entry = self.entry_for(package, old.source.clone(), old.origin.clone(), true);
+            self.swap_in(entry, Some(old)).await?;
+            self.prune_store();
+            for dependent in self.dependents_of(name) {
+                if self.entry(&dependent).is_ok_and(|e| e.host().is_some()) {
+                    self.reload_locked(&dependent, done).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts `new`'s instances, points calls at them, then drains and
+    /// stops `old`'s. On a start failure `old` keeps serving.
+    async fn swap_in(
+        &self,
+        new: Arc<PluginEntry>,
+        old: Option<Arc<PluginEntry>>,
+    ) -> Result<(), CorralError> {
+        let policy = new.compiled.clone()?;
+        self.load_dependencies(&new, 0).await?;
+        let host = PluginHost::start(self.rt.clone(), policy, b"{}".to_vec()).await?;
+        new.set_host(Some(host));
+        new.enabled.store(true, Ordering::Relaxed);
+        self.plugins
+            .write()
+            .map_err(|_| CorralError::internal("registry poisoned"))?
+            .insert(new.name.clone(), new.clone());
+        self.rt.events.publish(Event::Loaded {
+            plugin: new.name.clone(),
+            version: new.package.manifest.plugin.version.to_string(),
+        });
+        if let Some(old) = old
+            && let Some(old_host) = old.set_host(None)
+        {
+            self.drain_and_stop(&old, old_host).await;
+        }
+        tracing::info!(plugin = %new.name, digest = %new.package.digest, "swapped in");
+        Ok(())
+    }
+
+    /// Waits (up to the shutdown grace) for the calls in flight on `entry`
+    /// to finish, then stops its host.
+    async fn drain_and_stop(&self, entry: &PluginEntry, host: Arc<PluginHost>) {
+        let grace = self.config().shutdown_grace();
+        let all = entry.max_in_flight;
+        if let Ok(Ok(permits)) = tokio::time::timeout(grace, entry.slots.acquire_many(all)).await {
+            // Nothing in flight; keep the permits while stopping so no late
+            // call slips in.
+            host.stop(grace).await;
+            drop(permits);
+        } else {
+            tracing::warn!(plugin = %entry.name, "calls still in flight after the grace period; stopping anyway");
+            host.stop(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn refuse_when_draining(&self) -> Result<(), CorralError> {
+        if self.is_draining() {
+            return Err(shutting_down());
+        }
+        Ok(())
+    }
+
+    // ---- calls -------------------------------------------------------
+
+    pub async fn call(
+        &self,
+        name: &str,
+        request: CallRequest,
+        peer: &Peer,
+    ) -> Result<CallResponse, CorralError> {
+        self.refuse_when_draining()?;
+        if request.method.is_empty() || request.method.len() > 256 {
+            return Err(CorralError::invalid_input("method must be 1 to 256 bytes"));
+        }
+        let entry = self.entry(name)?;
+        let allowed_callers = entry
+            .compiled
+            .as_ref()
+            .ok()
+            .and_then(|p| p.allowed_callers.clone());
+        let may = self
+            .access
+            .read()
+            .map(|a| a.may_call(peer, allowed_callers.as_deref()))
+            .unwrap_or(false);
+        if !may {
+            self.metrics.denied();
+            tracing::warn!(
+                uid = peer.uid,
+                gid = peer.gid,
+                pid = peer.pid,
+                plugin = name,
+                "call denied by allowed_callers"
+            );
+            return Err(CorralError::new(
+                ErrorKind::PermissionDenied {
+                    permission: Some(format!("call {name}")),
+                },
+                format!(
+                    "uid {} is not among the allowed callers of {name}",
+                    peer.uid
+                ),
+            ));
+        }
+        let host = entry.host().ok_or_else(|| not_loaded(name))?;
+        let _permit = entry.slots.clone().try_acquire_owned().map_err(|_| {
+            CorralError::new(
+                ErrorKind::Overloaded {
+                    limit: entry.max_in_flight,
+                },
+                format!(
+                    "plugin {name} already has {} calls in flight",
+                    entry.max_in_flight
+                ),
+            )
+        })?;
+        let input = serde_json::to_vec(&request.input)
+            .map_err(|e| CorralError::invalid_input(e.to_string()))?;
+        let started = Instant::now();
+        let result = host
+            .call(
+                &request.method,
+                input,
+                request.timeout_ms.map(Duration::from_millis),
+            )
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        self.metrics.call(name, outcome, started.elapsed());
+        result.map(|out| CallResponse::from_output(&out.output, out.usage))
+    }
+
+    // ---- reading -----------------------------------------------------
+
+    fn summary_of(&self, entry: &PluginEntry) -> PluginSummary {
+        let host = entry.host();
+        let manifest = &entry.package.manifest;
+        let (children, in_flight, memory, counters) = match &host {
+            Some(h) => {
+                let children = h.children();
+                let memory = children
+                    .iter()
+                    .filter_map(|c| c.stats())
+                    .map(|s| s.memory_current)
+                    .sum();
+                (
+                    children.len(),
+                    h.in_flight(),
+                    memory,
+                    (
+                        h.counters.calls_ok.load(Ordering::Relaxed),
+                        h.counters.calls_failed.load(Ordering::Relaxed),
+                        h.counters.restarts.load(Ordering::Relaxed),
+                    ),
+                )
+            }
+            None => (0, 0, 0, (0, 0, 0)),
+        };
+        PluginSummary {
+            name: entry.name.clone(),
+            version: manifest.plugin.version.to_string(),
+            description: manifest.plugin.description.clone(),
+            state: entry.state(),
+            enabled: entry.enabled.load(Ordering::Relaxed),
+            instances: entry
+                .compiled
+                .as_ref()
+                .map(|p| p.instances)
+                .unwrap_or(manifest.plugin.instances),
+            children,
+            in_flight,
+            calls_ok: counters.0,
+            calls_failed: counters.1,
+            restarts: counters.2,
+            memory_bytes: memory,
+        }
+    }
+
+    pub fn summary(&self, name: &str) -> Result<PluginSummary, CorralError> {
+        let entry = self.entry(name)?;
+        Ok(self.summary_of(&entry))
+    }
+
+    pub fn list(&self) -> Vec<PluginSummary> {
+        self.entries().iter().map(|e| self.summary_of(e)).collect()
+    }
+
+    pub fn detail(&self, name: &str) -> Result<PluginDetail, CorralError> {
+        let entry = self.entry(name)?;
+        let host = entry.host();
+        let children = host
+            .as_ref()
+            .map(|h| {
+                h.children()
+                    .iter()
+                    .map(|c| {
+                        let stats = c.stats().unwrap_or_default();
+                        ChildInfo {
+                            instance: c.instance(),
+                            pid: c.pid(),
+                            uid: c.uid(),
+                            start_ms: c.start_duration().as_secs_f64() * 1000.0,
+                            in_flight: c.in_flight(),
+                            memory_bytes: stats.memory_current,
+                            memory_peak_bytes: stats.memory_peak,
+                            pids: stats.pids_current,
+                            cpu_ms: stats.cpu_usage_us as f64 / 1000.0,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(PluginDetail {
+            summary: self.summary_of(&entry),
+            source: entry.source.clone(),
+            digest: entry.package.digest.clone(),
+            manifest: entry.package.manifest.clone(),
+            policy: entry.compiled.as_ref().ok().map(|p| (**p).clone()),
+            policy_error: entry.compiled.as_ref().err().cloned(),
+            children,
+            last_error: host.and_then(|h| h.last_death()).map(|d| d.error),
+        })
+    }
+
+    pub fn policy_of(&self, name: &str) -> Result<SandboxPolicy, CorralError> {
+        let entry = self.entry(name)?;
+        entry
+            .compiled
+            .as_ref()
+            .map(|p| (**p).clone())
+            .map_err(Clone::clone)
+    }
+
+    pub fn health(&self) -> Health {
+        let entries = self.entries();
+        Health {
+            status: if self.is_draining() { "draining" } else { "ok" }.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            plugins_installed: entries.len(),
+            plugins_loaded: entries.iter().filter(|e| e.host().is_some()).count(),
+            children_alive: entries
+                .iter()
+                .filter_map(|e| e.host())
+                .map(|h| h.children().len())
+                .sum(),
+            cgroup: self
+                .rt
+                .cgroups
+                .as_ref()
+                .map(|d| d.version().to_string())
+                .unwrap_or_else(|| "none".into()),
+            landlock_abi: self.rt.features.landlock_abi,
+        }
+    }
+
+    /// `(name, children alive, memory bytes)` for the metrics gauges.
+    pub fn gauges(&self) -> Vec<(String, usize, u64)> {
+        self.entries()
+            .iter()
+            .filter_map(|e| e.host().map(|h| (e, h)))
+            .map(|(e, h)| {
+                let children = h.children();
+                let memory = children
+                    .iter()
+                    .filter_map(|c| c.stats())
+                    .map(|s| s.memory_current)
+                    .sum();
+                (e.name.clone(), children.len(), memory)
+            })
+            .collect()
+    }
+
+    // ---- reconfiguration and shutdown ------------------------------------
+
+    /// SIGHUP: re-reads the configuration (what can change without a
+    /// restart: access groups, limits) and the policy; plugins whose
+    /// compiled policy changed are swapped, the others keep running.
+    pub async fn reload_configuration(&self) {
+        let _ops = self.ops.lock().await;
+        if let Some(path) = &self.config_path {
+            match Config::load(path, true) {
+                Ok(new) => {
+                    let old = self.config();
+                    if new.socket != old.socket
+                        || new.state_dir != old.state_dir
+                        || new.cgroup_base != old.cgroup_base
+                    {
+                        tracing::warn!(
+                            "socket, state_dir and cgroup_base changes take effect after a restart"
+                        );
+                    }
+                    if let Ok(mut a) = self.access.write() {
+                        *a = Access::new(&new.admin_groups, &new.caller_groups);
+                    }
+                    if let Ok(mut c) = self.config.write() {
+                        *c = new;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the configuration does not load; keeping the running one");
+                    return;
+                }
+            }
+        }
+        let config = self.config();
+        let policy = match Policy::load(&config.policy, &config.policy_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "the policy does not load; keeping the running one");
+                return;
+            }
+        };
+        if let Ok(mut p) = self.policy.write() {
+            *p = Arc::new(policy);
+        }
+        for old in self.entries() {
+            let recompiled = self.compile_package(&old.package);
+            let changed = match (&recompiled, &old.compiled) {
+                (Ok(a), Ok(b)) => a != b,
+                (Err(a), Err(b)) => a != b,
+                _ => true,
+            };
+            if !changed {
+                continue;
+            }
+            self.rt.events.publish(Event::PolicyChanged {
+                plugin: old.name.clone(),
+            });
+            let enabled = old.enabled.load(Ordering::Relaxed);
+            let entry = Arc::new(PluginEntry {
+                name: old.name.clone(),
+                package: old.package.clone(),
+                source: old.source.clone(),
+                origin: old.origin.clone(),
+                compiled: recompiled,
+                host: Mutex::new(None),
+                enabled: AtomicBool::new(enabled),
+                slots: Arc::new(Semaphore::new(
+                    config.limits.max_in_flight_per_plugin as usize,
+                )),
+                max_in_flight: config.limits.max_in_flight_per_plugin,
+            });
+            if old.host().is_some() {
+                match &entry.compiled {
+                    Ok(_) => {
+                        if let Err(e) = self.swap_in(entry, Some(old.clone())).await {
+                            tracing::error!(plugin = %old.name, error = %e, "the plugin does not start under the new policy; the old instances keep running");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(plugin = %old.name, error = %e, "the new policy no longer admits the plugin; unloading it");
+                        if let Some(host) = old.set_host(None) {
+                            self.drain_and_stop(&old, host).await;
+                        }
+                        if let Ok(mut map) = self.plugins.write() {
+                            map.insert(entry.name.clone(), entry);
+                        }
+                        self.rt.events.publish(Event::Unloaded {
+                            plugin: old.name.clone(),
+                        });
+                    }
+                }
+            } else if let Ok(mut map) = self.plugins.write() {
+                map.insert(entry.name.clone(), entry);
+            }
+        }
+        tracing::info!("configuration and policy reloaded");
+    }
+
+    /// SIGTERM: refuse new work, let calls in flight finish (up to the
+    /// grace period), stop every child and remove their cgroups.
+    pub async fn shutdown(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let grace = self.config().shutdown_grace();
+        let deadline = Instant::now() + grace;
+        let entries = self.entries();
+        while Instant::now() < deadline {
+            let in_flight: usize = entries
+                .iter()
+                .filter_map(|e| e.host())
+                .map(|h| h.in_flight())
+                .sum();
+            if in_flight == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stops = entries
+            .iter()
+            .filter_map(|e| e.set_host(None))
+            .map(|host| async move {
+                host.stop(Duration::from_millis(500)).await;
+            });
+        futures::future::join_all(stops).await;
+        tracing::info!("all plugins stopped");
+    }
+
+    /// A package in a watched source changed: install it again, which
+    /// swaps it in when it is loaded and its contents differ.
+    pub async fn source_changed(&self, dir: &Path) {
+        if self.is_draining() {
+            return;
+        }
+        let source = dir
+            .parent()
+            .map(|p| format!("source:{}", p.display()))
+            .unwrap_or_else(|| "source".into());
+        let _ops = self.ops.lock().await;
+        match self.store.import_dir(dir) {
+            Ok(package) => {
+                let name = package.manifest.name().to_string();
+                let load = self
+                    .entry(&name)
+                    .map(|e| e.enabled.load(Ordering::Relaxed))
+                    .unwrap_or(false);
+                match self
+                    .install_locked(package, source, Some(dir.to_path_buf()), load)
+                    .await
+                {
+                    Ok((r, _)) if !r.unchanged => {
+                        tracing::info!(plugin = %name, digest = %r.digest, "hot reloaded")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(plugin = %name, error = %e, "hot reload failed; the running version keeps serving")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(package = %dir.display(), error = %e, "a changed package in a source folder is invalid; the running version keeps serving")
+            }
+        }
+    }
+}
+
+fn installed_record(e: &PluginEntry) -> InstalledPlugin {
+    InstalledPlugin {
+        version: e.package.manifest.plugin.version.to_string(),
+        digest: e.package.digest.clone(),
+        source: e.source.clone(),
+        enabled: e.enabled.load(Ordering::Relaxed),
+    }
+}
+
+/// Package directories directly under a source folder.
+pub fn source_packages(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!(source = %dir.display(), "cannot read the source folder");
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(corral_protocol::manifest::MANIFEST_FILE).is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}

@@ -1,0 +1,692 @@
+//! The content-addressed package store: `<state>/store/<sha256>/`.
+//!
+//! A package is checked before anything of it runs: its manifest parses,
+//! its entry exists, and it contains only regular files, directories and
+//! relative symlinks that stay inside it: no `..`, no absolute paths, no
+//! hard links, no devices, within size and count limits. The store copy is
+//! owned by the daemon and readable (not writable) by plugin uids, so a
+//! plugin can never change its own code or another plugin's. The digest
+//! covers paths, kinds, the executable bit and contents, so the same
+//! package always lands in the same directory.
+
+use corral_protocol::error::{CorralError, ErrorKind};
+use corral_protocol::manifest::{MANIFEST_FILE, Manifest};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Limits on what a package may contain.
+#[derive(Debug, Clone, Copy)]
+pub struct PackageLimits {
+    pub max_bytes: u64,
+    pub max_files: usize,
+}
+
+impl Default for PackageLimits {
+    fn default() -> Self {
+        PackageLimits {
+            max_bytes: 512 << 20,
+            max_files: 10_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    limits: PackageLimits,
+}
+
+/// A package in the store.
+#[derive(Debug, Clone)]
+pub struct StoredPackage {
+    pub digest: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+fn invalid(reason: impl Into<String>) -> CorralError {
+    let reason = reason.into();
+    CorralError::new(
+        ErrorKind::InvalidPackage {
+            reason: reason.clone(),
+        },
+        format!("invalid package: {reason}"),
+    )
+}
+
+fn io_error(context: &str, path: &Path, e: std::io::Error) -> CorralError {
+    CorralError::internal(format!("{context} {}: {e}", path.display()))
+}
+
+/// One entry of a package, in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File { executable: bool, bytes: u64 },
+    Symlink { target: PathBuf },
+}
+
+impl Store {
+    pub fn open(root: &Path, limits: PackageLimits) -> Result<Store, CorralError> {
+        std::fs::create_dir_all(root).map_err(|e| io_error("creating", root, e))?;
+        // Plugin uids must traverse the store to reach their packages.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error("setting the mode of", root, e))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            limits,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The stored package with this digest, if present.
+    pub fn get(&self, digest: &str) -> Option<StoredPackage> {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let dir = self.root.join(digest);
+        let manifest = Manifest::load(&dir.join(MANIFEST_FILE)).ok()?;
+        Some(StoredPackage {
+            digest: digest.to_string(),
+            dir,
+            manifest,
+        })
+    }
+
+    /// Imports a package from a directory or a `.tar.gz` file.
+    pub fn import_path(&self, path: &Path) -> Result<StoredPackage, CorralError> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        if meta.is_dir() {
+            self.import_dir(path)
+        } else {
+            let file = std::fs::File::open(path)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            self.import_tar_gz(file)
+        }
+    }
+
+    /// Imports an uploaded or local `.tar.gz` of a package directory (the
+    /// archive holds the package's files at its top level, or under one
+    /// top-level directory).
+    pub fn import_tar_gz<R: Read>(&self, reader: R) -> Result<StoredPackage, CorralError> {
+        let staging = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempdir_in(&self.root)
+            .map_err(|e| io_error("creating a staging directory in", &self.root, e))?;
+        self.unpack(reader, staging.path())?;
+        // A single top-level directory is the package.
+        let mut top: Vec<PathBuf> = std::fs::read_dir(staging.path())
+            .map_err(|e| io_error("reading", staging.path(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let package_dir =
+            if top.len() == 1 && top[0].is_dir() && !staging.path().join(MANIFEST_FILE).exists() {
+                top.remove(0)
+            } else {
+                staging.path().to_path_buf()
+            };
+        self.import_dir(&package_dir)
+    }
+
+    fn unpack<R: Read>(&self, reader: R, into: &Path) -> Result<(), CorralError> {
+        let gz = flate2::read::GzDecoder::new(reader);
+        let mut archive = tar::Archive::new(gz);
+        let entries = archive
+            .entries()
+            .map_err(|e| invalid(format!("not a tar.gz archive: {e}")))?;
+        let mut total: u64 = 0;
+        let mut count = 0usize;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| {
+                if count == 0 {
+                    invalid(format!("not a tar.gz archive: {e}"))
+                } else {
+                    invalid(format!("corrupt archive: {e}"))
+                }
+            })?;
+            count += 1;
+            if count > self.limits.max_files {
+                return Err(invalid(format!(
+                    "more than {} entries",
+                    self.limits.max_files
+                )));
+            }
+            let raw_path = entry
+                .path()
+                .map_err(|e| invalid(format!("entry with an unreadable path: {e}")))?
+                .into_owned();
+            let rel = safe_relative(&raw_path).map_err(invalid)?;
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let dest = into.join(&rel);
+            let kind = entry.header().entry_type();
+            match kind {
+                tar::EntryType::Directory => {
+                    std::fs::create_dir_all(&dest).map_err(|e| io_error("creating", &dest, e))?;
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let size = entry
+                        .header()
+                        .size()
+                        .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
+                    total = total.saturating_add(size);
+                    if total > self.limits.max_bytes {
+                        return Err(invalid(format!(
+                            "larger than {} bytes unpacked",
+                            self.limits.max_bytes
+                        )));
+                    }
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| io_error("creating", parent, e))?;
+                    }
+                    reject_existing_link(&dest)?;
+                    let mut out =
+                        std::fs::File::create(&dest).map_err(|e| io_error("creating", &dest, e))?;
+                    // Copy at most the declared size: a lying header cannot
+                    // make us write more.
+                    let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
+                        .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
+                    if copied != size {
+                        return Err(invalid(format!(
+                            "{}: truncated in the archive",
+                            rel.display()
+                        )));
+                    }
+                    let mode = entry.header().mode().unwrap_or(0o644);
+                    let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+                    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| io_error("setting the mode of", &dest, e))?;
+                }
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| invalid(format!("{}: {e}", rel.display())))?
+                        .ok_or_else(|| {
+                            invalid(format!("{}: symlink without a target", rel.display()))
+                        })?
+                        .into_owned();
+                    check_symlink(&rel, &target).map_err(invalid)?;
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| io_error("creating", parent, e))?;
+                    }
+                    reject_existing_link(&dest)?;
+                    std::os::unix::fs::symlink(&target, &dest)
+                        .map_err(|e| io_error("creating", &dest, e))?;
+                }
+                tar::EntryType::Link => {
+                    return Err(invalid(format!(
+                        "{}: hard links are not allowed",
+                        rel.display()
+                    )));
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "{}: entries of type {other:?} are not allowed (only files, directories and relative symlinks)",
+                        rel.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports a package directory: checks it, computes its digest and
+    /// copies it into the store (unless that digest is already there).
+    pub fn import_dir(&self, dir: &Path) -> Result<StoredPackage, CorralError> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest = Manifest::load(&manifest_path).map_err(crate::package::manifest_error)?;
+        let entries = self.scan(dir)?;
+        let entry_rel = PathBuf::from(manifest.plugin.entry.as_str());
+        let entry_rel: PathBuf = entry_rel
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
+        match entries.get(&entry_rel) {
+            Some(Entry::File { .. }) => {}
+            Some(Entry::Symlink { .. }) => {
+                let resolved = dir
+                    .join(&entry_rel)
+                    .canonicalize()
+                    .map_err(|e| invalid(format!("entry {}: {e}", entry_rel.display())))?;
+                if !resolved.is_file() {
+                    return Err(invalid(format!(
+                        "entry {} is not a file",
+                        entry_rel.display()
+                    )));
+                }
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "the entry {} named in plugin.toml is not in the package",
+                    entry_rel.display()
+                )));
+            }
+        }
+        let digest = digest(dir, &entries)?;
+        let final_dir = self.root.join(&digest);
+        if !final_dir.exists() {
+            let staging = tempfile::Builder::new()
+                .prefix(".import-")
+                .tempdir_in(&self.root)
+                .map_err(|e| io_error("creating a staging directory in", &self.root, e))?;
+            copy_entries(dir, staging.path(), &entries)?;
+            std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| io_error("setting the mode of", staging.path(), e))?;
+            let staged = staging.keep();
+            if let Err(e) = std::fs::rename(&staged, &final_dir) {
+                let _ = std::fs::remove_dir_all(&staged);
+                // Another import of the same digest may have won the race.
+                if !final_dir.exists() {
+                    return Err(io_error("moving the package into", &final_dir, e));
+                }
+            }
+        }
+        Ok(StoredPackage {
+            digest,
+            dir: final_dir,
+            manifest,
+        })
+    }
+
+    /// Deletes stored packages whose digest is not in `keep`.
+    pub fn prune(&self, keep: &[&str]) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return removed;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale_staging = name.starts_with(".import-") || name.starts_with(".upload-");
+            if (stale_staging || (name.len() == 64 && !keep.contains(&name.as_str())))
+                && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
+                removed.push(name);
+            }
+        }
+        removed
+    }
+
+    fn scan(&self, dir: &Path) -> Result<BTreeMap<PathBuf, Entry>, CorralError> {
+        let mut out = BTreeMap::new();
+        let mut total = 0u64;
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let abs = dir.join(&rel);
+            let listing =
+                std::fs::read_dir(&abs).map_err(|e| invalid(format!("{}: {e}", abs.display())))?;
+            for item in listing {
+                let item = item.map_err(|e| invalid(format!("{}: {e}", abs.display())))?;
+                let name = item.file_name();
+                let child_rel = rel.join(&name);
+                let meta = std::fs::symlink_metadata(item.path())
+                    .map_err(|e| invalid(format!("{}: {e}", child_rel.display())))?;
+                let ft = meta.file_type();
+                let entry = if ft.is_dir() {
+                    stack.push(child_rel.clone());
+                    Entry::Dir
+                } else if ft.is_file() {
+                    total = total.saturating_add(meta.len());
+                    Entry::File {
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                        bytes: meta.len(),
+                    }
+                } else if ft.is_symlink() {
+                    let target = std::fs::read_link(item.path())
+                        .map_err(|e| invalid(format!("{}: {e}", child_rel.display())))?;
+                    check_symlink(&child_rel, &target).map_err(invalid)?;
+                    Entry::Symlink { target }
+                } else {
+                    return Err(invalid(format!(
+                        "{}: only files, directories and relative symlinks are allowed",
+                        child_rel.display()
+                    )));
+                };
+                out.insert(child_rel, entry);
+                if out.len() > self.limits.max_files {
+                    return Err(invalid(format!(
+                        "more than {} files",
+                        self.limits.max_files
+                    )));
+                }
+                if total > self.limits.max_bytes {
+                    return Err(invalid(format!(
+                        "larger than {} bytes",
+                        self.limits.max_bytes
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An archive path as a relative path with only normal components.
+fn safe_relative(path: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!("{}: '..' leaves the package", path.display()));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{}: absolute paths are not allowed",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A symlink at `at` (relative to the package) must point, relatively, to
+/// somewhere inside the package.
+fn check_symlink(at: &Path, target: &Path) -> Result<(), String> {
+    if target.is_absolute() {
+        return Err(format!(
+            "{}: symlink to the absolute path {}",
+            at.display(),
+            target.display()
+        ));
+    }
+    let mut depth: i64 = at.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!(
+                "{}: symlink to {} points outside the package",
+                at.display(),
+                target.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to write through a symlink an earlier archive entry planted.
+fn reject_existing_link(dest: &Path) -> Result<(), CorralError> {
+    let mut p = PathBuf::new();
+    for c in dest.components() {
+        p.push(c);
+        if let Ok(m) = std::fs::symlink_metadata(&p)
+            && m.file_type().is_symlink()
+        {
+            return Err(invalid(format!(
+                "{}: written through a symlink",
+                dest.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn digest(dir: &Path, entries: &BTreeMap<PathBuf, Entry>) -> Result<String, CorralError> {
+    let mut hasher = Sha256::new();
+    for (rel, entry) in entries {
+        let path = rel.to_string_lossy();
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path.as_bytes());
+        match entry {
+            Entry::Dir => hasher.update(b"d"),
+            Entry::Symlink { target } => {
+                let t = target.to_string_lossy();
+                hasher.update(b"l");
+                hasher.update((t.len() as u64).to_le_bytes());
+                hasher.update(t.as_bytes());
+            }
+            Entry::File { executable, bytes } => {
+                hasher.update(if *executable { b"x" } else { b"f" });
+                hasher.update(bytes.to_le_bytes());
+                let abs = dir.join(rel);
+                let mut file = std::fs::File::open(&abs)
+                    .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = 0u64;
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    seen += n as u64;
+                    hasher.update(&buf[..n]);
+                }
+                if seen != *bytes {
+                    return Err(invalid(format!(
+                        "{} changed while it was being read",
+                        rel.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn copy_entries(
+    from: &Path,
+    to: &Path,
+    entries: &BTreeMap<PathBuf, Entry>,
+) -> Result<(), CorralError> {
+    for (rel, entry) in entries {
+        let dest = to.join(rel);
+        match entry {
+            Entry::Dir => {
+                std::fs::create_dir_all(&dest).map_err(|e| io_error("creating", &dest, e))?;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| io_error("setting the mode of", &dest, e))?;
+            }
+            Entry::File { executable, .. } => {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, e))?;
+                }
+                std::fs::copy(from.join(rel), &dest).map_err(|e| io_error("copying", &dest, e))?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| io_error("setting the mode of", &dest, e))?;
+            }
+            Entry::Symlink { target } => {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, e))?;
+                }
+                std::os::unix::fs::symlink(target, &dest)
+                    .map_err(|e| io_error("creating", &dest, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(dir: &Path) {
+        std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+        std::fs::write(
+            dir.join("plugin.toml"),
+            "[plugin]\nname = \"p\"\nversion = \"1.0.0\"\nentry = \"bin/p\"\n",
+        )
+        .expect("manifest");
+        std::fs::write(dir.join("bin/p"), b"\x7fELF fake").expect("entry");
+        std::fs::set_permissions(dir.join("bin/p"), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("store"), PackageLimits::default()).expect("store");
+        (dir, store)
+    }
+
+    fn tar_gz(build: impl FnOnce(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>)) -> Vec<u8> {
+        let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(enc);
+        build(&mut b);
+        b.into_inner().expect("tar").finish().expect("gz")
+    }
+
+    fn file(
+        b: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_entry_type(tar::EntryType::Regular);
+        // set_path refuses '..'; write the raw name to test our checks.
+        let name = h.as_old_mut().name.as_mut();
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+
+    #[test]
+    fn import_is_content_addressed_and_normalises_modes() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src");
+        package(&src);
+        let a = store.import_dir(&src).expect("import");
+        let b = store.import_dir(&src).expect("again");
+        assert_eq!(a.digest, b.digest);
+        let mode = std::fs::metadata(a.dir.join("bin/p"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(
+            mode, 0o755,
+            "executable and readable by plugin uids, writable by nobody else"
+        );
+        std::fs::write(src.join("data.txt"), "x").expect("write");
+        let c = store.import_dir(&src).expect("changed");
+        assert_ne!(a.digest, c.digest);
+        assert_eq!(store.prune(&[c.digest.as_str()]), vec![a.digest.clone()]);
+        assert!(store.get(&a.digest).is_none());
+        assert!(store.get(&c.digest).is_some());
+    }
+
+    #[test]
+    fn tarballs_unpack_with_or_without_a_top_directory() {
+        let (_tmp, store) = store();
+        let manifest = b"[plugin]\nname = \"p\"\nversion = \"1.0.0\"\nentry = \"bin/p\"\n";
+        let flat = tar_gz(|b| {
+            file(b, "plugin.toml", manifest, 0o644);
+            file(b, "bin/p", b"code", 0o755);
+        });
+        let nested = tar_gz(|b| {
+            file(b, "p-1.0/plugin.toml", manifest, 0o644);
+            file(b, "p-1.0/bin/p", b"code", 0o755);
+        });
+        let a = store.import_tar_gz(&flat[..]).expect("flat");
+        let b = store.import_tar_gz(&nested[..]).expect("nested");
+        assert_eq!(a.digest, b.digest);
+    }
+
+    #[test]
+    fn hostile_archives_are_refused_and_leave_nothing() {
+        let (_tmp, store) = store();
+        let manifest = b"[plugin]\nname = \"p\"\nversion = \"1.0.0\"\nentry = \"bin/p\"\n";
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "leaves the package",
+                tar_gz(|b| file(b, "../../etc/evil", b"x", 0o644)),
+            ),
+            ("absolute", tar_gz(|b| file(b, "/etc/evil", b"x", 0o644))),
+            (
+                "points outside",
+                tar_gz(|b| {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    h.set_path("lib").expect("path");
+                    h.set_link_name("../../../etc").expect("link");
+                    h.set_cksum();
+                    b.append(&h, &[][..]).expect("append");
+                }),
+            ),
+            (
+                "hard links",
+                tar_gz(|b| {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    h.set_path("x").expect("path");
+                    h.set_link_name("plugin.toml").expect("link");
+                    h.set_cksum();
+                    b.append(&h, &[][..]).expect("append");
+                }),
+            ),
+            (
+                "not allowed",
+                tar_gz(|b| {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Char);
+                    h.set_size(0);
+                    h.set_path("dev").expect("path");
+                    h.set_cksum();
+                    b.append(&h, &[][..]).expect("append");
+                }),
+            ),
+            (
+                "not in the package",
+                tar_gz(|b| file(b, "plugin.toml", manifest, 0o644)),
+            ),
+            ("not a tar.gz", b"this is not gzip".to_vec()),
+        ];
+        for (expected, bytes) in cases {
+            let e = store.import_tar_gz(&bytes[..]).expect_err(expected);
+            assert_eq!(e.code(), "invalid_package", "{e}");
+            assert!(e.message.contains(expected), "{expected}: {e}");
+        }
+        let left: Vec<_> = std::fs::read_dir(store.root()).expect("read").collect();
+        assert!(left.is_empty(), "staging left behind: {left:?}");
+    }
+
+    #[test]
+    fn bad_manifests_are_named() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src");
+        package(&src);
+        std::fs::write(src.join("plugin.toml"), "[plugin]\nname = \"P!\"\n").expect("write");
+        let e = store.import_dir(&src).expect_err("bad");
+        assert_eq!(e.code(), "invalid_manifest");
+        assert!(e.message.contains("plugin.name"), "{e}");
+    }
+
+    #[test]
+    fn symlinks_inside_are_fine_and_outside_are_not() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src");
+        package(&src);
+        std::os::unix::fs::symlink("bin/p", src.join("alias")).expect("symlink");
+        store.import_dir(&src).expect("inside");
+        std::os::unix::fs::symlink("/etc/shadow", src.join("shadow")).expect("symlink");
+        let e = store.import_dir(&src).expect_err("outside");
+        assert!(e.message.contains("absolute"), "{e}");
+    }
+}
