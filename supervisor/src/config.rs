@@ -26,10 +26,11 @@ pub struct Config {
     /// The operator policy and its drop-in directory.
     pub policy: PathBuf,
     pub policy_dir: PathBuf,
-    /// Groups whose members may administer (install, load, ...). root
-    /// always may.
+    /// Groups (names or numeric gids) whose members may administer
+    /// (install, load, ...). root and the daemon's own uid always may.
     pub admin_groups: Vec<String>,
-    /// Groups whose members may list and call plugins. Admins may too.
+    /// Groups (names or numeric gids) whose members may list and call
+    /// plugins. Admins may too.
     pub caller_groups: Vec<String>,
     /// Directory name of corral's cgroups under the hierarchy it uses.
     pub cgroup_base: String,

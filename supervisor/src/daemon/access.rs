@@ -103,20 +103,25 @@ pub struct Access {
     pub caller_gids: Vec<u32>,
 }
 
-/// Resolves group names; unknown ones are logged and skipped (a missing
-/// group grants nothing, which is the safe reading).
+/// Resolves group names (or numeric gids); unknown names are logged and
+/// skipped (a missing group grants nothing, which is the safe reading).
 pub fn resolve_groups(names: &[String]) -> Vec<u32> {
     names
         .iter()
-        .filter_map(|name| match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Some(g.gid.as_raw()),
-            Ok(None) => {
-                tracing::warn!(group = %name, "group in the configuration does not exist; it grants nothing");
-                None
+        .filter_map(|name| {
+            if let Ok(gid) = name.parse::<u32>() {
+                return Some(gid);
             }
-            Err(e) => {
-                tracing::warn!(group = %name, error = %e, "cannot look up group");
-                None
+            match nix::unistd::Group::from_name(name) {
+                Ok(Some(g)) => Some(g.gid.as_raw()),
+                Ok(None) => {
+                    tracing::warn!(group = %name, "group in the configuration does not exist; it grants nothing");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(group = %name, error = %e, "cannot look up group");
+                    None
+                }
             }
         })
         .collect()
@@ -217,6 +222,11 @@ mod tests {
             access.may_call(&peer(0, &[0]), Some(&rules)),
             "root may always"
         );
+    }
+
+    #[test]
+    fn groups_resolve_by_name_or_number() {
+        assert_eq!(resolve_groups(&["root".into(), "4242".into(), "no-such-group-here".into()]), vec![0, 4242]);
     }
 
     #[test]
