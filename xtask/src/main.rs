@@ -2,8 +2,9 @@
 //! and runs the daemon or the whole test suite.
 //!
 //! Plugins are built as static executables (`+crt-static` for the host
-//! target): a static plugin starts faster (no dynamic loader, 0.5-0.7 ms
-//! less per exec) and needs no library paths in its Landlock rules.
+//! target, `cc -static` for plugins written in C): a static plugin starts
+//! faster (no dynamic loader, 0.5-0.7 ms less per exec) and needs no
+//! library paths in its Landlock rules.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -61,7 +62,11 @@ fn main() -> Result<()> {
             println!("packages in {}", out.display());
         }
         Task::Dev { args } => dev(&root, &args)?,
-        Task::Test { no_vm, no_fuzz, args } => test(&root, !no_vm, !no_fuzz, &args)?,
+        Task::Test {
+            no_vm,
+            no_fuzz,
+            args,
+        } => test(&root, !no_vm, !no_fuzz, &args)?,
         Task::Bench { args } => bench(&root, &args)?,
     }
     Ok(())
@@ -82,7 +87,10 @@ fn target_dir(root: &Path) -> PathBuf {
 }
 
 fn host_triple() -> Result<String> {
-    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("host: "))
@@ -105,11 +113,18 @@ fn run(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
-/// A plugin package source: the crate that builds the binary and the
-/// manifests that package it.
+/// A plugin package source: what builds the binary and the manifests that
+/// package it.
 struct PluginSource {
-    crate_name: String,
+    build: PluginBuild,
     manifests: Vec<PathBuf>,
+}
+
+enum PluginBuild {
+    /// A workspace crate, built by cargo.
+    Crate(String),
+    /// A directory of C files without a Cargo.toml, built by `cc`.
+    C(Vec<PathBuf>),
 }
 
 #[derive(serde::Deserialize)]
@@ -134,7 +149,8 @@ struct PluginSection {
 }
 
 /// Crates under examples/plugins and tests/plugins with a plugin.toml, or
-/// packages/<variant>/plugin.toml for several packages of one binary.
+/// packages/<variant>/plugin.toml for several packages of one binary; and
+/// directories there with a plugin.toml and `*.c` files but no Cargo.toml.
 fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
     let mut sources = Vec::new();
     for parent in ["examples/plugins", "tests/plugins"] {
@@ -146,10 +162,18 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
         for dir in dirs {
             let cargo_toml = dir.join("Cargo.toml");
             if !cargo_toml.exists() {
+                let c_files = c_files(&dir)?;
+                if dir.join("plugin.toml").exists() && !c_files.is_empty() {
+                    sources.push(PluginSource {
+                        build: PluginBuild::C(c_files),
+                        manifests: vec![dir.join("plugin.toml")],
+                    });
+                }
                 continue;
             }
             let text = std::fs::read_to_string(&cargo_toml)?;
-            let krate: CrateManifest = toml::from_str(&text).with_context(|| format!("{}", cargo_toml.display()))?;
+            let krate: CrateManifest =
+                toml::from_str(&text).with_context(|| format!("{}", cargo_toml.display()))?;
             let mut manifests = Vec::new();
             if dir.join("plugin.toml").exists() {
                 manifests.push(dir.join("plugin.toml"));
@@ -164,7 +188,7 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
             }
             if !manifests.is_empty() {
                 sources.push(PluginSource {
-                    crate_name: krate.package.name,
+                    build: PluginBuild::Crate(krate.package.name),
                     manifests,
                 });
             }
@@ -172,6 +196,33 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
     }
     Ok(sources)
 }
+
+/// The `*.c` files directly in `dir`, sorted so the build is reproducible.
+fn c_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "c") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn read_plugin_manifest(path: &Path) -> Result<PluginManifest> {
+    let text = std::fs::read_to_string(path)?;
+    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The binary's file name: the last component of the manifest's entry.
+fn entry_file_name(manifest: &PluginManifest) -> Result<&std::ffi::OsStr> {
+    Path::new(&manifest.plugin.entry)
+        .file_name()
+        .with_context(|| format!("entry {:?} has no file name", manifest.plugin.entry))
+}
+
+/// How C plugins are compiled: warnings are errors, and static like the
+/// Rust plugins.
+const C_FLAGS: &[&str] = &["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-static"];
 
 /// Builds the binaries and the plugin packages; returns the packages dir.
 fn package(root: &Path, release: bool) -> Result<PathBuf> {
@@ -191,35 +242,56 @@ fn package(root: &Path, release: bool) -> Result<PathBuf> {
     if release {
         plugins.args(["--profile", "plugin"]);
     }
+    let mut any_crate = false;
     for s in &sources {
-        plugins.args(["-p", &s.crate_name]);
+        if let PluginBuild::Crate(name) = &s.build {
+            plugins.args(["-p", name]);
+            any_crate = true;
+        }
     }
     // Static executables. With an explicit --target these flags apply to
     // the plugins only, not to build scripts or proc macros.
     plugins.env("RUSTFLAGS", "-C target-feature=+crt-static");
-    run(plugins)?;
+    // Without a -p, cargo would build the whole workspace.
+    if any_crate {
+        run(plugins)?;
+    }
 
     let target = target_dir(root);
     let plugin_profile = if release { "plugin" } else { "debug" };
-    let bin_dir = target.join(&triple).join(plugin_profile);
+    let crate_bin_dir = target.join(&triple).join(plugin_profile);
+    let c_bin_dir = target.join("c-plugins");
+    for source in &sources {
+        let PluginBuild::C(c_files) = &source.build else {
+            continue;
+        };
+        std::fs::create_dir_all(&c_bin_dir)?;
+        for manifest_path in &source.manifests {
+            let manifest = read_plugin_manifest(manifest_path)?;
+            let output = c_bin_dir.join(entry_file_name(&manifest)?);
+            let mut cc = Command::new("cc");
+            cc.args(C_FLAGS).arg("-o").arg(output).args(c_files);
+            run(cc)?;
+        }
+    }
     let out = target.join("corral-packages");
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
     for source in &sources {
+        let bin_dir = match source.build {
+            PluginBuild::Crate(_) => &crate_bin_dir,
+            PluginBuild::C(_) => &c_bin_dir,
+        };
         for manifest_path in &source.manifests {
-            let text = std::fs::read_to_string(manifest_path)?;
-            let manifest: PluginManifest =
-                toml::from_str(&text).with_context(|| format!("{}", manifest_path.display()))?;
-            let binary_name = Path::new(&manifest.plugin.entry)
-                .file_name()
-                .context("entry has no file name")?;
-            let binary = bin_dir.join(binary_name);
+            let manifest = read_plugin_manifest(manifest_path)?;
+            let binary = bin_dir.join(entry_file_name(&manifest)?);
             let dest = out.join(&manifest.plugin.name);
             let entry = dest.join(&manifest.plugin.entry);
             std::fs::create_dir_all(entry.parent().context("entry has a parent")?)?;
             std::fs::copy(manifest_path, dest.join("plugin.toml"))?;
-            std::fs::copy(&binary, &entry).with_context(|| format!("copying {}", binary.display()))?;
+            std::fs::copy(&binary, &entry)
+                .with_context(|| format!("copying {}", binary.display()))?;
             set_mode(&dest, 0o755)?;
             set_mode(&entry, 0o755)?;
             set_mode(&dest.join("plugin.toml"), 0o644)?;
@@ -271,6 +343,11 @@ fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
     tests.env("CORRAL_SANDBOX", target.join("debug/corral-sandbox"));
     tests.env("CORRAL_BIN_DIR", target.join("debug"));
     run(tests)?;
+    // The C plugin is no crate: its script drives it through `corral run`.
+    let mut c_echo = Command::new(root.join("examples/plugins/c-echo/test.sh"));
+    c_echo.env("CORRAL_TEST_PACKAGES", &packages);
+    c_echo.env("CORRAL_BIN_DIR", target.join("debug"));
+    run(c_echo)?;
     if vm {
         run(Command::new(root.join("tests/vm/run.sh")))?;
     }
