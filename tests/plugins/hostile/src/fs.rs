@@ -108,16 +108,19 @@ pub fn fds() -> Attempt {
         Ok(names) => {
             let mut fds: Vec<u32> = names.iter().filter_map(|n| n.parse().ok()).collect();
             fds.sort_unstable();
+            // The directory handle of the listing itself is gone by now
+            // (ENOENT): it is ours, not inherited, so it is left out.
             let described: Vec<String> = fds
                 .iter()
-                .map(|fd| {
-                    let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                        .map(|t| t.display().to_string())
-                        .unwrap_or_else(|e| format!("(readlink: {e})"));
-                    format!("{fd}={target}")
-                })
+                .filter_map(
+                    |fd| match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+                        Ok(target) => Some(format!("{fd}={}", target.display())),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => Some(format!("{fd}=(readlink: {e})")),
+                    },
+                )
                 .collect();
-            Attempt::succeeded(attempted, described.join(" ")).with_value(fds.len() as u64)
+            Attempt::succeeded(attempted, described.join(" ")).with_value(described.len() as u64)
         }
         Err(e) => Attempt::failed(attempted, &e),
     }

@@ -322,6 +322,11 @@ pub fn exit(input: Option<ExitInput>) -> ! {
     unsafe { libc::_exit(input.unwrap_or_default().code) }
 }
 
+/// abort(3). Outside a pid namespace the process dies by SIGABRT. As the
+/// first process of its own pid namespace (as in corral's sandbox) the
+/// kernel drops the SIGABRT it raises at itself, since a namespace's init
+/// ignores signals it has no handler for; glibc's abort then executes
+/// `hlt`, so the death shows as SIGSEGV.
 pub fn abort() -> ! {
     std::process::abort()
 }

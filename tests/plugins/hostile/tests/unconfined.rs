@@ -218,12 +218,16 @@ fn file_attacks_make_the_calls() {
     assert_eq!(listed["detail"], "victim");
 
     let fds = h.attack("fds", Value::Null);
+    let detail = fds["detail"].as_str().expect("detail");
     assert!(
-        fds["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("3=socket:")),
+        detail.contains("3=socket:"),
         "the channel must show as fd 3: {fds}"
     );
+    assert!(
+        !detail.contains("readlink"),
+        "only live fds are listed: {fds}"
+    );
+    assert_eq!(fds["value"], detail.split(' ').count(), "{fds}");
     assert!(h.close().success());
 }
 
