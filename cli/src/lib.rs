@@ -1,5 +1,8 @@
-//! The `corral` command line tool's shared pieces: exit codes and output
-//! formatting.
+//! The `corral` command line tool's shared pieces, and a client library for
+//! corrald that other Rust programs can use ([`Client`]).
 
+pub mod client;
 pub mod exit;
 pub mod render;
+
+pub use client::{Client, ClientError, Endpoint, RawResponse};

@@ -1,5 +1,12 @@
 //! Turning results into what a person (or, with `--json`, a script) reads.
 
+pub mod events;
+pub mod status;
+pub mod table;
+
+pub use events::event_line;
+pub use status::{health, installed, plugin_detail, plugins_table, removed, summary_line};
+
 use corral_protocol::api::{CallResponse, Usage};
 use corral_protocol::error::{CorralError, ErrorBody};
 use corral_protocol::policy::SandboxPolicy;

@@ -1,0 +1,211 @@
+//! Commands answered by corrald over its socket. With `--json` each prints
+//! the daemon's answer exactly; otherwise a human rendering of it.
+
+use super::args::InputArgs;
+use super::local::read_input;
+use super::output::{emit, emit_raw, fail, fail_client, usage};
+use corral::exit;
+use corral::render;
+use corral::{Client, Endpoint};
+use corral_protocol::api::{
+    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PluginSummary, RemoveResponse,
+};
+use corral_protocol::error::CorralError;
+use corral_protocol::policy::SandboxPolicy;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+
+/// Sends `endpoint`; prints the raw answer (`--json`) or `human` of it.
+async fn answer<T: DeserializeOwned>(
+    client: &Client,
+    endpoint: Endpoint,
+    json: bool,
+    human: impl FnOnce(T) -> String,
+) -> u8 {
+    match client.send(&endpoint).await {
+        Ok(raw) if json => emit_raw(&raw),
+        Ok(raw) => match raw.json::<T>() {
+            Ok(value) => {
+                emit(&human(value));
+                exit::OK
+            }
+            Err(e) => fail_client(&e, json),
+        },
+        Err(e) => fail_client(&e, json),
+    }
+}
+
+pub async fn ls(client: &Client, json: bool) -> u8 {
+    answer(
+        client,
+        Endpoint::List,
+        json,
+        |plugins: Vec<PluginSummary>| {
+            if plugins.is_empty() {
+                eprintln!("no plugins installed");
+            }
+            render::plugins_table(&plugins)
+        },
+    )
+    .await
+}
+
+pub async fn info(client: &Client, name: String, json: bool) -> u8 {
+    match client.send(&Endpoint::Info { name }).await {
+        Ok(raw) if json => emit_raw(&raw),
+        Ok(raw) => match corral::client::decode_detail(&raw.body) {
+            Ok(detail) => {
+                emit(&render::plugin_detail(&detail));
+                exit::OK
+            }
+            Err(e) => fail_client(&e, json),
+        },
+        Err(e) => fail_client(&e, json),
+    }
+}
+
+/// `load`, `unload` and `reload`: all answer with the plugin's summary.
+pub async fn lifecycle(client: &Client, endpoint: Endpoint, json: bool) -> u8 {
+    answer(client, endpoint, json, |p: PluginSummary| {
+        render::summary_line(&p)
+    })
+    .await
+}
+
+pub async fn call(
+    client: &Client,
+    name: String,
+    method: String,
+    input: InputArgs,
+    timeout_ms: Option<u64>,
+    json: bool,
+) -> u8 {
+    let input = match read_input(input).and_then(|text| {
+        serde_json::from_str(&text)
+            .map_err(|e| CorralError::invalid_input(format!("the input is not JSON: {e}")))
+    }) {
+        Ok(value) => value,
+        Err(e) => return fail(&e, json),
+    };
+    let endpoint = Endpoint::Call {
+        name,
+        request: CallRequest {
+            method,
+            input,
+            timeout_ms,
+        },
+    };
+    answer(client, endpoint, json, |response: CallResponse| {
+        tracing::info!("{}", render::usage_line(&response.usage));
+        render::human_output(&response)
+    })
+    .await
+}
+
+pub async fn install(
+    client: &Client,
+    path: Option<PathBuf>,
+    upload: Option<PathBuf>,
+    load: bool,
+    json: bool,
+) -> u8 {
+    let endpoint = match (path, upload) {
+        (_, Some(file)) => match std::fs::read(&file) {
+            Ok(bytes) => Endpoint::InstallUpload {
+                archive: bytes.into(),
+                load,
+            },
+            Err(e) => {
+                let error = CorralError::invalid_input(format!(
+                    "cannot read {} to upload: {e}",
+                    file.display()
+                ));
+                return fail(&error, json);
+            }
+        },
+        (Some(path), None) => match corral::client::install_request(&path, load) {
+            Ok(request) => Endpoint::InstallPath(request),
+            Err(e) => return fail_client(&e, json),
+        },
+        (None, None) => return usage("install needs a PATH or --upload FILE.tar.gz"),
+    };
+    answer(client, endpoint, json, |i: InstallResponse| {
+        render::installed(&i)
+    })
+    .await
+}
+
+pub async fn rm(client: &Client, name: String, json: bool) -> u8 {
+    answer(
+        client,
+        Endpoint::Remove { name },
+        json,
+        |r: RemoveResponse| render::removed(&r),
+    )
+    .await
+}
+
+pub async fn policy(client: &Client, name: String, json: bool) -> u8 {
+    answer(
+        client,
+        Endpoint::Policy { name },
+        json,
+        |p: SandboxPolicy| render::policy(&p),
+    )
+    .await
+}
+
+pub async fn health(client: &Client, json: bool) -> u8 {
+    answer(client, Endpoint::Health, json, |h: Health| {
+        render::health(&h)
+    })
+    .await
+}
+
+/// The metrics are text in both modes: the API has no JSON form of them.
+pub async fn metrics(client: &Client, json: bool) -> u8 {
+    match client.send(&Endpoint::Metrics).await {
+        Ok(raw) => emit_raw(&raw),
+        Err(e) => fail_client(&e, json),
+    }
+}
+
+/// Streams events until Ctrl-C (exit 0) or until the daemon ends the
+/// stream, which it only does when it goes away (exit 3).
+pub async fn events(client: &Client, plugin: Option<String>, json: bool) -> u8 {
+    let lines = client.event_lines(plugin.as_deref());
+    let mut lines = std::pin::pin!(lines);
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let line = tokio::select! {
+            _ = &mut interrupted => return exit::OK,
+            line = lines.next() => line,
+        };
+        let shown = match line {
+            Some(Ok(line)) if json => emit(&line),
+            Some(Ok(line)) => match serde_json::from_str::<EventRecord>(&line) {
+                Ok(record) => emit(&render::event_line(&record)),
+                Err(e) => {
+                    // A newer daemon may send events this client does not
+                    // know yet: say so and keep following the stream.
+                    eprintln!("warning: an event this corral does not understand ({e}): {line}");
+                    true
+                }
+            },
+            Some(Err(e)) => return fail_client(&e, json),
+            None => {
+                // Not on stdout even with --json: that is the event stream.
+                eprintln!(
+                    "error: corrald at {} ended the event stream (is it shutting down?)",
+                    client.socket().display()
+                );
+                return exit::UNREACHABLE;
+            }
+        };
+        if !shown {
+            // Nobody reads stdout any more.
+            return exit::OK;
+        }
+    }
+}
