@@ -118,6 +118,8 @@ fn run(mut cmd: Command) -> Result<()> {
 struct PluginSource {
     build: PluginBuild,
     manifests: Vec<PathBuf>,
+    /// Under examples/plugins (served by `xtask dev`), not tests/plugins.
+    example: bool,
 }
 
 enum PluginBuild {
@@ -167,6 +169,7 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
                     sources.push(PluginSource {
                         build: PluginBuild::C(c_files),
                         manifests: vec![dir.join("plugin.toml")],
+                        example: parent == "examples/plugins",
                     });
                 }
                 continue;
@@ -190,6 +193,7 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
                 sources.push(PluginSource {
                     build: PluginBuild::Crate(krate.package.name),
                     manifests,
+                    example: parent == "examples/plugins",
                 });
             }
         }
@@ -220,13 +224,15 @@ fn entry_file_name(manifest: &PluginManifest) -> Result<&std::ffi::OsStr> {
         .with_context(|| format!("entry {:?} has no file name", manifest.plugin.entry))
 }
 
+/// Where the example plugins alone are packaged (served by `xtask dev`).
+const EXAMPLES_DIR: &str = "corral-examples";
+
 /// How C plugins are compiled: warnings are errors, and static like the
 /// Rust plugins.
 const C_FLAGS: &[&str] = &["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-static"];
 
 /// Builds the binaries and the plugin packages; returns the packages dir.
 fn package(root: &Path, release: bool) -> Result<PathBuf> {
-    let profile_dir = if release { "release" } else { "debug" };
     let mut host = cargo(&["build", "-p", "corral", "-p", "corral-sandbox"]);
     if root.join("supervisor/src/bin/corrald.rs").exists() {
         host.args(["--bin", "corrald", "-p", "corral-supervisor"]);
@@ -238,10 +244,8 @@ fn package(root: &Path, release: bool) -> Result<PathBuf> {
 
     let sources = plugin_sources(root)?;
     let triple = host_triple()?;
-    let mut plugins = cargo(&["build", "--target", &triple]);
-    if release {
-        plugins.args(["--profile", "plugin"]);
-    }
+    let plugin_profile = if release { "plugin" } else { "plugin-test" };
+    let mut plugins = cargo(&["build", "--target", &triple, "--profile", plugin_profile]);
     let mut any_crate = false;
     for s in &sources {
         if let PluginBuild::Crate(name) = &s.build {
@@ -258,7 +262,6 @@ fn package(root: &Path, release: bool) -> Result<PathBuf> {
     }
 
     let target = target_dir(root);
-    let plugin_profile = if release { "plugin" } else { "debug" };
     let crate_bin_dir = target.join(&triple).join(plugin_profile);
     let c_bin_dir = target.join("c-plugins");
     for source in &sources {
@@ -275,8 +278,11 @@ fn package(root: &Path, release: bool) -> Result<PathBuf> {
         }
     }
     let out = target.join("corral-packages");
-    if out.exists() {
-        std::fs::remove_dir_all(&out)?;
+    let examples = target.join(EXAMPLES_DIR);
+    for dir in [&out, &examples] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
     }
     for source in &sources {
         let bin_dir = match source.build {
@@ -295,6 +301,18 @@ fn package(root: &Path, release: bool) -> Result<PathBuf> {
             set_mode(&dest, 0o755)?;
             set_mode(&entry, 0o755)?;
             set_mode(&dest.join("plugin.toml"), 0o644)?;
+            if source.example {
+                // The examples alone, for `cargo xtask dev`.
+                let copy = examples.join(&manifest.plugin.name);
+                std::fs::create_dir_all(
+                    copy.join(&manifest.plugin.entry)
+                        .parent()
+                        .context("entry has a parent")?,
+                )?;
+                std::fs::copy(dest.join("plugin.toml"), copy.join("plugin.toml"))?;
+                std::fs::copy(&entry, copy.join(&manifest.plugin.entry))?;
+                set_mode(&copy, 0o755)?;
+            }
         }
     }
     // Plugins run as their own unprivileged uids: every directory down to
@@ -313,7 +331,6 @@ fn package(root: &Path, release: bool) -> Result<PathBuf> {
             );
         }
     }
-    let _ = profile_dir;
     Ok(out)
 }
 
@@ -324,7 +341,8 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 }
 
 fn dev(root: &Path, args: &[String]) -> Result<()> {
-    let packages = package(root, true)?;
+    package(root, true)?;
+    let packages = target_dir(root).join(EXAMPLES_DIR);
     let corrald = target_dir(root).join("release/corrald");
     if !corrald.exists() {
         bail!("{} was not built", corrald.display());
