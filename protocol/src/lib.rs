@@ -4,16 +4,20 @@
 //!
 //! This crate does no I/O beyond framing on readers and writers.
 
+#[cfg(feature = "manifest")]
 pub mod api;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "manifest")]
 pub mod manifest;
 pub mod message;
 pub mod policy;
+#[cfg(feature = "manifest")]
 pub mod units;
 
 pub use error::{CorralError, ErrorBody, ErrorKind};
 pub use frame::{FrameBuffer, FrameError, FrameReader};
+#[cfg(feature = "manifest")]
 pub use manifest::{Manifest, ManifestError};
 pub use message::{HostMessage, PluginMessage};
 pub use policy::{Confinement, SandboxPolicy};

@@ -72,7 +72,9 @@ pub struct Hello {
     pub magic: [u8; 4],
     /// Versions the plugin speaks.
     pub versions: Vec<u16>,
-    /// Name from the plugin's own build, checked against the manifest.
+    /// Name from the plugin's own build; the host logs a warning when it
+    /// differs from the manifest's (it does not refuse: one binary may
+    /// serve several packages).
     pub name: String,
     /// Version from the plugin's own build.
     pub version: String,

@@ -740,6 +740,12 @@ async fn handshake(
             hello.magic
         )));
     }
+    if hello.name != *plugin {
+        // One binary may serve several packages, so this is not refused;
+        // but a mismatch is usually a packaging mistake worth seeing.
+        tracing::warn!(plugin = %plugin, hello_name = %hello.name, hello_version = %hello.version,
+            "the plugin's Hello names it differently than its manifest");
+    }
     let Some(version) = message::negotiate_version(&hello.versions) else {
         return Err(violation(format!(
             "no common protocol version: plugin speaks {:?}, corral speaks {:?}",
