@@ -247,6 +247,12 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_lists_exactly_the_defaults() {
+        let example = include_str!("../../systemd/corrald.toml");
+        assert_eq!(Config::parse(example, "systemd/corrald.toml").expect("parse"), Config::default());
+    }
+
+    #[test]
     fn settings_parse() {
         let c = Config::parse(
             "socket = \"/tmp/x.sock\"\nsocket_mode = \"0600\"\ncaller_groups = [\"apps\"]\n\n[[sources]]\npath = \"/srv/plugins\"\nwatch = false\n\n[limits]\nmax_in_flight_per_plugin = 8\n",
