@@ -23,6 +23,9 @@ pub struct Config {
     pub socket_group: Option<String>,
     /// Installed packages and the state file.
     pub state_dir: PathBuf,
+    /// The package store; `<state_dir>/store` when unset. Plugins run as
+    /// their own uids and must be able to traverse every directory above it.
+    pub store_dir: Option<PathBuf>,
     /// The operator policy and its drop-in directory.
     pub policy: PathBuf,
     pub policy_dir: PathBuf,
@@ -97,6 +100,7 @@ impl Default for Config {
             socket_mode: "0660".into(),
             socket_group: Some("corral".into()),
             state_dir: PathBuf::from("/var/lib/corral"),
+            store_dir: None,
             policy: PathBuf::from("/etc/corral/policy.toml"),
             policy_dir: PathBuf::from("/etc/corral/policy.d"),
             admin_groups: vec!["corral-admin".into()],
@@ -112,6 +116,26 @@ impl Default for Config {
             log_format: "text".into(),
         }
     }
+}
+
+/// Development mode keeps its store in `dir` when plugin uids can reach it
+/// there, and otherwise (a checkout under a private home directory) under
+/// /var/tmp, named after the uid and the directory.
+fn dev_store(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let reachable = dir
+        .ancestors()
+        .skip(1)
+        .all(|a| std::fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(true));
+    if reachable {
+        return None;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    Some(PathBuf::from(format!("/var/tmp/corral-dev-{uid}-{:08x}/store", h.finish() as u32)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +188,7 @@ impl Config {
             socket_mode: "0666".into(),
             socket_group: None,
             state_dir: dir.join("state"),
+            store_dir: dev_store(dir),
             policy: dir.join("policy.toml"),
             policy_dir: dir.join("policy.d"),
             admin_groups: Vec::new(),
@@ -182,6 +207,10 @@ impl Config {
             limits: ApiLimits::default(),
             log_format: "text".into(),
         }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.store_dir.clone().unwrap_or_else(|| self.state_dir.join("store"))
     }
 
     pub fn socket_mode_bits(&self) -> u32 {
@@ -264,6 +293,18 @@ mod tests {
         assert!(c.sources[0].load && !c.sources[0].watch);
         assert_eq!(c.limits.max_in_flight_per_plugin, 8);
         assert_eq!(c.limits.max_connections, 1024, "untouched defaults stay");
+    }
+
+    #[test]
+    fn dev_mode_moves_the_store_out_of_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let private = tempfile::Builder::new().tempdir_in("/var/tmp").expect("tempdir");
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let dev = private.path().join("checkout/.corral-dev");
+        let store = Config::dev(&dev, None).store_dir();
+        assert!(store.to_string_lossy().starts_with("/var/tmp/corral-dev-"), "{}", store.display());
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(Config::dev(&dev, None).store_dir(), dev.join("state/store"));
     }
 
     #[test]

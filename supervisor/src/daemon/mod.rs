@@ -153,7 +153,7 @@ impl Daemon {
             tracing::info!(count = stale.len(), cgroups = ?stale, "removed cgroups left by an earlier run");
         }
         let store = Store::open(
-            &config.state_dir.join("store"),
+            &config.store_dir(),
             PackageLimits {
                 max_bytes: config.limits.max_package_size.0,
                 ..PackageLimits::default()
