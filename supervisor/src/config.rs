@@ -123,10 +123,11 @@ impl Default for Config {
 /// /var/tmp, named after the uid and the directory.
 fn dev_store(dir: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let reachable = dir
-        .ancestors()
-        .skip(1)
-        .all(|a| std::fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(true));
+    let reachable = dir.ancestors().skip(1).all(|a| {
+        std::fs::metadata(a)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(true)
+    });
     if reachable {
         return None;
     }
@@ -135,7 +136,10 @@ fn dev_store(dir: &Path) -> Option<PathBuf> {
     dir.hash(&mut h);
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    Some(PathBuf::from(format!("/var/tmp/corral-dev-{uid}-{:08x}/store", h.finish() as u32)))
+    Some(PathBuf::from(format!(
+        "/var/tmp/corral-dev-{uid}-{:08x}/store",
+        h.finish() as u32
+    )))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +214,9 @@ impl Config {
     }
 
     pub fn store_dir(&self) -> PathBuf {
-        self.store_dir.clone().unwrap_or_else(|| self.state_dir.join("store"))
+        self.store_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("store"))
     }
 
     pub fn socket_mode_bits(&self) -> u32 {
@@ -278,7 +284,10 @@ mod tests {
     #[test]
     fn the_shipped_example_lists_exactly_the_defaults() {
         let example = include_str!("../../systemd/corrald.toml");
-        assert_eq!(Config::parse(example, "systemd/corrald.toml").expect("parse"), Config::default());
+        assert_eq!(
+            Config::parse(example, "systemd/corrald.toml").expect("parse"),
+            Config::default()
+        );
     }
 
     #[test]
@@ -298,12 +307,20 @@ mod tests {
     #[test]
     fn dev_mode_moves_the_store_out_of_a_private_directory() {
         use std::os::unix::fs::PermissionsExt;
-        let private = tempfile::Builder::new().tempdir_in("/var/tmp").expect("tempdir");
-        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let private = tempfile::Builder::new()
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
         let dev = private.path().join("checkout/.corral-dev");
         let store = Config::dev(&dev, None).store_dir();
-        assert!(store.to_string_lossy().starts_with("/var/tmp/corral-dev-"), "{}", store.display());
-        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(
+            store.to_string_lossy().starts_with("/var/tmp/corral-dev-"),
+            "{}",
+            store.display()
+        );
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         assert_eq!(Config::dev(&dev, None).store_dir(), dev.join("state/store"));
     }
 

@@ -171,13 +171,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
     );
     if dev {
         let socket = config.socket.display();
+        // The CLI sits next to corrald in a cargo build.
+        let corral = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("corral")))
+            .filter(|p| p.is_file())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "corral".into());
         eprintln!(
             "\ncorrald (development mode) is serving {} plugins on {socket}",
             health.plugins_loaded
         );
         eprintln!("try, in another terminal:");
-        eprintln!("  corral --socket {socket} ls");
-        eprintln!("  corral --socket {socket} call hello greet --input '{{\"name\": \"world\"}}'");
+        eprintln!("  {corral} --socket {socket} ls");
+        eprintln!(
+            "  {corral} --socket {socket} call hello greet --input '{{\"name\": \"world\"}}'"
+        );
         eprintln!(
             "  curl --unix-socket {socket} http://corral/v1/plugins/hello/call -d '{{\"method\": \"greet\", \"input\": {{\"name\": \"world\"}}}}'"
         );

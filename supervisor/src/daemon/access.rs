@@ -226,7 +226,10 @@ mod tests {
 
     #[test]
     fn groups_resolve_by_name_or_number() {
-        assert_eq!(resolve_groups(&["root".into(), "4242".into(), "no-such-group-here".into()]), vec![0, 4242]);
+        assert_eq!(
+            resolve_groups(&["root".into(), "4242".into(), "no-such-group-here".into()]),
+            vec![0, 4242]
+        );
     }
 
     #[test]
