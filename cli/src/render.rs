@@ -12,33 +12,10 @@ use corral_protocol::error::{CorralError, ErrorBody};
 use corral_protocol::policy::SandboxPolicy;
 use std::fmt::Write;
 
-/// A plugin's reply as JSON: parsed when it is JSON, a string when it is
-/// UTF-8 text, base64 otherwise (with the encoding named).
-pub fn output_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        return (v, None);
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(s) => (serde_json::Value::String(s.to_string()), None),
-        Err(_) => (
-            serde_json::Value::String(base64(bytes)),
-            Some("base64".into()),
-        ),
-    }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
+/// A plugin's reply as the API encodes it (JSON, text, or base64), so
+/// `corral run` prints what `corral call` would.
 pub fn call_response(bytes: &[u8], usage: Usage) -> CallResponse {
-    let (output, output_encoding) = output_value(bytes);
-    CallResponse {
-        output,
-        output_encoding,
-        usage,
-    }
+    CallResponse::from_output(bytes, usage)
 }
 
 /// Human form of a reply: pretty JSON, or the text itself.
@@ -199,14 +176,40 @@ mod tests {
 
     #[test]
     fn outputs_are_json_text_or_base64() {
-        assert_eq!(output_value(b"{\"a\":1}").0, serde_json::json!({"a": 1}));
-        assert_eq!(
-            output_value(b"plain text").0,
-            serde_json::json!("plain text")
+        let usage = Usage::default();
+        let json = call_response(b"{\"a\":1}", usage);
+        assert_eq!(json.output, serde_json::json!({"a": 1}));
+        assert_eq!(human_output(&json), "{\n  \"a\": 1\n}");
+        let text = call_response(b"plain text", usage);
+        assert_eq!(text.output, serde_json::json!("plain text"));
+        assert_eq!(human_output(&text), "plain text");
+        let binary = call_response(&[0xff, 0xfe, 0x00], usage);
+        assert_eq!(binary.output, serde_json::json!("//4A"));
+        assert_eq!(binary.output_encoding.as_deref(), Some("base64"));
+        assert_eq!(human_output(&binary), "\"//4A\"");
+    }
+
+    #[test]
+    fn errors_print_code_message_and_details() {
+        let error = CorralError::new(
+            corral_protocol::error::ErrorKind::Timeout { limit_ms: 250 },
+            "the call ran longer than 250ms",
         );
-        let (v, enc) = output_value(&[0xff, 0xfe, 0x00]);
-        assert_eq!(v, serde_json::json!("//4A"));
-        assert_eq!(enc.as_deref(), Some("base64"));
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
+        assert_eq!(
+            human_error(&error),
+            "error: timeout: the call ran longer than 250ms\n  limit_ms: 250"
+        );
+        assert_eq!(
+            error_json(&error),
+            r#"{"error":{"code":"timeout","limit_ms":250,"message":"the call ran longer than 250ms"}}"#
+        );
+    }
+
+    #[test]
+    fn byte_sizes_use_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(32 << 20), "32.0 MiB");
     }
 }

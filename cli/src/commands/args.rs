@@ -108,7 +108,7 @@ pub enum Command {
     Rm { name: String },
     /// The daemon's status: version, uptime, plugins, kernel features.
     Health,
-    /// The daemon's metrics in Prometheus text format.
+    /// The daemon's metrics in Prometheus text format (text with --json too).
     Metrics,
 }
 

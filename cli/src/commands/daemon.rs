@@ -15,6 +15,7 @@ use corral_protocol::policy::SandboxPolicy;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Sends `endpoint`; prints the raw answer (`--json`) or `human` of it.
 async fn answer<T: DeserializeOwned>(
@@ -174,12 +175,20 @@ pub async fn metrics(client: &Client, json: bool) -> u8 {
 /// Streams events until Ctrl-C (exit 0) or until the daemon ends the
 /// stream, which it only does when it goes away (exit 3).
 pub async fn events(client: &Client, plugin: Option<String>, json: bool) -> u8 {
+    // Registered before the first event arrives, so a Ctrl-C right after
+    // the first line still ends the command cleanly.
+    let mut interrupt = match signal(SignalKind::interrupt()) {
+        Ok(interrupt) => interrupt,
+        Err(e) => {
+            let error = CorralError::internal(format!("cannot watch for Ctrl-C: {e}"));
+            return fail(&error, json);
+        }
+    };
     let lines = client.event_lines(plugin.as_deref());
     let mut lines = std::pin::pin!(lines);
-    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let line = tokio::select! {
-            _ = &mut interrupted => return exit::OK,
+            _ = interrupt.recv() => return exit::OK,
             line = lines.next() => line,
         };
         let shown = match line {
