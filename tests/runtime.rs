@@ -1,0 +1,539 @@
+//! The runtime's happy paths and the CLI a user meets first: `corral run`,
+//! `corral check`, `corral policy show`, exit codes and JSON shapes; many
+//! calls in flight on one child; cancellation; kernel features marked
+//! `required` or `best_effort`; and a check that the leak check itself
+//! sees what it must.
+
+use corral_protocol::api::Event;
+use corral_protocol::error::ErrorKind;
+use corral_tests::cli::{CliOutput, corral};
+use corral_tests::leaks::{Baseline, Leaks};
+use corral_tests::{Harness, call, package_dir, run, wait_for_event};
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Exit codes of `corral` (cli/src/exit.rs).
+const EXIT_OK: i32 = 0;
+const EXIT_PLUGIN_ERROR: i32 = 1;
+const EXIT_INVALID: i32 = 4;
+const EXIT_DENIED: i32 = 5;
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// A `corral run` left none of its cgroups behind.
+#[track_caller]
+fn assert_run_cleaned_up(out: &CliOutput) {
+    assert_eq!(
+        out.take_leftover_cgroups(),
+        Vec::<std::path::PathBuf>::new(),
+        "`corral {}` left cgroups behind",
+        out.args.join(" ")
+    );
+}
+
+#[test]
+fn corral_run_prints_the_output_and_usage_as_json() {
+    run(async {
+        let hello = package_dir("hello");
+        let out = corral(
+            &[
+                "run",
+                path_str(&hello),
+                "-m",
+                "greet",
+                "-i",
+                r#"{"name":"x"}"#,
+                "--json",
+            ],
+            &[],
+        );
+        out.assert_code(EXIT_OK);
+        let json = out.json();
+        assert_eq!(json["output"], json!({"greeting": "Hello, x!"}), "{json}");
+        let usage = json["usage"].as_object().expect("usage is an object");
+        let mut keys: Vec<&str> = usage.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["cpu_ms", "peak_memory_bytes", "wall_ms"], "{json}");
+        assert!(usage["wall_ms"].as_f64().is_some_and(|v| v > 0.0), "{json}");
+        assert!(usage["cpu_ms"].as_f64().is_some_and(|v| v >= 0.0), "{json}");
+        // Peak memory of the plugin's cgroup: something, and below its limit.
+        assert!(
+            usage["peak_memory_bytes"]
+                .as_u64()
+                .is_some_and(|v| v > 0 && v <= 32 << 20),
+            "{json}"
+        );
+        assert_run_cleaned_up(&out);
+
+        // Without --json: the output itself, readable.
+        let out = corral(
+            &[
+                "run",
+                path_str(&hello),
+                "-m",
+                "greet",
+                "-i",
+                r#"{"name":"y"}"#,
+            ],
+            &[],
+        );
+        out.assert_code(EXIT_OK);
+        assert_eq!(out.json(), json!({"greeting": "Hello, y!"}));
+        assert_run_cleaned_up(&out);
+    });
+}
+
+#[test]
+fn corral_run_reports_failures_as_error_json_and_exit_1() {
+    run(async {
+        let hello = package_dir("hello");
+        let out = corral(&["run", path_str(&hello), "-m", "fail", "--json"], &[]);
+        out.assert_code(EXIT_PLUGIN_ERROR);
+        let error = &out.json()["error"];
+        assert_eq!(error["code"], "plugin_error", "{error}");
+        assert_eq!(error["plugin_code"], "requested_failure", "{error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_run_cleaned_up(&out);
+
+        // A sandbox verdict is an error of the same shape.
+        let hostile = package_dir("hostile");
+        let out = corral(
+            &[
+                "run",
+                path_str(&hostile),
+                "-m",
+                "socket",
+                "-i",
+                r#"{"domain":"inet"}"#,
+                "--json",
+            ],
+            &[],
+        );
+        out.assert_code(EXIT_PLUGIN_ERROR);
+        assert_eq!(out.json()["error"]["code"], "seccomp_violation");
+        assert_run_cleaned_up(&out);
+    });
+}
+
+/// A package folder under /var/tmp (plugins cannot see /tmp's contents,
+/// and need every directory open to their uid): hello's binary with the
+/// given manifest.
+fn package_with_manifest(manifest: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("corral-runtime-")
+        .tempdir_in("/var/tmp")
+        .expect("a directory in /var/tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir(dir.path().join("bin")).expect("mkdir bin");
+    std::fs::copy(
+        package_dir("hello").join("bin/hello"),
+        dir.path().join("bin/hello"),
+    )
+    .expect("copy the hello binary");
+    std::fs::write(dir.path().join("plugin.toml"), manifest).expect("write plugin.toml");
+    dir
+}
+
+const HELLO_MANIFEST: &str = r#"[plugin]
+name = "hello"
+version = "0.1.0"
+entry = "bin/hello"
+"#;
+
+#[test]
+fn corral_run_rejects_a_bad_manifest_naming_file_key_and_reason() {
+    run(async {
+        let cases = [
+            (
+                "[limits]\nmemroy = \"32MiB\"\n",
+                "limits.memroy",
+                "unknown field",
+            ),
+            ("[limits]\nmemory = \"lots\"\n", "limits.memory", "lots"),
+        ];
+        for (extra, key, reason) in cases {
+            let package = package_with_manifest(&format!("{HELLO_MANIFEST}{extra}"));
+            let manifest = package.path().join("plugin.toml");
+            let out = corral(
+                &["run", path_str(package.path()), "-m", "greet", "--json"],
+                &[],
+            );
+            out.assert_code(EXIT_INVALID);
+            let error = &out.json()["error"];
+            assert_eq!(error["code"], "invalid_manifest", "{error}");
+            assert_eq!(error["file"], path_str(&manifest), "{error}");
+            assert_eq!(error["key"], key, "{error}");
+            assert!(
+                error["reason"].as_str().is_some_and(|r| r.contains(reason)),
+                "{error}"
+            );
+            // And for people: the same three on stderr.
+            let out = corral(&["run", path_str(package.path()), "-m", "greet"], &[]);
+            out.assert_code(EXIT_INVALID);
+            assert!(
+                out.stderr.contains(path_str(&manifest)) && out.stderr.contains(key),
+                "{}",
+                out.stderr
+            );
+        }
+        // The same package with a good manifest runs: the binary was fine.
+        let package = package_with_manifest(HELLO_MANIFEST);
+        let out = corral(
+            &[
+                "run",
+                path_str(package.path()),
+                "-m",
+                "greet",
+                "-i",
+                r#"{"name":"z"}"#,
+                "--json",
+            ],
+            &[],
+        );
+        out.assert_code(EXIT_OK);
+        assert_eq!(out.json()["output"], json!({"greeting": "Hello, z!"}));
+        assert_run_cleaned_up(&out);
+    });
+}
+
+#[test]
+fn corral_policy_show_names_the_source_of_every_rule() {
+    run(async {
+        let hello = package_dir("hello");
+        let manifest = hello.join("plugin.toml");
+        let out = corral(&["policy", "show", path_str(&hello)], &[]);
+        out.assert_code(EXIT_OK);
+        let line = |rule: &str| -> String {
+            out.stdout
+                .lines()
+                .find(|l| l.starts_with(rule))
+                .unwrap_or_else(|| panic!("no `{rule}` line in:\n{}", out.stdout))
+                .to_string()
+        };
+        assert!(line("RULE").contains("SOURCE"), "{}", out.stdout);
+        let memory = line("limits.memory ");
+        assert!(
+            memory.contains("32MiB")
+                && memory.contains(&format!("{} (limits.memory)", path_str(&manifest))),
+            "{memory}"
+        );
+        assert!(
+            line("limits.disk ").contains("built-in default policy (defaults.disk)"),
+            "{}",
+            out.stdout
+        );
+
+        // An operator file shows up as the source of what it sets.
+        let policy = tempfile::Builder::new()
+            .prefix("corral-policy-")
+            .suffix(".toml")
+            .tempfile_in("/var/tmp")
+            .expect("a policy file");
+        std::fs::write(policy.path(), "[defaults]\ndisk = \"2MiB\"\n").expect("write policy");
+        let out = corral(
+            &[
+                "policy",
+                "show",
+                path_str(&hello),
+                "--policy",
+                path_str(policy.path()),
+                "--json",
+            ],
+            &[],
+        );
+        out.assert_code(EXIT_OK);
+        let json = out.json();
+        let provenance = json["provenance"].as_array().expect("provenance");
+        let disk = provenance
+            .iter()
+            .find(|p| p["rule"] == "limits.disk")
+            .unwrap_or_else(|| panic!("no limits.disk in {json}"));
+        assert_eq!(disk["value"], "2MiB", "{disk}");
+        assert_eq!(
+            disk["source"],
+            format!("{} (defaults.disk)", path_str(policy.path())),
+            "{disk}"
+        );
+        assert_eq!(
+            json["confinement"]["mounts"]["scratch"]["size_bytes"],
+            2 << 20
+        );
+    });
+}
+
+#[test]
+fn corral_check_validates_packages_against_the_policy() {
+    run(async {
+        let hello = package_dir("hello");
+        let out = corral(&["check", path_str(&hello)], &[]);
+        out.assert_code(EXIT_OK);
+        assert!(out.stdout.starts_with("ok: hello 0.1.0"), "{}", out.stdout);
+        let out = corral(&["check", path_str(&hello), "--json"], &[]);
+        out.assert_code(EXIT_OK);
+        assert_eq!(
+            out.json(),
+            json!({"ok": true, "plugin": "hello", "version": "0.1.0", "warnings": []})
+        );
+
+        // hostile-exec asks for exec, which the built-in policy grants nobody.
+        let exec = package_dir("hostile-exec");
+        let out = corral(&["check", path_str(&exec), "--json"], &[]);
+        out.assert_code(EXIT_DENIED);
+        let error = &out.json()["error"];
+        assert_eq!(error["code"], "permission_denied", "{error}");
+        assert_eq!(error["permission"], "permissions.exec = true", "{error}");
+        // An operator grant makes it load.
+        let policy = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile_in("/var/tmp")
+            .expect("a policy file");
+        std::fs::write(
+            policy.path(),
+            "[plugins.hostile-exec]\ngrant = { exec = true }\n",
+        )
+        .expect("write policy");
+        let out = corral(
+            &[
+                "check",
+                path_str(&exec),
+                "--policy",
+                path_str(policy.path()),
+            ],
+            &[],
+        );
+        out.assert_code(EXIT_OK);
+    });
+}
+
+/// `required` features fail the load; `best_effort` ones run without the
+/// feature and say so. CORRAL_MASK_FEATURES makes this kernel (which has
+/// everything) pretend to lack them.
+#[test]
+fn required_and_best_effort_kernel_features() {
+    run(async {
+        let hello = package_dir("hello");
+        let greet = [
+            "run",
+            path_str(&hello),
+            "-m",
+            "greet",
+            "-i",
+            r#"{"name":"f"}"#,
+            "--json",
+        ];
+        let out = corral(&greet, &[("CORRAL_MASK_FEATURES", "landlock")]);
+        out.assert_code(EXIT_DENIED);
+        let error = &out.json()["error"];
+        assert_eq!(error["code"], "feature_unavailable", "{error}");
+        assert_eq!(error["feature"], "landlock", "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("features.landlock")),
+            "the message should name the policy key: {error}"
+        );
+        assert_run_cleaned_up(&out);
+
+        let out = corral(&greet, &[("CORRAL_MASK_FEATURES", "landlock_scope")]);
+        out.assert_code(EXIT_OK);
+        assert_eq!(out.json()["output"], json!({"greeting": "Hello, f!"}));
+        assert!(
+            out.stderr.contains("landlock_scope"),
+            "no warning about running without landlock_scope: {}",
+            out.stderr
+        );
+        assert_run_cleaned_up(&out);
+
+        let show = ["policy", "show", path_str(&hello), "--json"];
+        let masked = corral(&show, &[("CORRAL_MASK_FEATURES", "landlock_scope")]);
+        masked.assert_code(EXIT_OK);
+        let masked = masked.json();
+        let warnings = masked["warnings"].as_array().expect("warnings");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().is_some_and(|w| w.contains("landlock_scope"))),
+            "{masked}"
+        );
+        assert_eq!(masked["confinement"]["landlock"]["scope_signals"], false);
+        // Unmasked, the same policy scopes signals and warns of nothing.
+        let full = corral(&show, &[]);
+        full.assert_code(EXIT_OK);
+        let full = full.json();
+        assert_eq!(full["warnings"], json!([]), "{full}");
+        assert_eq!(full["confinement"]["landlock"]["scope_signals"], true);
+    });
+}
+
+/// Many calls in flight on one child, multiplexed by id: every one gets
+/// its own answer.
+#[test]
+fn many_calls_in_flight_on_one_child_are_all_answered() {
+    run(async {
+        let mut h = Harness::new();
+        let child = h.child("hello").await;
+        let timeout = Duration::from_secs(10);
+        let calls = (0..200u32).map(|i| {
+            let child = child.clone();
+            tokio::spawn(async move {
+                let input = format!("payload number {i}").into_bytes();
+                let out = child
+                    .call("echo", input.clone(), timeout)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+                assert_eq!(out.output, input, "call {i} got another call's answer");
+            })
+        });
+        for call in futures_join(calls.collect()).await {
+            call.expect("a call task");
+        }
+        assert!(child.is_alive());
+        assert_eq!(child.in_flight(), 0);
+        h.finish().await;
+    });
+}
+
+async fn futures_join<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await);
+    }
+    out
+}
+
+/// A call past its timeout is cancelled; a plugin that honours Cancel
+/// (hello's `sleep` checks it) keeps running, and its next call is
+/// answered at once instead of after the sleep.
+#[test]
+fn a_cancelled_call_times_out_and_the_child_survives() {
+    run(async {
+        let mut h = Harness::new();
+        let mut events = h.events();
+        let host = h.host("hello").await;
+        let child = host.children().pop().expect("a live instance");
+        let pid = child.pid();
+        let err = child
+            .call(
+                "sleep",
+                br#"{"ms": 20000}"#.to_vec(),
+                Duration::from_millis(200),
+            )
+            .await
+            .expect_err("the sleep must be cut short");
+        assert_eq!(err.kind, ErrorKind::Timeout { limit_ms: 200 }, "{err:?}");
+        assert!(child.is_alive(), "the child was killed");
+        // Still sleeping, it could not answer within this limit.
+        let out = child
+            .call(
+                "greet",
+                br#"{"name":"again"}"#.to_vec(),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("the child answers after the cancellation");
+        assert_eq!(out.output, br#"{"greeting":"Hello, again!"}"#);
+        assert_eq!(
+            call(&host, "greet", json!({"name": "host"}))
+                .await
+                .expect("through the host"),
+            json!({"greeting": "Hello, host!"})
+        );
+        assert_eq!(host.children().pop().map(|c| c.pid()), Some(pid));
+        let died = wait_for_event(&mut events, Duration::from_millis(200), |e| {
+            matches!(e, Event::Crashed { .. } | Event::Restarted { .. })
+        })
+        .await;
+        assert_eq!(died, None, "the cancellation cost the plugin its life");
+        drop(child);
+        h.finish().await;
+    });
+}
+
+/// The leak check finds each kind of leak it looks for, so a clean
+/// `finish` means something.
+#[test]
+fn the_leak_check_notices_leaks() {
+    run(async {
+        let h = Harness::new();
+        let baseline = Baseline::take();
+        let uids = h.uid_range();
+        let base = h.cgroup_base().to_string();
+        let find = || Leaks::find(&baseline, uids, &base);
+        assert!(find().is_empty(), "{}", find());
+
+        let file = std::fs::File::open("/dev/null").expect("open");
+        assert_eq!(find().new_fds.len(), 1, "{}", find());
+        drop(file);
+
+        // A live child, then the zombie it becomes until reaped.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = sleeper.id() as i32;
+        assert!(find().children.iter().any(|p| p.pid == pid), "{}", find());
+        sleeper.kill().expect("kill");
+        let zombie = loop {
+            let leaks = find();
+            if let Some(p) = leaks
+                .children
+                .iter()
+                .find(|p| p.pid == pid && p.state == 'Z')
+            {
+                break p.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(zombie.state, 'Z');
+        sleeper.wait().expect("reap");
+        assert!(find().children.is_empty(), "{}", find());
+
+        // A cgroup left under the base.
+        let memory = corral_tests::leaks::cgroup_base_dirs(&base)
+            .into_iter()
+            .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
+            .expect("a memory hierarchy");
+        let leaf = memory.join("left-behind");
+        std::fs::create_dir(&leaf).expect("mkdir a leaf");
+        assert_eq!(find().cgroups, vec![leaf.clone()]);
+        std::fs::remove_dir(&leaf).expect("rmdir the leaf");
+        assert!(find().is_empty(), "{}", find());
+        h.finish().await;
+    });
+}
+
+/// `Child::shutdown` and `Child::wait` promise to resolve once the child
+/// is gone and cleaned up: a caller that exits right after (as `corral
+/// run` does) must not leave its cgroup behind.
+#[test]
+fn a_dead_child_is_cleaned_up_before_wait_returns() {
+    run(async {
+        let mut h = Harness::new();
+        let child = h.child("hostile").await;
+        let err = child
+            .call("exit", br#"{"code": 7}"#.to_vec(), Duration::from_secs(5))
+            .await
+            .expect_err("the plugin exits");
+        assert_eq!(err.code(), "crashed", "{err:?}");
+        child.wait().await;
+        assert_eq!(
+            h.cgroup_leaf_names(),
+            std::collections::BTreeSet::new(),
+            "wait() returned before the dead child's cgroup was removed"
+        );
+        let stopped = h.child("hello").await;
+        stopped.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(
+            h.cgroup_leaf_names(),
+            std::collections::BTreeSet::new(),
+            "shutdown() returned before the child's cgroup was removed"
+        );
+        h.finish().await;
+    });
+}
