@@ -65,17 +65,31 @@ pub enum Command {
     #[command(visible_alias = "list")]
     Ls,
     /// Show one plugin: state, counters, source, policy in brief, children.
-    Info { name: String },
+    Info {
+        /// The plugin's name.
+        name: String,
+    },
     /// Load and enable a plugin; returns once it serves calls.
-    Load { name: String },
+    Load {
+        /// The plugin's name.
+        name: String,
+    },
     /// Disable a plugin and stop its children once in-flight calls finish.
-    Unload { name: String },
+    Unload {
+        /// The plugin's name.
+        name: String,
+    },
     /// Re-read a plugin's package and policy and swap in new children
     /// (lifts a quarantine; dependents are reloaded too).
-    Reload { name: String },
+    Reload {
+        /// The plugin's name.
+        name: String,
+    },
     /// Call a method of a loaded plugin and print its output.
     Call {
+        /// The plugin's name.
         name: String,
+        /// The method to call.
         method: String,
         #[command(flatten)]
         input: InputArgs,
@@ -105,7 +119,10 @@ pub enum Command {
     },
     /// Remove a plugin (unloading it first).
     #[command(visible_alias = "remove")]
-    Rm { name: String },
+    Rm {
+        /// The plugin's name.
+        name: String,
+    },
     /// The daemon's status: version, uptime, plugins, kernel features.
     Health,
     /// The daemon's metrics in Prometheus text format (text with --json too).
@@ -118,7 +135,8 @@ pub enum PolicyCommand {
     /// of a package directory (compiled here), or of an installed plugin
     /// (asked from the daemon).
     Show {
-        /// A package directory, or the name of an installed plugin.
+        /// A package directory (compiled here when the path exists), or
+        /// else the name of an installed plugin (asked from the daemon).
         #[arg(value_name = "PACKAGE_DIR | PLUGIN")]
         target: String,
         /// An operator policy file applied on top of the built-in policy
