@@ -1,7 +1,9 @@
 //! PROTOCOL.md claims a plugin can be written in C from the page alone and
 //! shows one. This test takes that C program out of the page, compiles it
-//! with the system C compiler and drives it through a whole session, so
-//! the claim stays true.
+//! with the system C compiler the way the page says (static, as corral's
+//! packaging builds C plugins) and drives it through a whole session and
+//! the edge cases the page asks a plugin to handle, so the claim stays
+//! true.
 
 use corral_protocol::frame::{self, FrameError, FrameReader, HANDSHAKE_MAX_FRAME};
 use corral_protocol::message::{
@@ -35,19 +37,20 @@ fn binary() -> &'static Path {
         let binary = dir.path().join("c-echo");
         let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let output = Command::new(&compiler)
-            .args(["-std=c99", "-Wall", "-Wextra", "-O2", "-o"])
+            .args(["-std=c99", "-Wall", "-Wextra", "-O2", "-static", "-o"])
             .arg(&binary)
             .arg(&source)
             .output()
             .unwrap_or_else(|e| {
                 panic!(
                     "this test needs a C compiler to build the plugin in PROTOCOL.md: \
-                     running `{compiler}` failed: {e} (install gcc, or set CC)"
+                     running `{compiler}` failed: {e} (install gcc and libc6-dev, or set CC)"
                 )
             });
         assert!(
             output.status.success(),
-            "the C plugin of PROTOCOL.md does not compile:\n{}",
+            "the C plugin of PROTOCOL.md does not compile (a static build needs the C \
+             library's static archive, libc.a from libc6-dev):\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         let warnings = String::from_utf8_lossy(&output.stderr);
@@ -60,8 +63,19 @@ fn binary() -> &'static Path {
     path
 }
 
+/// The plugin process, killed and reaped if a test ends without waiting
+/// for it, so a failing test leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct CPlugin {
-    child: Child,
+    child: Running,
     stream: UnixStream,
     reader: FrameReader<UnixStream>,
 }
@@ -94,7 +108,7 @@ impl CPlugin {
         drop(plugin);
         let reader = FrameReader::new(host.try_clone().expect("clone"), HANDSHAKE_MAX_FRAME);
         let mut p = CPlugin {
-            child,
+            child: Running(child),
             stream: host,
             reader,
         };
@@ -153,22 +167,56 @@ impl CPlugin {
     }
 
     fn wait(mut self) -> ExitStatus {
-        self.child.wait().expect("wait")
+        self.child.0.wait().expect("wait")
     }
 
     fn close(mut self) -> ExitStatus {
         self.stream
             .shutdown(std::net::Shutdown::Both)
             .expect("shutdown");
-        self.child.wait().expect("wait")
+        self.child.0.wait().expect("wait")
+    }
+
+    /// Blocks until the plugin has written something the host has not
+    /// read yet.
+    fn wait_until_readable(&self) {
+        let mut pfd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+        assert_eq!(ready, 1, "the C plugin wrote nothing within 20 s");
+    }
+
+    /// Closes every host end of the channel at once, unread bytes and all,
+    /// and waits for the plugin.
+    fn hang_up(self) -> ExitStatus {
+        let CPlugin {
+            mut child,
+            stream,
+            reader,
+        } = self;
+        drop(stream);
+        drop(reader);
+        child.0.wait().expect("wait")
     }
 }
 
-impl Drop for CPlugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A Call frame built by hand, so that the method can be any bytes, valid
+/// UTF-8 or not.
+fn raw_call(id: u64, method: &[u8], input: &[u8]) -> Vec<u8> {
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.extend_from_slice(&(method.len() as u64).to_le_bytes());
+    payload.extend_from_slice(method);
+    payload.extend_from_slice(&(input.len() as u64).to_le_bytes());
+    payload.extend_from_slice(input);
+    payload.extend_from_slice(&1_000u64.to_le_bytes());
+    let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&payload);
+    bytes
 }
 
 #[test]
@@ -265,4 +313,128 @@ fn the_c_plugin_refuses_a_version_it_did_not_offer() {
         Ok(None) | Err(FrameError::Io(_))
     ));
     assert_eq!(p.wait().code(), Some(76));
+}
+
+#[test]
+fn the_c_plugin_refuses_a_max_frame_outside_what_it_offered() {
+    // Above its Hello.max_frame of 1 MiB, and below the 1024 the host
+    // guarantees: both are the host breaking the protocol.
+    for max_frame in [(1 << 20) + 1, 1023] {
+        let mut p = CPlugin::start();
+        p.send(&HostMessage::Init(Init {
+            version: 1,
+            max_frame,
+            config: b"{}".to_vec(),
+            limits: InitLimits::default(),
+        }));
+        assert!(
+            matches!(
+                p.reader.read::<PluginMessage>(),
+                Ok(None) | Err(FrameError::Io(_))
+            ),
+            "Init.max_frame {max_frame}: the plugin must write nothing more"
+        );
+        assert_eq!(p.wait().code(), Some(76), "Init.max_frame {max_frame}");
+    }
+}
+
+#[test]
+fn the_c_plugin_accepts_every_valid_utf8_method_name() {
+    let mut p = CPlugin::start();
+    p.init(4096);
+    // Two-, three- and four-byte characters, and the highest code point.
+    for (id, method) in [
+        (1, "é"),
+        (2, "€uro"),
+        (3, "😀"),
+        (4, "\u{10FFFF}"),
+        (5, "\u{FFFD}"),
+    ] {
+        assert_eq!(
+            raw_call(id, method.as_bytes(), b""),
+            frame::encode(&HostMessage::Call(Call {
+                id,
+                method: method.into(),
+                input: vec![],
+                timeout_ms: 1_000,
+            }))
+            .expect("encode"),
+            "raw_call builds the frame the encoder builds"
+        );
+        p.stream
+            .write_all(&raw_call(id, method.as_bytes(), b""))
+            .expect("write");
+        match p.next() {
+            PluginMessage::Reply(Reply {
+                id: got,
+                result: CallResult::Err(e),
+            }) => {
+                assert_eq!(got, id);
+                assert_eq!(e.code, "unknown_method", "method {method:?}");
+            }
+            other => panic!("method {method:?}: expected unknown_method, got {other:?}"),
+        }
+    }
+    assert_eq!(p.close().code(), Some(0));
+}
+
+#[test]
+fn the_c_plugin_rejects_method_names_that_are_not_utf8() {
+    let invalid: [(&str, &[u8]); 8] = [
+        ("a lone continuation byte", &[0x80]),
+        ("an overlong '/'", &[0xc0, 0xaf]),
+        ("an overlong NUL in three bytes", &[0xe0, 0x80, 0x80]),
+        ("a surrogate, U+D800", &[0xed, 0xa0, 0x80]),
+        ("above U+10FFFF", &[0xf4, 0x90, 0x80, 0x80]),
+        ("a character cut short", &[b'e', b'c', 0xe2, 0x82]),
+        ("a byte that never occurs", &[0xff]),
+        ("a five-byte form", &[0xf8, 0x88, 0x80, 0x80, 0x80]),
+    ];
+    for (what, method) in invalid {
+        let mut p = CPlugin::start();
+        p.init(4096);
+        p.stream
+            .write_all(&raw_call(1, method, b"x"))
+            .expect("write");
+        assert!(
+            matches!(
+                p.reader.read::<PluginMessage>(),
+                Ok(None) | Err(FrameError::Io(_))
+            ),
+            "{what}: the plugin must not reply"
+        );
+        assert_eq!(p.wait().code(), Some(76), "{what}");
+    }
+}
+
+#[test]
+fn the_c_plugin_exits_zero_when_its_write_finds_the_host_gone() {
+    // The host asks for a Pong and shuts the channel before the plugin
+    // writes it: the write fails with EPIPE, which must not kill the
+    // plugin with SIGPIPE.
+    let mut p = CPlugin::start();
+    p.init(4096);
+    p.send(&HostMessage::Ping { nonce: 5 });
+    let status = p.close();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "expected exit status 0, got {status:?}"
+    );
+}
+
+#[test]
+fn the_c_plugin_exits_zero_when_its_read_finds_the_connection_reset() {
+    // The host closes the channel with the plugin's Pong still unread, so
+    // the plugin's next read fails with ECONNRESET instead of returning 0.
+    let mut p = CPlugin::start();
+    p.init(4096);
+    p.send(&HostMessage::Ping { nonce: 6 });
+    p.wait_until_readable();
+    let status = p.hang_up();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "expected exit status 0, got {status:?}"
+    );
 }
