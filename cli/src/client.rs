@@ -480,47 +480,13 @@ pub fn install_request(path: &Path, load: bool) -> Result<InstallRequest, Client
     })
 }
 
-/// Decodes `GET /v1/plugins/{name}`. `PluginDetail` flattens
-/// `PluginSummary`, whose `children` (a count) has the same name as the
-/// detail's own `children` (the list): the daemon's JSON carries the key
-/// twice, and serde cannot decode that into `PluginDetail` directly. So
-/// when the direct decoding fails, read the list (the last `children`
-/// wins in a JSON map) and take the count from its length: the list holds
-/// exactly the children alive.
+/// Decodes `GET /v1/plugins/{name}`.
 pub fn decode_detail(body: &[u8]) -> Result<PluginDetail, ClientError> {
-    #[derive(serde::Deserialize)]
-    struct Rest {
-        source: String,
-        digest: String,
-        manifest: corral_protocol::manifest::Manifest,
-        policy: Option<SandboxPolicy>,
-        policy_error: Option<CorralError>,
-        children: Vec<corral_protocol::api::ChildInfo>,
-        last_error: Option<CorralError>,
-    }
-    let direct = match serde_json::from_slice::<PluginDetail>(body) {
-        Ok(detail) => return Ok(detail),
-        Err(e) => e,
-    };
-    let undecodable = |e: &dyn std::fmt::Display| {
+    serde_json::from_slice::<PluginDetail>(body).map_err(|e| {
         ClientError::Protocol(format!(
-            "cannot decode the plugin's detail ({direct}; {e}): {}",
+            "cannot decode the plugin's detail ({e}): {}",
             snippet(body)
         ))
-    };
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| undecodable(&e))?;
-    let rest: Rest = serde_json::from_value(value.clone()).map_err(|e| undecodable(&e))?;
-    value["children"] = rest.children.len().into();
-    let summary: PluginSummary = serde_json::from_value(value).map_err(|e| undecodable(&e))?;
-    Ok(PluginDetail {
-        summary,
-        source: rest.source,
-        digest: rest.digest,
-        manifest: rest.manifest,
-        policy: rest.policy,
-        policy_error: rest.policy_error,
-        children: rest.children,
-        last_error: rest.last_error,
     })
 }
 
@@ -778,20 +744,15 @@ mod tests {
             manifest,
             policy: None,
             policy_error: None,
-            children: vec![child(0), child(1)],
+            processes: vec![child(0), child(1)],
             last_error: None,
         }
     }
 
     #[test]
-    fn details_decode_with_children_named_twice() {
+    fn details_decode() {
         let detail = detail();
         let body = serde_json::to_string(&detail).expect("encodes");
-        assert_eq!(
-            body.matches("\"children\":").count(),
-            2,
-            "the daemon's encoding names `children` twice: {body}"
-        );
         assert_eq!(decode_detail(body.as_bytes()).expect("decodes"), detail);
     }
 

@@ -137,7 +137,7 @@ fn info_shows_the_plugin_and_its_children() {
                 .expect("policy decodes"),
         ),
         policy_error: None,
-        children: vec![ChildInfo {
+        processes: vec![ChildInfo {
             instance: 0,
             pid: 4242,
             uid: 61000,
@@ -153,8 +153,6 @@ fn info_shows_the_plugin_and_its_children() {
             "the call ran longer than 10s",
         )),
     };
-    // As the daemon encodes it: with `children` twice, the count of the
-    // flattened summary and then the list.
     let body = serde_json::to_string(&detail).expect("detail encodes");
     let daemon = FakeDaemon::start(vec![(
         ("GET", "/v1/plugins/hello"),

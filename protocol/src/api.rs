@@ -90,7 +90,8 @@ pub enum PluginState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// The plugin was loaded (its policy compiled and children starting).
+    /// The plugin is being loaded: its policy compiled, its children
+    /// starting (each then sends `Ready`, or the start fails as `Crashed`).
     Loaded {
         plugin: String,
         version: String,
@@ -248,7 +249,8 @@ pub struct PluginDetail {
     /// `policy_error`).
     pub policy: Option<crate::policy::SandboxPolicy>,
     pub policy_error: Option<crate::error::CorralError>,
-    pub children: Vec<ChildInfo>,
+    /// The children alive now (`children` in the summary is their count).
+    pub processes: Vec<ChildInfo>,
     /// The most recent failure of any instance.
     pub last_error: Option<crate::error::CorralError>,
 }
@@ -286,6 +288,54 @@ pub struct RemoveResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_detail_round_trips_through_json() {
+        let manifest = crate::manifest::Manifest::parse(
+            "[plugin]\nname = \"hello\"\nversion = \"0.1.0\"\nentry = \"bin/hello\"\n",
+            "plugin.toml",
+        )
+        .expect("manifest");
+        let detail = PluginDetail {
+            summary: PluginSummary {
+                name: "hello".into(),
+                version: "0.1.0".into(),
+                description: String::new(),
+                state: PluginState::Ready,
+                enabled: true,
+                instances: 1,
+                children: 1,
+                in_flight: 0,
+                calls_ok: 3,
+                calls_failed: 0,
+                restarts: 0,
+                memory_bytes: 4096,
+            },
+            source: "upload".into(),
+            digest: "ab".repeat(32),
+            manifest,
+            policy: None,
+            policy_error: None,
+            processes: vec![ChildInfo {
+                instance: 0,
+                pid: 42,
+                uid: 200000,
+                start_ms: 1.5,
+                in_flight: 0,
+                memory_bytes: 4096,
+                memory_peak_bytes: 8192,
+                pids: 1,
+                cpu_ms: 0.1,
+            }],
+            last_error: None,
+        };
+        let json = serde_json::to_string(&detail).expect("encode");
+        assert_eq!(json.matches("\"children\":").count(), 1, "{json}");
+        assert_eq!(
+            serde_json::from_str::<PluginDetail>(&json).expect("decode"),
+            detail
+        );
+    }
 
     #[test]
     fn outputs_are_json_text_or_base64() {

@@ -233,10 +233,17 @@ const C_FLAGS: &[&str] = &["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-s
 
 /// Builds the binaries and the plugin packages; returns the packages dir.
 fn package(root: &Path, release: bool) -> Result<PathBuf> {
-    let mut host = cargo(&["build", "-p", "corral", "-p", "corral-sandbox"]);
-    if root.join("supervisor/src/bin/corrald.rs").exists() {
-        host.args(["--bin", "corrald", "-p", "corral-supervisor"]);
-    }
+    // The CLI, the trampoline and the daemon.
+    let mut host = cargo(&[
+        "build",
+        "--bins",
+        "-p",
+        "corral",
+        "-p",
+        "corral-sandbox",
+        "-p",
+        "corral-supervisor",
+    ]);
     if release {
         host.arg("--release");
     }
@@ -361,6 +368,21 @@ fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
     tests.env("CORRAL_SANDBOX", target.join("debug/corral-sandbox"));
     tests.env("CORRAL_BIN_DIR", target.join("debug"));
     run(tests)?;
+    // The CLI's end-to-end run of a real confined call needs the packages
+    // and the trampoline, which only this task provides.
+    let mut confined = cargo(&[
+        "test",
+        "-p",
+        "corral",
+        "--test",
+        "local_commands",
+        "--",
+        "--ignored",
+    ]);
+    confined.env("CORRAL_TEST_PACKAGES", &packages);
+    confined.env("CORRAL_SANDBOX", target.join("debug/corral-sandbox"));
+    confined.env("CORRAL_BIN_DIR", target.join("debug"));
+    run(confined)?;
     // The C plugin is no crate: its script drives it through `corral run`.
     let mut c_echo = Command::new(root.join("examples/plugins/c-echo/test.sh"));
     c_echo.env("CORRAL_TEST_PACKAGES", &packages);

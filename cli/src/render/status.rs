@@ -117,7 +117,7 @@ pub fn plugin_detail(d: &PluginDetail) -> String {
         ),
     ]);
     let mut out = key_values(&pairs);
-    if !d.children.is_empty() {
+    if !d.processes.is_empty() {
         let mut table = Table::new(&[
             ("INSTANCE", Align::Right),
             ("PID", Align::Right),
@@ -129,7 +129,7 @@ pub fn plugin_detail(d: &PluginDetail) -> String {
             ("CPU", Align::Right),
             ("STARTUP", Align::Right),
         ]);
-        for c in &d.children {
+        for c in &d.processes {
             table.row(vec![
                 c.instance.to_string(),
                 c.pid.to_string(),

@@ -131,9 +131,11 @@ async fn health(State(d): State<Arc<Daemon>>) -> Response {
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
     let text = d.metrics.render(&d.gauges());
     (
+        // prometheus-client writes OpenMetrics text, which Prometheus
+        // scrapes natively.
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )

@@ -535,13 +535,9 @@ impl Daemon {
             }
             let policy = entry.compiled.clone()?;
             self.load_dependencies(&entry, depth).await?;
-            let host = PluginHost::start(self.rt.clone(), policy, b"{}".to_vec()).await?;
+            let host = self.start_host(&entry, policy).await?;
             entry.set_host(Some(host));
             entry.enabled.store(true, Ordering::Relaxed);
-            self.rt.events.publish(Event::Loaded {
-                plugin: name.to_string(),
-                version: entry.package.manifest.plugin.version.to_string(),
-            });
             tracing::info!(plugin = %name, "loaded");
             Ok(())
         })
@@ -670,6 +666,30 @@ impl Daemon {
         })
     }
 
+    /// Announces the load, then starts the plugin's instances (each
+    /// announces itself Ready); a failed start is announced as a crash of
+    /// instance 0 with the typed cause.
+    async fn start_host(
+        &self,
+        entry: &PluginEntry,
+        policy: Arc<SandboxPolicy>,
+    ) -> Result<Arc<PluginHost>, CorralError> {
+        self.rt.events.publish(Event::Loaded {
+            plugin: entry.name.clone(),
+            version: entry.package.manifest.plugin.version.to_string(),
+        });
+        PluginHost::start(self.rt.clone(), policy, b"{}".to_vec())
+            .await
+            .inspect_err(|e| {
+                self.rt.events.publish(Event::Crashed {
+                    plugin: entry.name.clone(),
+                    instance: 0,
+                    code: e.code().to_string(),
+                    message: e.message.clone(),
+                });
+            })
+    }
+
     /// Starts `new`'s instances, points calls at them, then drains and
     /// stops `old`'s. On a start failure `old` keeps serving.
     async fn swap_in(
@@ -679,17 +699,13 @@ impl Daemon {
     ) -> Result<(), CorralError> {
         let policy = new.compiled.clone()?;
         self.load_dependencies(&new, 0).await?;
-        let host = PluginHost::start(self.rt.clone(), policy, b"{}".to_vec()).await?;
+        let host = self.start_host(&new, policy).await?;
         new.set_host(Some(host));
         new.enabled.store(true, Ordering::Relaxed);
         self.plugins
             .write()
             .map_err(|_| CorralError::internal("registry poisoned"))?
             .insert(new.name.clone(), new.clone());
-        self.rt.events.publish(Event::Loaded {
-            plugin: new.name.clone(),
-            version: new.package.manifest.plugin.version.to_string(),
-        });
         if let Some(old) = old
             && let Some(old_host) = old.set_host(None)
         {
@@ -852,7 +868,7 @@ impl Daemon {
     pub fn detail(&self, name: &str) -> Result<PluginDetail, CorralError> {
         let entry = self.entry(name)?;
         let host = entry.host();
-        let children = host
+        let processes = host
             .as_ref()
             .map(|h| {
                 h.children()
@@ -881,7 +897,7 @@ impl Daemon {
             manifest: entry.package.manifest.clone(),
             policy: entry.compiled.as_ref().ok().map(|p| (**p).clone()),
             policy_error: entry.compiled.as_ref().err().cloned(),
-            children,
+            processes,
             last_error: host.and_then(|h| h.last_death()).map(|d| d.error),
         })
     }
