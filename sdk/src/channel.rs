@@ -59,6 +59,9 @@ impl Channel {
                 io::ErrorKind::WouldBlock => {
                     self.wait(libc::POLLIN, -1)?;
                 }
+                // The host closed with bytes of ours unread: it is gone,
+                // which is an end of stream, not a fault of ours.
+                _ if err.raw_os_error() == Some(libc::ECONNRESET) => return Ok(0),
                 _ => return Err(err),
             }
         }
@@ -92,6 +95,7 @@ impl Channel {
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Ok(None),
+                _ if err.raw_os_error() == Some(libc::ECONNRESET) => return Ok(Some(0)),
                 _ => return Err(err),
             }
         }

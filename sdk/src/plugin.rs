@@ -51,8 +51,8 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// `name` and `version` are announced in the handshake; the host checks
-    /// them against the package manifest. Pass
+    /// `name` and `version` are announced in the handshake; the host logs
+    /// a warning when the name differs from the package manifest's. Pass
     /// `env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")` unless the
     /// package name differs from the crate's.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Plugin {

@@ -133,9 +133,11 @@ impl Session {
                 init.version
             )));
         }
-        if (init.max_frame as usize) < 64 {
+        // PROTOCOL.md: the host sends min(its limit, Hello.max_frame), at
+        // least 1024; anything else means the peer is not a corral host.
+        if init.max_frame < 1024 || init.max_frame > max_frame {
             return Err(ServeError::Handshake(format!(
-                "the host's maximum frame of {} bytes is too small to carry a reply",
+                "the host's maximum frame of {} bytes is outside 1024..={max_frame} (this plugin's Hello)",
                 init.max_frame
             )));
         }

@@ -244,6 +244,30 @@ fn unsupported_version_fails_the_handshake() {
 }
 
 #[test]
+fn an_init_max_frame_outside_what_hello_offered_fails_the_handshake() {
+    for too_big_or_small in [1, 1023] {
+        let (mut host, handle) = spawn(test_plugin);
+        let offered = match host.next() {
+            PluginMessage::Hello(hello) => hello.max_frame,
+            other => panic!("expected Hello, got {other:?}"),
+        };
+        let max_frame = if too_big_or_small == 1 {
+            offered + 1
+        } else {
+            1023
+        };
+        host.send(&init(max_frame));
+        match finish(host, handle) {
+            Err(e @ ServeError::Handshake(_)) => {
+                assert_eq!(e.exit_code(), 76);
+                assert!(e.to_string().contains(&max_frame.to_string()), "{e}");
+            }
+            other => panic!("expected a handshake error for {max_frame}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_call_before_init_fails_the_handshake() {
     let (mut host, handle) = spawn(test_plugin);
     host.next();
@@ -401,6 +425,17 @@ fn end_of_stream_ends_serving_cleanly() {
     let served = finish(host, handle).expect("clean end");
     assert_eq!(served.reason, EndReason::Closed);
     assert_eq!(served.calls, 1);
+}
+
+#[test]
+fn a_host_closing_with_our_bytes_unread_is_an_end_of_stream() {
+    // Closing a Unix stream socket with unread data makes the peer's next
+    // read fail with ECONNRESET: the host is gone, nothing went wrong here.
+    let (mut host, handle) = start();
+    host.send(&HostMessage::Ping { nonce: 7 });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let served = finish(host, handle).expect("a clean end");
+    assert_eq!(served.reason, EndReason::Closed);
 }
 
 #[test]
