@@ -699,39 +699,25 @@ async fn handshake(
             format!("plugin {plugin} broke the handshake: {reason}"),
         ))
     };
-    let hello = loop {
-        match reader.read::<PluginMessage>().await {
-            Ok(Some(PluginMessage::Hello(hello))) => break hello,
-            Ok(Some(PluginMessage::SandboxFailure(f))) => {
-                return Err(StartError::Failed(CorralError::new(
-                    ErrorKind::SandboxSetupFailed {
-                        step: f.step.clone(),
-                        errno: f.errno,
-                    },
-                    format!(
-                        "sandbox step `{}` failed for plugin {plugin}: {}",
-                        f.step, f.message
-                    ),
-                )));
-            }
-            Ok(Some(PluginMessage::Log(record))) => log_record(shared, &record),
-            Ok(Some(other)) => {
-                return Err(violation(format!(
-                    "expected Hello, got {}",
-                    message_name(&other)
-                )));
-            }
-            Ok(None) => {
-                // It closed the channel: usually it died. Report how.
-                let cause = Child {
-                    shared: shared.clone(),
-                }
-                .wait()
-                .await;
-                return Err(StartError::Failed(start_death_error(&cause, plugin)));
-            }
-            Err(e) if e.is_protocol_violation() => return Err(violation(e.to_string())),
-            Err(e) => return Err(internal("reading Hello", e)),
+    let hello = match next_handshake_message(shared, reader, plugin, "Hello").await? {
+        PluginMessage::Hello(hello) => hello,
+        PluginMessage::SandboxFailure(f) => {
+            return Err(StartError::Failed(CorralError::new(
+                ErrorKind::SandboxSetupFailed {
+                    step: f.step.clone(),
+                    errno: f.errno,
+                },
+                format!(
+                    "sandbox step `{}` failed for plugin {plugin}: {}",
+                    f.step, f.message
+                ),
+            )));
+        }
+        other => {
+            return Err(violation(format!(
+                "expected Hello, got {}",
+                message_name(&other)
+            )));
         }
     };
     if hello.magic != message::MAGIC {
@@ -785,16 +771,28 @@ async fn handshake(
         .write_all(&bytes)
         .await
         .map_err(|e| internal("sending Init", e))?;
+    match next_handshake_message(shared, reader, plugin, "Ready").await? {
+        PluginMessage::Ready => Ok(max_frame),
+        other => Err(violation(format!(
+            "expected Ready, got {}",
+            message_name(&other)
+        ))),
+    }
+}
+
+/// The next handshake message other than a Log (logged as it comes). A
+/// closed channel is reported as the death it usually is; an undecodable
+/// frame as a protocol violation.
+async fn next_handshake_message(
+    shared: &Arc<Shared>,
+    reader: &mut AsyncFrameReader<OwnedReadHalf>,
+    plugin: &str,
+    expecting: &str,
+) -> Result<PluginMessage, StartError> {
     loop {
         match reader.read::<PluginMessage>().await {
-            Ok(Some(PluginMessage::Ready)) => return Ok(max_frame),
             Ok(Some(PluginMessage::Log(record))) => log_record(shared, &record),
-            Ok(Some(other)) => {
-                return Err(violation(format!(
-                    "expected Ready, got {}",
-                    message_name(&other)
-                )));
-            }
+            Ok(Some(message)) => return Ok(message),
             Ok(None) => {
                 let cause = Child {
                     shared: shared.clone(),
@@ -803,8 +801,16 @@ async fn handshake(
                 .await;
                 return Err(StartError::Failed(start_death_error(&cause, plugin)));
             }
-            Err(e) if e.is_protocol_violation() => return Err(violation(e.to_string())),
-            Err(e) => return Err(internal("reading Ready", e)),
+            Err(e) if e.is_protocol_violation() => {
+                let reason = e.to_string();
+                return Err(StartError::Failed(CorralError::new(
+                    ErrorKind::ProtocolViolation {
+                        reason: reason.clone(),
+                    },
+                    format!("plugin {plugin} broke the handshake: {reason}"),
+                )));
+            }
+            Err(e) => return Err(internal(&format!("reading {expecting}"), e)),
         }
     }
 }
