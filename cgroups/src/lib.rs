@@ -26,6 +26,7 @@ mod detect;
 mod error;
 mod kill;
 mod name;
+mod usage;
 pub mod v1;
 pub mod v2;
 
@@ -36,6 +37,7 @@ pub use detect::{Plan, V1Plan, V2Plan, plan};
 pub use error::{CgroupError, Resource};
 pub use kill::KILL_TIMEOUT;
 pub use name::validate_name;
+pub use usage::{Usage, UsageProbe};
 pub use v1::V1Driver;
 pub use v2::V2Driver;
 
@@ -246,6 +248,9 @@ pub trait Cgroup: Send + Sync + fmt::Debug {
     /// `kill_all`, then removes the directory in every hierarchy.
     /// Idempotent: a cgroup that is already gone is fine.
     fn remove(&self) -> Result<(), CgroupError>;
+    /// Files held open for reading CPU time and peak memory cheaply, once
+    /// per batch of call replies.
+    fn usage_probe(&self) -> UsageProbe;
     /// The cgroup's directory in each hierarchy (one on v2). For placing a
     /// process from its own side (write `0` to `cgroup.procs`) or for
     /// `clone3(CLONE_INTO_CGROUP)` with a directory fd on v2.

@@ -9,7 +9,8 @@
 //!
 //! Creating the namespace grants a full capability set inside it; that set
 //! is thrown away again here (bounding set, securebits, capset), so the
-//! plugin starts with none, in either namespace.
+//! plugin starts with none, in either namespace. The namespace may have no
+//! user namespaces below it (`user.max_user_namespaces = 0`).
 
 use crate::caps;
 use crate::error::{SandboxError, Step};
@@ -41,6 +42,12 @@ pub fn apply(ns: &Namespaces, creds: &Credentials) -> Result<(), SandboxError> {
     write_proc("/proc/self/setgroups", "deny")?;
     write_proc("/proc/self/uid_map", &id_map(creds.uid))?;
     write_proc("/proc/self/gid_map", &id_map(creds.gid))?;
+    // Creating a user namespace needs no privilege, so seccomp alone would
+    // stand between the plugin and a nested one (and the capabilities it
+    // brings) where a policy allows unshare or clone flags. This sysctl
+    // belongs to the namespace just made and caps the user namespaces that
+    // may be created below it: none.
+    write_proc("/proc/sys/user/max_user_namespaces", "0")?;
 
     let last_cap = caps::last_cap(Step::UserNamespace)?;
     caps::drop_bounding_set(Step::UserNamespace, last_cap)?;

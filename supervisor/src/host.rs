@@ -178,7 +178,12 @@ impl PluginHost {
             Ok(child) => {
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                 child
-                    .call(method, input, remaining.max(Duration::from_millis(1)))
+                    .call_within(
+                        method,
+                        input,
+                        remaining.max(Duration::from_millis(1)),
+                        limit,
+                    )
                     .await
             }
             Err(e) => Err(e),

@@ -109,7 +109,17 @@ impl Runtime {
             })?,
             namespaces,
             cgroups,
-            uids: UidAllocator::new(options.uid_range),
+            uids: match UidAllocator::shared(
+                options.uid_range,
+                std::path::Path::new(crate::uids::UID_LOCK_FILE),
+            ) {
+                Ok(uids) => uids,
+                Err(e) => {
+                    tracing::warn!(error = %e, file = crate::uids::UID_LOCK_FILE,
+                        "cannot open the uid lock file; uids are unique within this process only");
+                    UidAllocator::new(options.uid_range)
+                }
+            },
             features: KernelFeatures::detect(cgroup_features),
             events: EventBus::default(),
             output_limit: options.output_limit,

@@ -275,6 +275,10 @@ impl Cgroup for V1Cgroup {
         cgroupfs::read_pids(self.primary())
     }
 
+    fn usage_probe(&self) -> crate::UsageProbe {
+        crate::UsageProbe::v1(self.dirs.cpuacct.as_deref(), self.dirs.memory.as_deref())
+    }
+
     fn stats(&self) -> Result<Stats, CgroupError> {
         let mut stats = Stats::default();
         if let Some(dir) = &self.dirs.memory {

@@ -268,6 +268,10 @@ impl Cgroup for V2Cgroup {
         cgroupfs::read_pids(&self.dir)
     }
 
+    fn usage_probe(&self) -> crate::UsageProbe {
+        crate::UsageProbe::v2(&self.dir)
+    }
+
     fn stats(&self) -> Result<Stats, CgroupError> {
         let memory = memory::stats(&self.dir)?;
         let seen = self

@@ -128,7 +128,12 @@ struct Shared {
     kill: mpsc::UnboundedSender<DeathCause>,
     stop_requested: AtomicBool,
     death: watch::Receiver<Option<DeathCause>>,
+    /// True once the dead child's cgroup is removed and its uid returned.
+    cleaned: watch::Receiver<bool>,
     cgroup: Option<Arc<dyn Cgroup>>,
+    /// The cgroup's CPU and peak-memory files, held open for per-call
+    /// usage; closed by the monitor when the child is gone.
+    usage: Mutex<Option<corral_cgroups::UsageProbe>>,
     sample: Mutex<UsageSample>,
     pong: AtomicU64,
     pong_notify: Notify,
@@ -138,14 +143,14 @@ struct Shared {
 
 impl Shared {
     fn sample_usage(&self) -> UsageSample {
-        let fresh = self
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.stats().ok())
-            .map(|s| UsageSample {
-                cpu_us: s.cpu_usage_us,
-                peak: s.memory_peak,
-            });
+        let probe = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = probe.as_ref().map(|probe| {
+            let u = probe.read();
+            UsageSample {
+                cpu_us: u.cpu_usage_us,
+                peak: u.memory_peak,
+            }
+        });
         let mut last = self.sample.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = fresh {
             *last = s;
@@ -260,6 +265,21 @@ impl Child {
         input: Vec<u8>,
         timeout: Duration,
     ) -> Result<CallOutput, CorralError> {
+        self.call_within(method, input, timeout, timeout).await
+    }
+
+    /// Calls `method` with `budget` left of a call whose limit is `limit`
+    /// (the caller may have spent some of it waiting for this child); a
+    /// timeout reports the limit.
+    pub async fn call_within(
+        &self,
+        method: &str,
+        input: Vec<u8>,
+        budget: Duration,
+        limit: Duration,
+    ) -> Result<CallOutput, CorralError> {
+        let timeout = budget;
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         let shared = &*self.shared;
         if shared.is_dead() {
             return Err(shared.death_error(0));
@@ -309,7 +329,7 @@ impl Child {
                         guard.armed = false;
                         return Err(DeathCause::CallTimeout {
                             call_id: id,
-                            limit_ms: timeout_ms,
+                            limit_ms,
                         }
                         .error_for_call(id, &shared.plugin));
                     }
@@ -318,7 +338,7 @@ impl Child {
                             "call ignored its cancellation; stopping the child");
                         shared.request_kill(DeathCause::CallTimeout {
                             call_id: id,
-                            limit_ms: timeout_ms,
+                            limit_ms,
                         });
                         rx.await
                     }
@@ -358,11 +378,13 @@ impl Child {
 
     /// Resolves once the child is dead and cleaned up.
     pub async fn wait(&self) -> DeathCause {
-        let mut death = self.shared.death.clone();
-        match death.wait_for(|d| d.is_some()).await {
-            Ok(d) => d.clone().unwrap_or(DeathCause::Stopped),
-            Err(_) => DeathCause::Stopped,
-        }
+        let mut cleaned = self.shared.cleaned.clone();
+        let _ = cleaned.wait_for(|c| *c).await;
+        self.shared
+            .death
+            .borrow()
+            .clone()
+            .unwrap_or(DeathCause::Stopped)
     }
 
     /// Starts a child and completes its handshake.
@@ -464,6 +486,7 @@ impl Child {
 
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         let (death_tx, death_rx) = watch::channel(None);
+        let (cleaned_tx, cleaned_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             plugin: spec.plugin.clone(),
             instance: spec.instance,
@@ -476,6 +499,8 @@ impl Child {
             kill: kill_tx,
             stop_requested: AtomicBool::new(false),
             death: death_rx,
+            cleaned: cleaned_rx,
+            usage: Mutex::new(cgroup.as_ref().map(|c| c.usage_probe())),
             cgroup: cgroup.clone(),
             sample: Mutex::new(UsageSample::default()),
             pong: AtomicU64::new(0),
@@ -483,7 +508,14 @@ impl Child {
             ready_after: Mutex::new(Duration::ZERO),
             events: rt.events.clone(),
         });
-        tokio::spawn(monitor(shared.clone(), pidfd, kill_rx, death_tx, lease));
+        tokio::spawn(monitor(
+            shared.clone(),
+            pidfd,
+            kill_rx,
+            death_tx,
+            cleaned_tx,
+            lease,
+        ));
         spawn_capture(rt, &spec, stdout_r, output::Stream::Stdout);
         spawn_capture(rt, &spec, stderr_r, output::Stream::Stderr);
 
@@ -1042,6 +1074,7 @@ async fn monitor(
     pidfd: OwnedFd,
     mut kill_rx: mpsc::UnboundedReceiver<DeathCause>,
     death_tx: watch::Sender<Option<DeathCause>>,
+    cleaned_tx: watch::Sender<bool>,
     lease: crate::uids::UidLease,
 ) {
     let mut supervisor_kill: Option<DeathCause> = None;
@@ -1115,7 +1148,7 @@ async fn monitor(
     }
     // Publish the death before answering calls, so a caller that retries
     // at once sees this child as dead.
-    let _ = death_tx.send(Some(cause.clone()));
+    death_tx.send_replace(Some(cause.clone()));
     shared.outbox.closed.store(true, Ordering::Relaxed);
     shared.outbox.ready.notify_one();
     let pending: Vec<(u64, Pending)> = shared
@@ -1138,9 +1171,14 @@ async fn monitor(
         .await;
     }
     drop(lease);
-    // Signal completion of cleanup: waiters use `wait`, which resolves on
-    // the death value; re-send so they observe the cleaned-up state.
-    death_tx.send_replace(Some(cause));
+    drop(
+        shared
+            .usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(),
+    );
+    cleaned_tx.send_replace(true);
 }
 
 fn kill_pidfd(pidfd: &OwnedFd) {
