@@ -131,9 +131,21 @@ impl Peer {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting dt-peer as {who:?}: {e}"));
+        // ETXTBSY: another test's fork, between its fork and exec, may
+        // still hold a copy of the write fd this binary was copied through
+        // (a known race of copy-then-exec in multi-threaded programs); it
+        // passes as soon as that child execs.
+        let mut attempts = 0;
+        let child = loop {
+            match command.spawn() {
+                Ok(child) => break child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("starting dt-peer as {who:?}: {e}"),
+            }
+        };
         let pid = child.id().expect("a pid before waiting");
         let output = child
             .wait_with_output()

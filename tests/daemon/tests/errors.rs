@@ -171,9 +171,35 @@ async fn bodies_over_the_limit_get_413() {
         e["message"].as_str().is_some_and(|m| m.contains("2048")),
         "the message names the limit: {e}"
     );
-    let dir = setup.package_copy("hello", "big", "uploads");
+    // A package archive over the limit, but small enough to sit in the
+    // socket's buffer: the daemon answers before reading it all and
+    // closes, and a client still writing a larger body would see the
+    // connection closed instead of the answer.
+    let dir = setup.root().join("uploads/big");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(
+        corral_daemon_tests::test_env()
+            .package("hello")
+            .join("plugin.toml"),
+        dir.join("plugin.toml"),
+    )
+    .expect("copy the manifest");
+    corral_daemon_tests::setup::set_manifest_key(&dir.join("plugin.toml"), "name", "big");
+    let mut noise = Vec::with_capacity(24 << 10);
+    let mut x: u32 = 0x9e37_79b9;
+    while noise.len() < 24 << 10 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(dir.join("noise"), noise).expect("write the noise");
     let archive = package_tar_gz(&dir, "big");
-    assert!(archive.len() > 2 << 10, "the archive is over the limit");
+    assert!(
+        archive.len() > 2 << 10 && archive.len() < 64 << 10,
+        "the archive is over the limit and under a socket buffer: {}",
+        archive.len()
+    );
     api.install_upload(archive, false)
         .await
         .error(413, "invalid_input");

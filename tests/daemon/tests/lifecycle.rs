@@ -194,7 +194,7 @@ async fn a_signal_right_after_the_first_answer_is_handled() {
     for i in 0..3 {
         setup = setup.package_as("hello", &format!("hello-{i}"));
     }
-    for round in 0..4 {
+    for round in 0..6 {
         let mut daemon = Daemon::spawn(&setup);
         daemon
             .wait_ready(corral_daemon_tests::daemon::READY_WAIT)
