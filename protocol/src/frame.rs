@@ -114,6 +114,13 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
     Ok(value)
 }
 
+/// How much a reader asks for at a time: a few dozen small frames per read
+/// syscall, without making every idle peer hold a large buffer.
+pub const READ_CHUNK: usize = 4096;
+
+/// A drained buffer larger than this is given back.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
 /// Accumulates bytes read from a stream and yields complete frames.
 ///
 /// `buf[start..end]` holds received bytes not yet consumed; `buf[end..]` is
@@ -128,8 +135,9 @@ pub struct FrameBuffer {
 
 impl FrameBuffer {
     pub fn new(max_frame: u32) -> Self {
+        // Empty until the first read: an idle peer costs nothing here.
         FrameBuffer {
-            buf: vec![0; 8192],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             max_frame: max_frame.min(HARD_MAX_FRAME),
@@ -157,7 +165,18 @@ impl FrameBuffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            // Give back what a burst of large frames grew, once drained.
+            if self.buf.len() > SHRINK_ABOVE {
+                self.buf = vec![0; at_least.max(READ_CHUNK)];
+            }
         }
+        // A partial frame at hand says how much room it needs.
+        let at_least = match self.next_len() {
+            Some(len) if len <= self.max_frame => {
+                at_least.max((LENGTH_PREFIX + len as usize).saturating_sub(self.pending()))
+            }
+            _ => at_least,
+        };
         if self.buf.len() - self.end < at_least {
             // Move the unconsumed tail to the front before growing.
             self.buf.copy_within(self.start..self.end, 0);
@@ -271,7 +290,7 @@ impl<R: Read> FrameReader<R> {
     /// count (0 at end of stream). A reader in non-blocking mode returns
     /// `WouldBlock` as an error.
     pub fn fill(&mut self) -> Result<usize, FrameError> {
-        let spare = self.buf.spare(16 * 1024);
+        let spare = self.buf.spare(READ_CHUNK);
         let n = loop {
             match self.inner.read(spare) {
                 Ok(n) => break n,
@@ -345,7 +364,7 @@ mod tokio_io {
         }
 
         async fn fill(&mut self) -> Result<usize, FrameError> {
-            let spare = self.buf.spare(64 * 1024);
+            let spare = self.buf.spare(READ_CHUNK);
             let n = self.inner.read(spare).await?;
             self.buf.commit(n);
             Ok(n)

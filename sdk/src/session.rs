@@ -20,8 +20,10 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-/// Bytes asked of each read: enough for a deep batch of small calls.
-const READ_CHUNK: usize = 64 * 1024;
+// Bytes asked of the channel per read: small, so an idle plugin's buffers
+// stay small (they are charged to its memory limit); a batch larger than
+// this just takes a few reads.
+use corral_protocol::frame::READ_CHUNK;
 
 /// Pending output beyond this is written even while more calls wait, so a
 /// long batch does not hold replies back or grow without bound.
@@ -145,7 +147,7 @@ impl Session {
         let mut session = Session {
             channel,
             inbox,
-            outbox: Vec::with_capacity(READ_CHUNK),
+            outbox: Vec::new(),
             queue: VecDeque::new(),
             max_frame: init.max_frame.min(frame::HARD_MAX_FRAME),
             limits: init.limits,

@@ -113,7 +113,8 @@ where
     let mut stats = CaptureStats::default();
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut truncated = false;
-    let mut buf = vec![0u8; 16 * 1024];
+    // Small: most plugins write little, and every child has two of these.
+    let mut buf = vec![0u8; 2048];
     let mut emit = |line: &mut Vec<u8>,
                     truncated: &mut bool,
                     stats: &mut CaptureStats,
