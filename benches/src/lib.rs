@@ -1,1 +1,0 @@
-//! benchmarks: corral against bare kernel primitives and bwrap
