@@ -1,5 +1,7 @@
 //! The daemon's own lifecycle: restart with plugins coming back, SIGTERM
-//! drain, kill -9 and the cleanup at the next start, SIGHUP policy reload.
+//! drain (and a clean stop leaving no cgroup, and a signal right after
+//! startup being handled), kill -9 and the cleanup at the next start,
+//! SIGHUP policy reload.
 
 use corral_daemon_tests::daemon::EXIT_WAIT;
 use corral_daemon_tests::leaks;
