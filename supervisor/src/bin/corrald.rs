@@ -104,7 +104,14 @@ fn run(args: Args) -> Result<()> {
 }
 
 async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Result<()> {
-    // Bind first: clients that connect while plugins load wait in the
+    // Handlers first: a signal that arrives while plugins load (or right
+    // after READY) waits for the loop below instead of killing the daemon
+    // with nothing cleaned up.
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // Bind next: clients that connect while plugins load wait in the
     // backlog instead of finding no socket.
     let listener = server::bind(&config)?;
     let daemon = match Daemon::start(config.clone(), config_path).await {
@@ -193,10 +200,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
         eprintln!("Ctrl-C stops it.\n");
     }
 
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,

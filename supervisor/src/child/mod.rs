@@ -304,7 +304,9 @@ impl Child {
             id,
             armed: true,
         };
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // Rounded up: a plugin that stops at its deadline must not stop
+        // before the host's, or it answers "in time" having given up.
+        let timeout_ms = u64::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         shared
             .outbox
             .push(&HostMessage::Call(Call {
@@ -317,7 +319,19 @@ impl Child {
                 CorralError::invalid_input(format!("the call does not fit a frame: {e}"))
             })?;
 
+        let dispatched = Instant::now();
         let result = match tokio::time::timeout(timeout, &mut rx).await {
+            // A reply that lands as the timer runs out (a plugin that stops
+            // at its deadline and answers) did not make it in time either:
+            // the budget decides, not which wake-up came first.
+            Ok(Ok(_)) if dispatched.elapsed() >= timeout => {
+                guard.armed = false;
+                return Err(DeathCause::CallTimeout {
+                    call_id: id,
+                    limit_ms,
+                }
+                .error_for_call(id, &shared.plugin));
+            }
             Ok(answer) => answer,
             Err(_) => {
                 // Ask nicely first: a plugin that notices the Cancel within
