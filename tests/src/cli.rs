@@ -2,7 +2,7 @@
 //! hang fails the test instead of the CI job.
 
 use crate::env::test_env;
-use crate::leaks::{CGROUP_ROOT, V1_CONTROLLERS};
+use crate::leaks::cgroup_leaves;
 use serde_json::Value;
 use std::io::Read;
 use std::path::PathBuf;
@@ -68,21 +68,13 @@ impl CliOutput {
     /// Leaf cgroups this `corral run` made and did not remove.
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         let marker = format!(".{}.", self.pid);
-        let mut left = Vec::new();
-        for controller in V1_CONTROLLERS {
-            let base = PathBuf::from(CGROUP_ROOT)
-                .join(controller)
-                .join(RUN_CGROUP_BASE);
-            let Ok(entries) = std::fs::read_dir(&base) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().contains(&marker) {
-                    left.push(entry.path());
-                }
-            }
-        }
-        left
+        cgroup_leaves(RUN_CGROUP_BASE)
+            .into_iter()
+            .filter(|leaf| {
+                leaf.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(&marker))
+            })
+            .collect()
     }
 }
 

@@ -6,12 +6,12 @@
 //! them run one at a time ([`crate::harness::Harness`] holds a lock).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The v1 hierarchies corral makes cgroups in.
-pub const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
-/// Where the v1 hierarchies are mounted on the machines corral tests on.
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub use corral_test_support::cgroups::{CGROUP_ROOT, cgroup_base_dirs, cgroup_leaves};
+pub use corral_test_support::procs::{
+    ProcessInfo, child_processes, processes, processes_with_uids,
+};
 
 /// This process's open fds and what they point at (the fd used to list
 /// them left out).
@@ -37,116 +37,6 @@ pub fn open_fds() -> BTreeMap<i32, String> {
         fds.insert(fd, target);
     }
     fds
-}
-
-/// One process as /proc shows it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ProcessInfo {
-    pub pid: i32,
-    pub ppid: i32,
-    /// R, S, Z, ...
-    pub state: char,
-    pub comm: String,
-    pub uid: Option<u32>,
-}
-
-impl std::fmt::Display for ProcessInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "pid {} ({}) state {} ppid {} uid {}",
-            self.pid,
-            self.comm,
-            self.state,
-            self.ppid,
-            self.uid
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| "?".into())
-        )
-    }
-}
-
-fn process(pid: i32) -> Option<ProcessInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        });
-    Some(ProcessInfo {
-        pid,
-        ppid,
-        state,
-        comm,
-        uid,
-    })
-}
-
-/// Every process on the machine (that is still there when read).
-pub fn processes() -> Vec<ProcessInfo> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .filter_map(process)
-        .collect()
-}
-
-/// Children of this process, zombies included.
-pub fn child_processes() -> BTreeMap<i32, ProcessInfo> {
-    let me = std::process::id() as i32;
-    processes()
-        .into_iter()
-        .filter(|p| p.ppid == me)
-        .map(|p| (p.pid, p))
-        .collect()
-}
-
-/// Processes whose real uid is in `first..=last`.
-pub fn processes_with_uids(first: u32, last: u32) -> Vec<ProcessInfo> {
-    processes()
-        .into_iter()
-        .filter(|p| p.uid.is_some_and(|u| (first..=last).contains(&u)))
-        .collect()
-}
-
-/// `<root>/<controller>/<base>` for each v1 hierarchy that is mounted.
-pub fn cgroup_base_dirs(base: &str) -> Vec<PathBuf> {
-    V1_CONTROLLERS
-        .iter()
-        .map(|c| Path::new(CGROUP_ROOT).join(c))
-        .filter(|d| d.join("cgroup.procs").exists())
-        .map(|d| d.join(base))
-        .collect()
-}
-
-/// Leaf cgroups under `base`, in every hierarchy.
-pub fn cgroup_leaves(base: &str) -> Vec<PathBuf> {
-    let mut leaves = Vec::new();
-    for dir in cgroup_base_dirs(base) {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                leaves.push(entry.path());
-            }
-        }
-    }
-    leaves.sort();
-    leaves
 }
 
 /// What a test started from, to compare the end with.
