@@ -13,7 +13,7 @@
 use corral_protocol::api::Event;
 use corral_protocol::error::ErrorKind;
 use corral_supervisor::host::PluginHost;
-use corral_tests::{Harness, attempt, call, expect_error, run, wait_for_event};
+use corral_tests::{EVENT_WAIT, Harness, attempt, call, expect_error, pid_of, run, wait_for_event};
 use serde_json::{Value, json};
 use std::io::Read;
 use std::net::TcpListener;
@@ -26,22 +26,9 @@ use tokio::sync::broadcast;
 
 /// The port `hostile-net` asks to connect to (its plugin.toml).
 const GRANTED_PORT: u16 = 47110;
-const EVENT_WAIT: Duration = Duration::from_secs(5);
 
 /// Grants `hostile-net` its TCP port.
 const NET_GRANT: &str = "[plugins.hostile-net]\ngrant = { net = \"connect\" }\n";
-
-/// The one live instance's pid.
-fn pid_of(host: &PluginHost) -> i32 {
-    let children = host.children();
-    assert_eq!(
-        children.len(),
-        1,
-        "expected one live instance of {}",
-        host.name()
-    );
-    children[0].pid()
-}
 
 /// A directory under /var/tmp that any uid may enter, like the places a
 /// plugin would look for other people's files. Removed on drop.

@@ -12,27 +12,17 @@
 use corral_protocol::api::{Event, PluginState};
 use corral_protocol::error::ErrorKind;
 use corral_supervisor::host::PluginHost;
-use corral_tests::{Harness, attempt, call, call_within, expect_error, run, wait_for_event};
+use corral_tests::{
+    EVENT_WAIT, Harness, attempt, call, call_within, expect_error, pid_of, run, wait_for_event,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
-const EVENT_WAIT: Duration = Duration::from_secs(5);
 /// `hostile-exec` may fork; the default policy grants exec to nobody.
 const EXEC_GRANT: &str = "[plugins.hostile-exec]\ngrant = { exec = true }\n";
-
-fn pid_of(host: &PluginHost) -> i32 {
-    let children = host.children();
-    assert_eq!(
-        children.len(),
-        1,
-        "expected one live instance of {}",
-        host.name()
-    );
-    children[0].pid()
-}
 
 /// The next call after a limit: served, by a restarted child when
 /// `restarted`, by the same one otherwise.

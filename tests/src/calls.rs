@@ -94,3 +94,18 @@ pub async fn wait_for_event(
         }
     }
 }
+
+/// How long a test waits for a lifecycle event.
+pub const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The pid of a plugin's one live instance.
+pub fn pid_of(host: &corral_supervisor::host::PluginHost) -> i32 {
+    let children = host.children();
+    assert_eq!(
+        children.len(),
+        1,
+        "expected one live instance of {}",
+        host.name()
+    );
+    children[0].pid()
+}

@@ -22,6 +22,6 @@ pub mod harness;
 pub mod leaks;
 
 pub use attempt::{Attempt, errno_name};
-pub use calls::{attempt, call, call_within, expect_error, wait_for_event};
+pub use calls::{EVENT_WAIT, attempt, call, call_within, expect_error, pid_of, wait_for_event};
 pub use env::{TestEnv, package_dir, test_env};
 pub use harness::{Harness, run};
