@@ -280,6 +280,17 @@ impl Daemon {
         enabled: bool,
     ) -> Arc<PluginEntry> {
         let compiled = self.compile_package(&package);
+        self.entry_with(package, source, origin, enabled, compiled)
+    }
+
+    fn entry_with(
+        &self,
+        package: StoredPackage,
+        source: String,
+        origin: Option<PathBuf>,
+        enabled: bool,
+        compiled: Result<Arc<SandboxPolicy>, CorralError>,
+    ) -> Arc<PluginEntry> {
         let max_in_flight = self.config().limits.max_in_flight_per_plugin;
         Arc::new(PluginEntry {
             name: package.manifest.name().to_string(),
@@ -1007,20 +1018,13 @@ impl Daemon {
             self.rt.events.publish(Event::PolicyChanged {
                 plugin: old.name.clone(),
             });
-            let enabled = old.enabled.load(Ordering::Relaxed);
-            let entry = Arc::new(PluginEntry {
-                name: old.name.clone(),
-                package: old.package.clone(),
-                source: old.source.clone(),
-                origin: old.origin.clone(),
-                compiled: recompiled,
-                host: Mutex::new(None),
-                enabled: AtomicBool::new(enabled),
-                slots: Arc::new(Semaphore::new(
-                    config.limits.max_in_flight_per_plugin as usize,
-                )),
-                max_in_flight: config.limits.max_in_flight_per_plugin,
-            });
+            let entry = self.entry_with(
+                old.package.clone(),
+                old.source.clone(),
+                old.origin.clone(),
+                old.enabled.load(Ordering::Relaxed),
+                recompiled,
+            );
             if old.host().is_some() {
                 match &entry.compiled {
                     Ok(_) => {
