@@ -9,7 +9,7 @@ use corral_protocol::error::ErrorKind;
 use corral_tests::cli::{CliOutput, corral};
 use corral_tests::leaks::{Baseline, Leaks};
 use corral_tests::{Harness, call, package_dir, run, wait_for_event};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -535,5 +535,73 @@ fn a_dead_child_is_cleaned_up_before_wait_returns() {
             "shutdown() returned before the child's cgroup was removed"
         );
         h.finish().await;
+    });
+}
+
+/// A package beneath the scratch mount point (a checkout under /tmp, say)
+/// stays visible inside, read-only, while the scratch space stays private.
+#[test]
+fn a_package_under_the_scratch_mount_point_runs_read_only() {
+    run(async {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-kept")
+            .tempdir_in("/tmp")
+            .expect("tempdir under /tmp");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let sibling = dir.path().join("sibling-secret");
+        std::fs::write(&sibling, "not for plugins").expect("write a sibling");
+        let package = dir.path().join("hostile");
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(package_dir("hostile"))
+            .arg(&package)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        let call = |method: &str, input: Value| {
+            let out = corral(
+                &[
+                    "run",
+                    path_str(&package),
+                    "-m",
+                    method,
+                    "-i",
+                    &input.to_string(),
+                    "--json",
+                ],
+                &[],
+            );
+            out.assert_code(EXIT_OK);
+            assert_run_cleaned_up(&out);
+            out.json()["output"].clone()
+        };
+        let bin = package.join("bin");
+        let listed = call("list_dir", json!({ "path": path_str(&bin) }));
+        assert_eq!(
+            listed["ok"],
+            json!(true),
+            "its own package is visible: {listed}"
+        );
+        let evil = package.join("evil");
+        let written = call("write_file", json!({ "path": path_str(&evil) }));
+        assert_eq!(written["errno"], json!(libc::EROFS), "read-only: {written}");
+        assert!(!evil.exists(), "nothing was written on the host");
+        let secret = call("read_file", json!({ "path": path_str(&sibling) }));
+        assert_eq!(
+            secret["ok"],
+            json!(false),
+            "the rest of /tmp stays hidden: {secret}"
+        );
+        let scratch = call("write_file", json!({ "path": "/tmp/made-inside" }));
+        assert_eq!(
+            scratch["ok"],
+            json!(true),
+            "scratch stays writable: {scratch}"
+        );
+        assert!(
+            !std::path::Path::new("/tmp/made-inside").exists(),
+            "and private"
+        );
     });
 }

@@ -114,6 +114,18 @@ pub struct TmpfsSpec {
     pub size_bytes: u64,
     /// Maximum inodes, bounding file-count floods; above 0.
     pub inodes: u64,
+    /// Host paths beneath `path` that must stay visible inside (the
+    /// plugin's own package, granted paths): bind-mounted back over the
+    /// fresh tmpfs at the same place.
+    pub keep: Vec<KeptPath>,
+}
+
+/// A host path kept visible under the scratch mount point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptPath {
+    pub path: String,
+    /// Mounted read-write (a granted `fs.write` path); read-only otherwise.
+    pub writable: bool,
 }
 
 /// The plugin's uid and gid: never 0 (root) and never `u32::MAX` (the

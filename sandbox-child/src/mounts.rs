@@ -1,5 +1,8 @@
 //! Step `mounts`: a private mount tree, a /proc for the plugin's pid
-//! namespace, and its tmpfs scratch space.
+//! namespace, and its tmpfs scratch space. Host paths the plugin needs that
+//! lie beneath the scratch mount point (its package in a checkout under
+//! /tmp, say) are bind-mounted back over the tmpfs, read-only unless
+//! granted for writing.
 //!
 //! Everything is mounted while still root of the initial user namespace:
 //! proc and tmpfs mounts need it, and the user namespace created later
@@ -8,8 +11,12 @@
 //! one, so that a policy that forgot it cannot mount over the host's /proc.
 
 use crate::error::{SandboxError, Step};
-use corral_protocol::policy::{Credentials, Mounts, Namespaces, TmpfsSpec};
+use corral_protocol::policy::{Credentials, KeptPath, Mounts, Namespaces, TmpfsSpec};
+use nix::fcntl::OFlag;
 use nix::mount::{MsFlags, mount};
+use nix::sys::stat::Mode;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
 
 pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<(), SandboxError> {
     let wants_mounts = mounts.proc || mounts.scratch.is_some();
@@ -52,6 +59,8 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
     }
     if let Some(scratch) = &mounts.scratch {
         let options = tmpfs_options(scratch, creds)?;
+        // Paths to keep must be reached before the tmpfs hides them.
+        let kept = open_kept(scratch)?;
         mount(
             Some("tmpfs"),
             scratch.path.as_str(),
@@ -66,8 +75,88 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
                 format_args!("mount the scratch tmpfs on {} ({options})", scratch.path),
             )
         })?;
+        for (fd, kept_path) in kept {
+            bind_back(&fd, kept_path)?;
+        }
     }
     Ok(())
+}
+
+/// Opens (O_PATH) every path to keep, checking it lies strictly beneath
+/// the scratch mount point.
+fn open_kept(scratch: &TmpfsSpec) -> Result<Vec<(OwnedFd, &KeptPath)>, SandboxError> {
+    let root = Path::new(&scratch.path);
+    scratch
+        .keep
+        .iter()
+        .map(|k| {
+            let path = Path::new(&k.path);
+            if !path.is_absolute() || !path.starts_with(root) || path == root {
+                return Err(SandboxError::new(
+                    Step::Mounts,
+                    format!(
+                        "{} is not a path beneath the scratch mount point {}",
+                        k.path, scratch.path
+                    ),
+                ));
+            }
+            let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| {
+                    SandboxError::sys(
+                        Step::Mounts,
+                        e,
+                        format_args!("open {} to keep it visible", k.path),
+                    )
+                })?;
+            Ok((fd, k))
+        })
+        .collect()
+}
+
+/// Recreates `kept.path` inside the tmpfs and bind-mounts the original
+/// (held by `fd`) onto it: read-only unless it was granted for writing.
+fn bind_back(fd: &OwnedFd, kept: &KeptPath) -> Result<(), SandboxError> {
+    let target = Path::new(&kept.path);
+    let is_dir = nix::sys::stat::fstat(fd.as_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("stat {}", kept.path)))?;
+    let made = if is_dir {
+        std::fs::create_dir_all(target)
+    } else {
+        target
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|()| std::fs::File::create(target).map(drop))
+    };
+    made.map_err(|e| {
+        SandboxError::io(
+            Step::Mounts,
+            &e,
+            format_args!("create the mount point {}", kept.path),
+        )
+    })?;
+    let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(
+        Some(source.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        SandboxError::sys(
+            Step::Mounts,
+            e,
+            format_args!("bind {} back over the scratch", kept.path),
+        )
+    })?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if !kept.writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("remount {}", kept.path)))
 }
 
 /// The tmpfs mount options for the plugin's scratch space: bounded size
@@ -116,6 +205,7 @@ mod tests {
             path: path.into(),
             size_bytes,
             inodes,
+            keep: Vec::new(),
         }
     }
 

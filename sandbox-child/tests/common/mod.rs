@@ -502,6 +502,7 @@ pub fn sh(script: &str) -> Confinement {
                 path: SCRATCH.into(),
                 size_bytes: 8 << 20,
                 inodes: 256,
+                keep: Vec::new(),
             }),
         },
         credentials: Credentials {

@@ -28,6 +28,7 @@ use corral_protocol::api::{
 };
 use corral_protocol::error::{CorralError, ErrorKind};
 use corral_protocol::policy::SandboxPolicy;
+use futures::StreamExt;
 use metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -104,6 +105,9 @@ pub struct Daemon {
     pub metrics: Arc<Metrics>,
     access: RwLock<Access>,
 }
+
+/// Plugins started at once when the daemon comes up.
+const START_CONCURRENCY: usize = 8;
 
 fn not_found(name: &str) -> CorralError {
     CorralError::new(
@@ -264,10 +268,23 @@ impl Daemon {
         *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = entries;
         drop(state);
         let _ops = self.ops.lock().await;
-        for name in enabled {
+        // Plugins without dependencies start side by side; the others one
+        // at a time afterwards, so a shared dependency is started once.
+        let (independent, dependent): (Vec<String>, Vec<String>) =
+            enabled.into_iter().partition(|name| {
+                self.entry(name)
+                    .is_ok_and(|e| e.package.manifest.dependencies.is_empty())
+            });
+        let load = |name: String| async move {
             if let Err(e) = self.load_locked(&name, 0).await {
                 tracing::error!(plugin = %name, error = %e, "cannot load an enabled plugin");
             }
+        };
+        futures::stream::iter(independent)
+            .for_each_concurrent(START_CONCURRENCY, load)
+            .await;
+        for name in dependent {
+            load(name).await;
         }
         Ok(())
     }

