@@ -362,7 +362,8 @@ fn dev(root: &Path, args: &[String]) -> Result<()> {
 fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
     let packages = package(root, false)?;
     let target = target_dir(root);
-    let mut tests = cargo(&["test", "--workspace"]);
+    // Every failing binary reported in one run, not just the first.
+    let mut tests = cargo(&["test", "--workspace", "--no-fail-fast"]);
     tests.args(args);
     tests.env("CORRAL_TEST_PACKAGES", &packages);
     tests.env("CORRAL_SANDBOX", target.join("debug/corral-sandbox"));
