@@ -40,6 +40,9 @@ fn request_size(body: &str) -> usize {
 #[derive(Default)]
 struct Run {
     latencies: Vec<Duration>,
+    /// The `usage.wall_ms` corrald reports (time inside `Child::call`),
+    /// of every fourth call, microseconds.
+    inner: Vec<f64>,
     elapsed: Duration,
     errors: u64,
     first_error: Option<String>,
@@ -52,6 +55,7 @@ impl Run {
 
     fn merge(&mut self, other: Run) {
         self.latencies.extend(other.latencies);
+        self.inner.extend(other.inner);
         self.elapsed += other.elapsed;
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -80,6 +84,14 @@ async fn hyper_client(socket: PathBuf, body: Bytes, deadline: Instant) -> Result
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
         run.latencies.push(t.elapsed());
+        if status == hyper::StatusCode::OK && run.latencies.len() % 4 == 0 {
+            let wall = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["usage"]["wall_ms"].as_f64());
+            if let Some(ms) = wall {
+                run.inner.push(ms * 1000.0);
+            }
+        }
         if status != hyper::StatusCode::OK {
             run.errors += 1;
             if run.first_error.is_none() {
@@ -102,6 +114,7 @@ fn corral_level(ctx: &Ctx, socket: &Path, clients: usize, duration: Duration) ->
         for t in tasks {
             let run = t.await.context("a client task panicked")??;
             total.latencies.extend(run.latencies);
+            total.inner.extend(run.inner);
             total.errors += run.errors;
             if total.first_error.is_none() {
                 total.first_error = run.first_error;
@@ -246,6 +259,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         "bare p99",
         "bare req/s",
         "p50 ÷ bare",
+        "inside Child::call, p50",
         "errors",
     ]);
     for (clients, c, b) in &results {
@@ -260,6 +274,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             fmt_us(bs.p99),
             fmt_rate(b.rate()),
             fmt_ratio(cs.p50 / bs.p50),
+            fmt_us(Summary::of(&mut c.inner.clone()).p50),
             match &c.first_error {
                 Some(e) => format!("{} (first: {e})", c.errors),
                 None => c.errors.to_string(),
@@ -267,7 +282,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         ]);
     }
     section.intro(format!(
-        "corrald from the release build, configuration and a source folder holding hello in a temporary directory under /var/tmp; ready {:.0} ms after exec, daemon RSS {} with the one plugin loaded ({}). \
+        "corrald from the release build, configuration and a source folder holding hello in a temporary directory under /var/tmp; ready {:.0} ms after exec, daemon RSS {} with one plugin loaded (health reports {} loaded). \
          Each client is one keep-alive HTTP/1.1 connection (hyper) calling `POST {CALL_PATH}` with `{body}` (64 bytes of input) back to back; \
          the bare baseline sends {request_bytes} bytes and reads {response_bytes} back (the same exchange's sizes) over a Unix socket to a helper process with a thread per connection. \
          {rounds} rounds of {:.1} s per level and contender, alternating bare and corral.",

@@ -123,6 +123,47 @@ const LADDER: [&str; 6] = [
     "− … , net/ipc/uts (host's): trampoline + pid/mount ns + cgroup",
 ];
 
+/// `--profile-starts`: confined starts back to back, for perf or strace.
+pub fn profile(
+    env: &crate::env::Env,
+    tokio: &tokio::runtime::Runtime,
+    level: usize,
+    duration: Duration,
+) -> Result<f64> {
+    let _guard = tokio.enter();
+    let policy = corral::policy("")?;
+    let rt = corral::runtime(env, &policy, "profile", None)?;
+    let full = corral::compile_hello(env, &policy, &rt)?;
+    let policy = Arc::new(stripped(&full, level));
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let rt = rt.clone();
+        let spec = corral::spec(&policy, 0);
+        let elapsed = tokio.block_on(async move {
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let child = Child::start(&rt, spec).await;
+                let elapsed = t.elapsed();
+                match child {
+                    Ok(child) => {
+                        child.kill().await;
+                        Ok(elapsed)
+                    }
+                    Err(e) => Err(anyhow::anyhow!("{}", e.into_error())),
+                }
+            })
+            .await
+            .context("the start task panicked")?
+        })?;
+        samples.push(elapsed);
+    }
+    if let Some(d) = rt.cgroups.as_ref() {
+        let _ = d.remove_base();
+    }
+    Ok(Summary::of_durations(&samples).p50)
+}
+
 pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let env = ctx.env.clone();
     let rounds = if ctx.quick { 40 } else { 250 };
@@ -302,6 +343,12 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         "Pieces measured on their own (same run, cgroup v1, the hello policy's limits):",
         cgroup_pieces(&rt, &full, if ctx.quick { 30 } else { 150 })?,
     );
+    if let Some(program) = &full.confinement.seccomp {
+        section.table(
+            "",
+            seccomp_pieces(&env, program, if ctx.quick { 20 } else { 100 })?,
+        );
+    }
     if let Some(t) = trampoline_exec(&env, if ctx.quick { 30 } else { 150 })? {
         section.table("", t);
     }
@@ -359,6 +406,50 @@ fn cgroup_pieces(rt: &Runtime, policy: &SandboxPolicy, reps: usize) -> Result<Ta
     ] {
         let s = Summary::of_durations(samples);
         table.row(vec![label, fmt_us(s.p50), fmt_us(s.p90), s.n.to_string()]);
+    }
+    Ok(table)
+}
+
+/// The built-in program's install against a binary-search tree's.
+fn seccomp_pieces(
+    env: &crate::env::Env,
+    program: &corral_protocol::policy::SeccompProgram,
+    reps: usize,
+) -> Result<Table> {
+    let tree = crate::seccomp::binary_tree_of(program)?;
+    let mut table = Table::new(&[
+        "seccomp() install, alone",
+        "instructions",
+        "p50",
+        "p90",
+        "n",
+    ]);
+    let variants = [
+        (
+            "the built-in policy's program (hello)",
+            &program.instructions,
+        ),
+        (
+            "binary-search tree over the same system calls (no argument checks)",
+            &tree,
+        ),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    // Interleaved, a few at a time, so both see the same load.
+    for _ in 0..reps.div_ceil(10) {
+        for (i, (_, insns)) in variants.iter().enumerate() {
+            samples[i].extend(crate::seccomp::time_installs(&env.self_exe, insns, 10)?);
+        }
+    }
+    for ((label, insns), s) in variants.iter().zip(&samples) {
+        let s = Summary::of_durations(s);
+        table.row(vec![
+            label.to_string(),
+            insns.len().to_string(),
+            fmt_us(s.p50),
+            fmt_us(s.p90),
+            s.n.to_string(),
+        ]);
     }
     Ok(table)
 }

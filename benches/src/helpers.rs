@@ -16,6 +16,7 @@ pub fn dispatch(args: &[String]) {
         "__echo" => echo(&args[1..]),
         "__rr-server" => rr_server(&args[1..]),
         "__exec-in-cgroup" => exec_in_cgroup(&args[1..]),
+        "__seccomp-install" => crate::seccomp::install_helper(),
         _ => return,
     };
     match result {

@@ -14,6 +14,7 @@ mod load;
 mod machine;
 mod memory;
 mod report;
+mod seccomp;
 mod stats;
 mod warm_call;
 
@@ -72,8 +73,13 @@ struct Args {
     /// strace to.
     #[arg(long, value_name = "IN_FLIGHT")]
     profile_calls: Option<usize>,
-    #[arg(long, default_value_t = 10.0, requires = "profile_calls")]
+    #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Only start and kill confined hellos one after another for
+    /// --seconds (with the cold-start ladder's first LEVEL mechanisms taken
+    /// away, 0 for the built-in policy) and print the median start.
+    #[arg(long, value_name = "LEVEL")]
+    profile_starts: Option<usize>,
     /// Worker threads of the async runtime (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -181,6 +187,21 @@ fn run(args: Args) -> Result<bool> {
     }
     if sections.contains(&SectionName::ColdStart) && !args.no_build {
         env.build_variants();
+    }
+    if let Some(level) = args.profile_starts {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let p50 = cold_start::profile(
+            &env,
+            &tokio,
+            level,
+            std::time::Duration::from_secs_f64(args.seconds),
+        )?;
+        println!("{}", stats::fmt_us(p50));
+        return Ok(true);
     }
     let machine = machine::Machine::probe();
     let tokio = tokio::runtime::Builder::new_multi_thread()

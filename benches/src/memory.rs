@@ -27,10 +27,6 @@ pub struct CgroupMemory {
     pub usage: f64,
     /// Kernel memory (v1 memory.kmem.usage_in_bytes; v2 kernel).
     pub kernel: f64,
-    /// Anonymous memory (memory.stat rss / anon).
-    pub anon: f64,
-    /// Page cache and tmpfs (memory.stat cache / file).
-    pub file: f64,
     /// The process's own VmRSS (shared file pages included).
     pub process_rss: f64,
 }
@@ -83,16 +79,12 @@ pub fn cgroup_memory(pid: i32) -> Option<CgroupMemory> {
         CgroupMemory {
             usage: read_u64(dir.join("memory.usage_in_bytes"))?,
             kernel: read_u64(dir.join("memory.kmem.usage_in_bytes")).unwrap_or(0.0),
-            anon: get("rss"),
-            file: get("cache"),
             process_rss: bare::rss_bytes(&pid.to_string()).unwrap_or(0) as f64,
         }
     } else {
         CgroupMemory {
             usage: read_u64(dir.join("memory.current"))?,
             kernel: get("kernel"),
-            anon: get("anon"),
-            file: get("file"),
             process_rss: bare::rss_bytes(&pid.to_string()).unwrap_or(0) as f64,
         }
     })
@@ -107,8 +99,6 @@ fn medians(samples: &[CgroupMemory]) -> CgroupMemory {
     CgroupMemory {
         usage: med(|m| m.usage),
         kernel: med(|m| m.kernel),
-        anon: med(|m| m.anon),
-        file: med(|m| m.file),
         process_rss: med(|m| m.process_rss),
     }
 }
@@ -273,22 +263,17 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     ]);
     for (label, c, b) in [
         (
-            "… of which kernel memory (kmem)",
+            "… of which kernel memory (kmem.usage_in_bytes)",
             corral_med.kernel,
             bare_med.kernel,
         ),
         (
-            "… anonymous (memory.stat rss)",
-            corral_med.anon,
-            bare_med.anon,
+            "… of which user pages (the rest)",
+            corral_med.usage - corral_med.kernel,
+            bare_med.usage - bare_med.kernel,
         ),
         (
-            "… page cache and tmpfs (memory.stat cache)",
-            corral_med.file,
-            bare_med.file,
-        ),
-        (
-            "the plugin process's VmRSS (shared pages included)",
+            "the plugin process's VmRSS (shared file pages included)",
             corral_med.process_rss,
             bare_med.process_rss,
         ),
@@ -312,6 +297,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         fmt_bytes(*usage.last().unwrap_or(&0.0)),
     ));
     section.table("", table);
+    section.note(
+        "The kernel charges memory to a cgroup in per-CPU batches (up to 64 pages held in a CPU's stock for the cgroup that charged last), so a single cgroup can read a few pages high or low; the medians over many cgroups are what the verdict uses.",
+    );
 
     let per = |a: f64, b: f64| (b - a) / (at_n1.children - at_n0.children).max(1) as f64;
     let rss_per = per(at_n0.rss, at_n1.rss);

@@ -73,6 +73,37 @@ fn batched(stream: &mut UnixStream, duration: Duration) -> Result<f64> {
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The bare round trip driven from a tokio task (the runtime's reactor
+/// and wake-ups, no corral): how much of corral's figure is the async
+/// runtime's.
+fn tokio_ping_pong(ctx: &Ctx, n: usize) -> Result<Vec<Duration>> {
+    let echo = Echo::start(ctx, None)?;
+    let stream = echo.stream.try_clone()?;
+    stream.set_nonblocking(true)?;
+    let result = ctx.tokio.block_on(async move {
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::UnixStream::from_std(stream)?;
+            let out = [b'x'; PAYLOAD];
+            let mut back = [0u8; PAYLOAD];
+            let mut samples = Vec::with_capacity(n);
+            for i in 0..(n + 1000) {
+                let t = Instant::now();
+                stream.write_all(&out).await?;
+                stream.read_exact(&mut back).await?;
+                if i >= 1000 {
+                    samples.push(t.elapsed());
+                }
+            }
+            Ok::<_, anyhow::Error>(samples)
+        })
+        .await
+        .context("the tokio ping-pong task panicked")?
+    });
+    echo.stop();
+    result
+}
+
 fn corral_sequential(ctx: &Ctx, child: &Child, n: usize) -> Result<Vec<Duration>> {
     let child = child.clone();
     ctx.tokio.block_on(async move {
@@ -231,6 +262,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let flight_s = Summary::of_durations(&flight_lat);
     echo.stop();
 
+    let tokio_s = Summary::of_durations(&tokio_ping_pong(ctx, per_block)?);
     let same_core = pinned_ping_pong(ctx, 0, per_block)?;
     let cross_core = if ctx.env_nproc() >= 2 {
         Some(pinned_ping_pong(ctx, 1, per_block)?)
@@ -284,7 +316,12 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         flight_time.as_secs_f64()
     ));
     section.table("", table);
-    let mut pinned = Table::new(&["bare 64 B round trip, pinned", "p50", "p99"]);
+    let mut pinned = Table::new(&["bare 64 B round trip, for context", "p50", "p99"]);
+    pinned.row(vec![
+        "from a tokio task (tokio UnixStream, same runtime, no corral)".into(),
+        fmt_us(tokio_s.p50),
+        fmt_us(tokio_s.p99),
+    ]);
     pinned.row(vec![
         "same core (both on CPU 0)".into(),
         fmt_us(same_core.p50),
@@ -298,7 +335,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         ]);
     }
     section.table(
-        "For context, the bare round trip with both ends pinned (DESIGN: ~5 µs same core, ~16 µs cross core):",
+        "For context: the same ping-pong driven from a tokio task, and with both ends pinned (DESIGN: ~5 µs same core, ~16 µs cross core):",
         pinned,
     );
 
