@@ -64,25 +64,52 @@ impl Run {
     }
 }
 
-async fn hyper_client(socket: PathBuf, body: Bytes, deadline: Instant) -> Result<Run> {
-    let stream = tokio::net::UnixStream::connect(&socket)
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(socket: &Path) -> Result<Sender> {
+    let stream = tokio::net::UnixStream::connect(socket)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    Ok(sender)
+}
+
+/// One request on `sender`: its status and body.
+async fn exchange(sender: &mut Sender, body: &Bytes) -> Result<(hyper::StatusCode, Bytes)> {
+    sender.ready().await?;
+    let request = Request::post(CALL_PATH)
+        .header(hyper::header::HOST, "corral")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body.clone()))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// One keep-alive client calling until `deadline`. A failed exchange
+/// (status or transport) is counted, and the client reconnects after a
+/// transport error, so one bad moment shows in the errors column instead
+/// of ending the benchmark.
+async fn hyper_client(socket: PathBuf, body: Bytes, deadline: Instant) -> Result<Run> {
+    let mut sender = connect(&socket).await?;
     let mut run = Run::default();
     while Instant::now() < deadline {
-        sender.ready().await?;
-        let request = Request::post(CALL_PATH)
-            .header(hyper::header::HOST, "corral")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))?;
         let t = Instant::now();
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let (status, bytes) = match exchange(&mut sender, &body).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                run.errors += 1;
+                if run.first_error.is_none() {
+                    run.first_error = Some(format!("transport: {e:#}"));
+                }
+                sender = connect(&socket).await?;
+                continue;
+            }
+        };
         run.latencies.push(t.elapsed());
         if status == hyper::StatusCode::OK && run.latencies.len() % 4 == 0 {
             let wall = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -123,6 +150,54 @@ fn corral_level(ctx: &Ctx, socket: &Path, clients: usize, duration: Duration) ->
         total.elapsed = start.elapsed();
         Ok(total)
     })
+}
+
+/// One blocking client speaking raw HTTP/1.1 to corrald (no hyper on
+/// the client side), to tell the client's share from the daemon's.
+fn raw_http_client(socket: &Path, duration: Duration) -> Result<Run> {
+    let body = call_body();
+    let request = format!(
+        "POST {CALL_PATH} HTTP/1.1\r\nhost: corral\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = UnixStream::connect(socket)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut run = Run::default();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let t = Instant::now();
+        stream.write_all(request.as_bytes())?;
+        let mut have = 0;
+        let (head_end, content_length) = loop {
+            let n = stream.read(&mut buf[have..])?;
+            if n == 0 {
+                bail!("corrald closed the connection");
+            }
+            have += n;
+            if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .context("a response without content-length")?;
+                break (end + 4, length);
+            }
+        };
+        while have < head_end + content_length {
+            let n = stream.read(&mut buf[have..])?;
+            if n == 0 {
+                bail!("corrald closed the connection mid-response");
+            }
+            have += n;
+        }
+        run.latencies.push(t.elapsed());
+        if !buf.starts_with(b"HTTP/1.1 200") {
+            run.errors += 1;
+        }
+    }
+    run.elapsed = start.elapsed();
+    Ok(run)
 }
 
 fn bare_level(
@@ -173,7 +248,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let (rounds, duration) = if ctx.quick {
         (1, Duration::from_millis(800))
     } else {
-        (2, Duration::from_millis(2500))
+        (3, Duration::from_millis(2500))
     };
     let levels = [1usize, 8, 64];
     let mut section = Section::new("4. A call through the Unix-socket API (corrald)");
@@ -232,6 +307,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         Duration::from_millis(300),
     )?;
 
+    let mut raw = Run::default();
     let mut results: Vec<(usize, Run, Run)> = Vec::new();
     for &clients in &levels {
         let (mut c, mut b) = (Run::default(), Run::default());
@@ -244,10 +320,15 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                 duration,
             )?);
             c.merge(corral_level(ctx, &daemon.socket, clients, duration)?);
+            if clients == 1 {
+                raw.merge(raw_http_client(&daemon.socket, duration)?);
+            }
         }
         results.push((clients, c, b));
     }
     bare::reap(server_pid, Duration::ZERO);
+    let errors: u64 = results.iter().map(|(_, c, _)| c.errors).sum();
+    let log_tail = (errors > 0).then(|| daemon.log_tail());
     let stop = daemon.stop(Duration::from_secs(30))?;
 
     let mut table = Table::new(&[
@@ -292,10 +373,22 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         duration.as_secs_f64(),
     ));
     section.table("", table);
+    let raw_s = Summary::of_durations(&raw.latencies);
     section.note(format!(
-        "SIGTERM to exit: {:.0} ms.",
+        "\"inside Child::call\" is the `usage.wall_ms` corrald reports with each reply (from handing the call to the child's channel to its reply), read from every fourth response; the rest of the p50 is HTTP, JSON, routing, the hops between processes and the client. \
+         One client again with a blocking raw HTTP/1.1 client instead of hyper (same request bytes, one keep-alive connection): p50 {}, p99 {}, {} ({} errors); its difference to the first row is the client library's share. \
+         SIGTERM to exit: {:.0} ms.",
+        fmt_us(raw_s.p50),
+        fmt_us(raw_s.p99),
+        fmt_rate(raw.rate()),
+        raw.errors,
         stop.as_secs_f64() * 1000.0
     ));
+    if let Some(tail) = log_tail {
+        section.note(format!(
+            "**{errors} calls failed.** The end of corrald's log:\n\n```\n{tail}\n```"
+        ));
+    }
 
     if let Some((_, c, b)) = results.first() {
         let cs = Summary::of_durations(&c.latencies);

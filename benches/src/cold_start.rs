@@ -166,7 +166,7 @@ pub fn profile(
 
 pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let env = ctx.env.clone();
-    let rounds = if ctx.quick { 40 } else { 250 };
+    let rounds = if ctx.quick { 40 } else { 400 };
     let warmup = if ctx.quick { 5 } else { 15 };
     let mut section = Section::new("1. Cold start: spawn → Ready");
 

@@ -370,6 +370,27 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         sup,
     );
 
+    let encoded = corral_protocol::frame::encode(compiled.as_ref())
+        .map(|b| b.len())
+        .unwrap_or(0);
+    section.note(format!(
+        "For scale: hello's compiled `SandboxPolicy` (kept once per plugin, shared by its children here) encodes to {} in bincode: {} seccomp instructions, {} provenance entries, {} Landlock rules.",
+        fmt_bytes(encoded as f64),
+        compiled
+            .confinement
+            .seccomp
+            .as_ref()
+            .map(|p| p.instructions.len())
+            .unwrap_or(0),
+        compiled.provenance.len(),
+        compiled
+            .confinement
+            .landlock
+            .as_ref()
+            .map(|l| l.fs.len())
+            .unwrap_or(0),
+    ));
+
     ctx.summary.push(SummaryRow {
         figure: "idle plugin, charged to its cgroup (p50)".into(),
         corral: fmt_bytes(corral_med.usage),

@@ -217,7 +217,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let (blocks, per_block, flight_blocks, flight_time) = if ctx.quick {
         (2, 1000, 1, Duration::from_millis(700))
     } else {
-        (4, 5000, 2, Duration::from_secs(2))
+        (8, 5000, 4, Duration::from_secs(2))
     };
     let mut section = Section::new("2. Warm calls: supervisor ↔ child");
     let _guard = ctx.tokio.enter();
