@@ -289,7 +289,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     section.intro(format!(
         "{} idle hello children started with `Child::start` (built-in policy) in this process, {} bare hellos (same binary, posix_spawn'd into a fresh cgroup of their own, handshake done, no namespaces or confinement) as the baseline; read 1 s after the last start. \
          Cgroup charge over the {} confined children: p50 {}, p90 {}, max {}.",
-        children_count(&at_n1),
+        at_n1.children,
         bare.len(),
         usage_s.n,
         fmt_bytes(usage_s.p50),
@@ -421,8 +421,4 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         let _ = d.remove_base();
     }
     Ok(section)
-}
-
-fn children_count(s: &Snapshot) -> usize {
-    s.children
 }
