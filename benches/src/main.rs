@@ -261,7 +261,7 @@ fn run(args: Args) -> Result<bool> {
          Command: `{}` ({}), {:.0} s in all{}.\n\n\
          Machine: {} CPUs ({}), kernel {}, {} MiB RAM, cgroups {}, {}. \
          Load average (1/5/15 min) at the start {}, at the end {}. \
-         The benchmarks keep both CPUs busy themselves, so the load average climbs by about 2 during a run; \
+         The benchmarks keep both CPUs busy themselves and the last one starts 1,000 processes at once, so the load average climbs during a run; \
          the value at the start of a section says what else was running.\n\n",
         machine.date_utc,
         command_line(&argv),
