@@ -1078,6 +1078,12 @@ mod tests {
         );
         assert!(sc.allowed.contains(&"socketpair".to_string()));
         assert!(sc.allowed.contains(&"clone(CLONE_THREAD)".to_string()));
+        // A binary search, not a chain: short to install, quick to decide.
+        assert!(
+            sc.instructions.len() < 500,
+            "{} instructions",
+            sc.instructions.len()
+        );
         assert!(sp.warnings.is_empty(), "{:?}", sp.warnings);
         let mem = sp
             .provenance
