@@ -69,6 +69,7 @@ pub fn runtime_options(policy: &Policy, trampoline: Option<PathBuf>) -> RuntimeO
         },
         output_limit: Default::default(),
         observer: None,
+        cgroup_pool: 0,
     }
 }
 

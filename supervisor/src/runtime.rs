@@ -9,11 +9,12 @@ use crate::namespaces::EmptyNamespaces;
 use crate::policy::UidRange;
 use crate::spawn::Spawner;
 use crate::uids::UidAllocator;
-use corral_cgroups::{CgroupDriver, DetectOptions};
+use corral_cgroups::{Cgroup, CgroupDriver, CgroupError, DetectOptions};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Name of the trampoline binary.
 pub const TRAMPOLINE: &str = "corral-sandbox";
@@ -54,6 +55,19 @@ pub struct RuntimeOptions {
     pub cgroups: DetectOptions,
     pub output_limit: RateLimit,
     pub observer: Option<Arc<dyn LifecycleObserver>>,
+    /// Empty cgroups kept ready so a start does not wait for mkdir in
+    /// every hierarchy (0: none; a one-shot `corral run` wants none).
+    pub cgroup_pool: usize,
+}
+
+/// Pre-made, empty cgroups. Each is used once: a cgroup that held a plugin
+/// keeps the kernel's OOM count and peak, which the next one's death
+/// classification would misread.
+#[derive(Debug)]
+struct CgroupPool {
+    idle: Mutex<Vec<Box<dyn Cgroup>>>,
+    target: usize,
+    refilling: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -68,6 +82,7 @@ pub struct Runtime {
     pub output_limit: RateLimit,
     pub observer: Option<Arc<dyn LifecycleObserver>>,
     generation: AtomicU64,
+    pool: CgroupPool,
 }
 
 impl Runtime {
@@ -125,12 +140,83 @@ impl Runtime {
             output_limit: options.output_limit,
             observer: options.observer,
             generation: AtomicU64::new(0),
+            pool: CgroupPool {
+                idle: Mutex::new(Vec::new()),
+                target: options.cgroup_pool,
+                refilling: AtomicBool::new(false),
+            },
         }))
     }
 
     /// A number unique within this runtime, for cgroup names.
     pub fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A fresh cgroup for a child: a pre-made one when the pool has one,
+    /// else made now under `name`. The pool is refilled in the background.
+    pub fn fresh_cgroup(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<Arc<dyn Cgroup>>, CgroupError> {
+        let Some(driver) = &self.cgroups else {
+            return Ok(None);
+        };
+        let pooled = self.pool.idle.lock().ok().and_then(|mut idle| idle.pop());
+        self.refill_pool();
+        match pooled {
+            Some(cg) => Ok(Some(Arc::from(cg))),
+            None => driver.create(name).map(|cg| Some(Arc::from(cg))),
+        }
+    }
+
+    fn refill_pool(self: &Arc<Self>) {
+        if self.pool.target == 0 || self.pool.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rt = self.clone();
+        let refill = move || {
+            while let Some(driver) = &rt.cgroups {
+                let have = rt.pool.idle.lock().map(|i| i.len()).unwrap_or(usize::MAX);
+                if have >= rt.pool.target {
+                    break;
+                }
+                let name = format!("pool.{}.{}", std::process::id(), rt.next_generation());
+                match driver.create(&name) {
+                    Ok(cg) => {
+                        if let Ok(mut idle) = rt.pool.idle.lock() {
+                            idle.push(cg);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot pre-make a cgroup; creating them on demand");
+                        break;
+                    }
+                }
+            }
+            rt.pool.refilling.store(false, Ordering::Release);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(refill);
+            }
+            Err(_) => self.pool.refilling.store(false, Ordering::Release),
+        }
+    }
+
+    /// Removes the pre-made cgroups nobody took (at shutdown).
+    pub fn drain_cgroup_pool(&self) {
+        let idle: Vec<Box<dyn Cgroup>> = self
+            .pool
+            .idle
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default();
+        for cg in idle {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(cgroup = cg.name(), error = %e, "cannot remove a pre-made cgroup");
+            }
+        }
     }
 
     /// Removes cgroups left by an earlier run that died without cleaning
@@ -195,4 +281,81 @@ pub fn find_trampoline(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError>
     Err(RuntimeError::TrampolineMissing {
         looked: looked.join(", "),
     })
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.drain_cgroup_pool();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(base: &str, pool: usize) -> Arc<Runtime> {
+        Runtime::new(RuntimeOptions {
+            // Never exec'd here.
+            trampoline: Some(PathBuf::from("/bin/true")),
+            uid_range: UidRange {
+                first: 400_000,
+                last: 400_100,
+            },
+            share_empty_namespaces: false,
+            cgroups: DetectOptions {
+                base_name: base.to_string(),
+                ..Default::default()
+            },
+            output_limit: RateLimit::default(),
+            observer: None,
+            cgroup_pool: pool,
+        })
+        .expect("runtime")
+    }
+
+    fn leaves(base: &str) -> Vec<String> {
+        let dir = Path::new("/sys/fs/cgroup/memory").join(base);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn the_cgroup_pool_refills_in_the_background_and_leaves_nothing() {
+        let base = format!("corral-pool-test-{}", std::process::id());
+        let rt = runtime(&base, 2);
+        // The first start finds the pool empty and makes its own.
+        let first = rt.fresh_cgroup("first").expect("create").expect("a cgroup");
+        assert_eq!(first.name(), "first");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while rt.pool.idle.lock().map(|i| i.len()).unwrap_or(0) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool was not refilled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The next start takes a pre-made one.
+        let second = rt.fresh_cgroup("second").expect("take").expect("a cgroup");
+        assert!(second.name().starts_with("pool."), "{}", second.name());
+        first.remove().expect("remove");
+        second.remove().expect("remove");
+        // Let the refill triggered by the take finish, then drop the runtime.
+        while rt.pool.refilling.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(leaves(&base).len(), 2, "only the pool's own");
+        drop(rt);
+        assert!(leaves(&base).is_empty(), "left behind: {:?}", leaves(&base));
+        for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(hierarchy).join(&base));
+        }
+    }
 }

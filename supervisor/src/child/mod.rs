@@ -413,29 +413,23 @@ impl Child {
         let uid = lease.uid;
 
         // The cgroup first, so a failure leaves no process behind.
-        let cgroup: Option<Arc<dyn Cgroup>> = match &rt.cgroups {
-            Some(driver) => {
-                // Unique across processes sharing the base (parallel `corral run`s).
-                let name = format!(
-                    "{}.{}.{}.{}",
-                    spec.plugin,
-                    spec.instance,
-                    std::process::id(),
-                    rt.next_generation()
-                );
-                let cg: Arc<dyn Cgroup> = Arc::from(
-                    driver
-                        .create(&name)
-                        .map_err(|e| internal("creating the cgroup", e))?,
-                );
-                if let Err(e) = apply_limits(cg.as_ref(), &policy, &spec.plugin) {
-                    let _ = cg.remove();
-                    return Err(StartError::Failed(e));
-                }
-                Some(cg)
-            }
-            None => None,
-        };
+        // Unique across processes sharing the base (parallel `corral run`s).
+        let name = format!(
+            "{}.{}.{}.{}",
+            spec.plugin,
+            spec.instance,
+            std::process::id(),
+            rt.next_generation()
+        );
+        let cgroup = rt
+            .fresh_cgroup(&name)
+            .map_err(|e| internal("creating the cgroup", e))?;
+        if let Some(cg) = &cgroup
+            && let Err(e) = apply_limits(cg.as_ref(), &policy, &spec.plugin)
+        {
+            let _ = cg.remove();
+            return Err(StartError::Failed(e));
+        }
         let cleanup_cgroup = |cg: &Option<Arc<dyn Cgroup>>| {
             if let Some(cg) = cg {
                 let _ = cg.remove();

@@ -106,6 +106,9 @@ pub struct Daemon {
     access: RwLock<Access>,
 }
 
+/// Empty cgroups the daemon keeps ready for the next start.
+const CGROUP_POOL: usize = 4;
+
 /// Plugins started at once when the daemon comes up.
 const START_CONCURRENCY: usize = 8;
 
@@ -151,6 +154,7 @@ impl Daemon {
             },
             output_limit: Default::default(),
             observer: Some(metrics.clone()),
+            cgroup_pool: CGROUP_POOL,
         })?;
         let stale = rt.remove_stale_cgroups();
         if !stale.is_empty() {
@@ -1094,6 +1098,7 @@ impl Daemon {
                 host.stop(Duration::from_millis(500)).await;
             });
         futures::future::join_all(stops).await;
+        self.rt.drain_cgroup_pool();
         tracing::info!("all plugins stopped");
     }
 

@@ -48,6 +48,31 @@ pub fn cgroup_leaf_names(base: &str) -> Vec<String> {
     names
 }
 
+/// Whether processes are inside the leaf (a plugin's cgroup while it
+/// runs; a daemon also keeps a few empty ones ready for its next start).
+fn populated(leaf: &Path) -> bool {
+    std::fs::read_to_string(leaf.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+}
+
+/// Leaves under `base` with processes inside: the running plugins'.
+pub fn populated_cgroup_leaves(base: &str) -> Vec<PathBuf> {
+    cgroup_leaves(base)
+        .into_iter()
+        .filter(|l| populated(l))
+        .collect()
+}
+
+/// Names of the populated leaves (without the hierarchy), deduplicated.
+pub fn populated_cgroup_leaf_names(base: &str) -> Vec<String> {
+    let mut names: Vec<String> = populated_cgroup_leaves(base)
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Kills what is in each leaf, removes the leaves and the base (cleanup
 /// after a test, passing or not).
 pub fn remove_cgroup_base(base: &str) {
