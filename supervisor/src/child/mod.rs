@@ -108,11 +108,13 @@ impl Outbox {
         Ok(())
     }
 
-    fn take(&self) -> Vec<u8> {
-        self.buf
-            .lock()
-            .map(|mut b| std::mem::take(&mut *b))
-            .unwrap_or_default()
+    /// Swaps the queued frames into `into` (emptied first), so the two
+    /// buffers are reused instead of allocated per batch.
+    fn take_into(&self, into: &mut Vec<u8>) {
+        into.clear();
+        if let Ok(mut b) = self.buf.lock() {
+            std::mem::swap(&mut *b, into);
+        }
     }
 }
 
@@ -893,8 +895,15 @@ fn log_record(shared: &Shared, record: &message::LogRecord) {
 }
 
 async fn write_loop(shared: Arc<Shared>, mut writer: OwnedWriteHalf) {
+    let mut batch = Vec::new();
     loop {
-        let batch = shared.outbox.take();
+        // With other calls in flight, let their callers queue their frames
+        // first: one write then carries many (with a single call in flight
+        // this would only add latency).
+        if shared.pending.lock().map(|p| p.len() > 1).unwrap_or(false) {
+            tokio::task::yield_now().await;
+        }
+        shared.outbox.take_into(&mut batch);
         if batch.is_empty() {
             if shared.outbox.closed.load(Ordering::Relaxed) || shared.is_dead() {
                 break;
