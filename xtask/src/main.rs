@@ -414,12 +414,47 @@ fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
     built.env(&mut c_echo);
     run(c_echo)?;
     if vm {
+        ensure_vm_tools(root)?;
         run(Command::new(root.join("tests/vm/run.sh")))?;
     }
     if fuzz && root.join("protocol/fuzz/run.sh").exists() {
+        ensure_cargo_fuzz()?;
         run(Command::new(root.join("protocol/fuzz/run.sh")))?;
     }
     Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// QEMU, busybox and cpio for the cgroup v2 guest: installed from apt when
+/// missing, so the one test command works on a fresh machine.
+fn ensure_vm_tools(root: &Path) -> Result<()> {
+    if ["qemu-system-x86_64", "busybox", "cpio"]
+        .iter()
+        .all(|p| on_path(p))
+    {
+        return Ok(());
+    }
+    eprintln!("installing the QEMU guest's packages (tests/vm/install-deps.sh)");
+    run(Command::new(root.join("tests/vm/install-deps.sh")))
+}
+
+/// cargo-fuzz for the short fuzzing pass: installed from crates.io when
+/// missing.
+fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = cargo(&["fuzz", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("installing cargo-fuzz");
+    run(cargo(&["install", "--locked", "cargo-fuzz"]))
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
