@@ -108,6 +108,7 @@ mod context;
 mod error;
 mod plugin;
 mod session;
+pub mod testing;
 
 pub use context::Context;
 pub use corral_protocol::message::{InitLimits, LogLevel};

@@ -7,166 +7,54 @@
 //! fork_bomb, mount, setuid as root, ...) are run only by the escape suite,
 //! inside the sandbox.
 
-use corral_protocol::frame::{self, DEFAULT_MAX_FRAME, FrameError, FrameReader};
-use corral_protocol::message::{Call, CallResult, HostMessage, Init, InitLimits, PluginMessage};
+use corral_protocol::frame::FrameError;
+use corral_protocol::message::{CallResult, Init, InitLimits, PluginMessage};
+use corral_sdk::testing::{Options, TestHost};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-#[derive(Default)]
-struct Options {
-    env: Vec<(&'static str, String)>,
-    /// (resource, soft = hard) applied in the child before exec.
-    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
-    capture_stdout: bool,
-    max_frame: Option<u32>,
-}
-
-struct Hostile {
-    child: Child,
-    stream: UnixStream,
-    reader: FrameReader<UnixStream>,
-    next_id: u64,
-}
-
-impl Hostile {
-    fn start() -> Hostile {
-        Hostile::start_with(Options::default())
-    }
-
-    fn start_with(options: Options) -> Hostile {
-        let (host, plugin) = UnixStream::pair().expect("socketpair");
-        host.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("read timeout");
-        let plugin_fd = plugin.as_raw_fd();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hostile"));
-        command.env_clear().stdin(Stdio::null());
-        command.envs(options.env.iter().map(|(k, v)| (*k, v.as_str())));
-        command.stdout(if options.capture_stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let rlimits = options.rlimits.clone();
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if plugin_fd == 3 {
-                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(plugin_fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for (resource, value) in &rlimits {
-                    let limit = libc::rlimit {
-                        rlim_cur: *value,
-                        rlim_max: *value,
-                    };
-                    if libc::setrlimit(*resource, &limit) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("spawn hostile");
-        drop(plugin);
-        let max_frame = options.max_frame.unwrap_or(DEFAULT_MAX_FRAME);
-        let reader = FrameReader::new(host.try_clone().expect("clone"), max_frame);
-        let mut h = Hostile {
-            child,
-            stream: host,
-            reader,
-            next_id: 1,
-        };
-        match h.next() {
-            PluginMessage::Hello(hello) => {
-                let expected = options
-                    .env
-                    .iter()
-                    .find(|(k, _)| *k == "CORRAL_PLUGIN")
-                    .map_or("hostile", |(_, v)| v.as_str());
-                assert_eq!(hello.name, expected);
-            }
-            other => panic!("expected Hello, got {other:?}"),
-        }
-        h.send(&HostMessage::Init(Init {
+/// Starts `hostile` unconfined with its channel on fd 3 and completes the
+/// handshake; it names itself after `CORRAL_PLUGIN` when that is set.
+fn start_with(options: Options) -> TestHost {
+    let expected = options
+        .env
+        .iter()
+        .find(|(k, _)| k == "CORRAL_PLUGIN")
+        .map_or_else(|| "hostile".to_string(), |(_, v)| v.clone());
+    let max_frame = options.max_frame;
+    let mut h = TestHost::spawn(env!("CARGO_BIN_EXE_hostile"), options).expect("spawn hostile");
+    let hello = h
+        .handshake(Init {
             version: 1,
             max_frame,
             config: b"{}".to_vec(),
             limits: InitLimits::default(),
-        }));
-        assert_eq!(h.next(), PluginMessage::Ready);
-        h
-    }
-
-    fn send(&mut self, message: &HostMessage) {
-        let bytes = frame::encode(message).expect("encode");
-        self.stream.write_all(&bytes).expect("write");
-    }
-
-    fn next(&mut self) -> PluginMessage {
-        self.reader
-            .read()
-            .expect("read")
-            .expect("plugin closed the channel")
-    }
-
-    fn send_call(&mut self, method: &str, input: &Value) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&HostMessage::Call(Call {
-            id,
-            method: method.into(),
-            input: serde_json::to_vec(input).expect("json"),
-            timeout_ms: 0,
-        }));
-        id
-    }
-
-    /// Calls an attack and returns its Attempt as JSON.
-    fn attack(&mut self, method: &str, input: Value) -> Value {
-        let id = self.send_call(method, &input);
-        loop {
-            match self.next() {
-                PluginMessage::Reply(reply) => {
-                    assert_eq!(reply.id, id);
-                    let CallResult::Ok(out) = reply.result else {
-                        panic!("{method} returned an error: {:?}", reply.result)
-                    };
-                    return serde_json::from_slice(&out).expect("attempt json");
-                }
-                PluginMessage::Log(_) | PluginMessage::Event(_) => {}
-                other => panic!("expected a reply to {method}, got {other:?}"),
-            }
-        }
-    }
-
-    /// Waits for the process to end on its own.
-    fn wait(mut self) -> ExitStatus {
-        self.child.wait().expect("wait")
-    }
-
-    /// Closes the host's end (every clone of it) and waits for the exit.
-    fn close(mut self) -> ExitStatus {
-        self.stream
-            .shutdown(std::net::Shutdown::Both)
-            .expect("shutdown");
-        self.child.wait().expect("wait")
-    }
+        })
+        .expect("handshake");
+    assert_eq!(hello.name, expected);
+    h
 }
 
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        // A test that failed half-way must not leave the plugin running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start() -> TestHost {
+    start_with(Options::default())
+}
+
+fn send_call(h: &mut TestHost, method: &str, input: &Value) -> u64 {
+    let bytes = serde_json::to_vec(input).expect("json");
+    h.send_call(method, &bytes, 0).expect("send the call")
+}
+
+/// Calls an attack and returns its Attempt as JSON.
+fn attack(h: &mut TestHost, method: &str, input: Value) -> Value {
+    let id = send_call(h, method, &input);
+    let reply = h.reply().expect("a reply");
+    assert_eq!(reply.id, id);
+    let CallResult::Ok(out) = reply.result else {
+        panic!("{method} returned an error: {:?}", reply.result)
+    };
+    serde_json::from_slice(&out).expect("attempt json")
 }
 
 fn errno(attempt: &Value) -> i64 {
@@ -177,13 +65,13 @@ fn errno(attempt: &Value) -> i64 {
 
 #[test]
 fn whoami_and_proc_pids_see_this_process() {
-    let mut h = Hostile::start();
-    let me = h.attack("whoami", Value::Null);
+    let mut h = start();
+    let me = attack(&mut h, "whoami", Value::Null);
     assert_eq!(me["ok"], true);
-    let pid = h.child.id();
+    let pid = h.child().expect("child").id();
     let detail = me["detail"].as_str().expect("detail");
     assert!(detail.contains(&format!(" pid={pid} ")), "{detail}");
-    let pids = h.attack("proc_pids", Value::Null);
+    let pids = attack(&mut h, "proc_pids", Value::Null);
     let listed: Vec<&str> = pids["detail"]
         .as_str()
         .expect("detail")
@@ -191,7 +79,7 @@ fn whoami_and_proc_pids_see_this_process() {
         .collect();
     assert!(listed.contains(&pid.to_string().as_str()), "{pids}");
     assert!(pids["value"].as_u64().is_some_and(|n| n > 1));
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
@@ -199,25 +87,29 @@ fn file_attacks_make_the_calls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = dir.path().join("victim");
     let target = target.to_str().expect("utf-8 path");
-    let mut h = Hostile::start();
+    let mut h = start();
 
-    let wrote = h.attack("write_file", json!({ "path": target }));
+    let wrote = attack(&mut h, "write_file", json!({ "path": target }));
     assert_eq!(wrote["ok"], true, "{wrote}");
     let text = std::fs::read_to_string(target).expect("the file was written");
     assert!(text.contains("hostile"));
 
-    let read = h.attack("read_file", json!({ "path": target }));
+    let read = attack(&mut h, "read_file", json!({ "path": target }));
     assert_eq!(read["ok"], true);
     assert_eq!(read["value"], text.len());
 
-    let missing = h.attack("read_file", json!({ "path": "/nonexistent/corral" }));
+    let missing = attack(
+        &mut h,
+        "read_file",
+        json!({ "path": "/nonexistent/corral" }),
+    );
     assert_eq!(missing["ok"], false);
     assert_eq!(errno(&missing), i64::from(libc::ENOENT));
 
-    let listed = h.attack("list_dir", json!({ "path": dir.path() }));
+    let listed = attack(&mut h, "list_dir", json!({ "path": dir.path() }));
     assert_eq!(listed["detail"], "victim");
 
-    let fds = h.attack("fds", Value::Null);
+    let fds = attack(&mut h, "fds", Value::Null);
     let detail = fds["detail"].as_str().expect("detail");
     assert!(
         detail.contains("3=socket:"),
@@ -228,99 +120,107 @@ fn file_attacks_make_the_calls() {
         "only live fds are listed: {fds}"
     );
     assert_eq!(fds["value"], detail.split(' ').count(), "{fds}");
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
 fn fd_exhaust_stops_at_rlimit_nofile_and_the_plugin_goes_on() {
-    let mut h = Hostile::start_with(Options {
+    let mut h = start_with(Options {
         rlimits: vec![(libc::RLIMIT_NOFILE, 40)],
         ..Options::default()
     });
-    let attempt = h.attack("fd_exhaust", Value::Null);
+    let attempt = attack(&mut h, "fd_exhaust", Value::Null);
     assert_eq!(attempt["ok"], false, "{attempt}");
     assert_eq!(errno(&attempt), i64::from(libc::EMFILE));
     let opened = attempt["value"].as_u64().expect("count");
     assert!((30..40).contains(&opened), "{attempt}");
     // The fds were closed again: the plugin still serves.
-    assert_eq!(h.attack("whoami", Value::Null)["ok"], true);
-    assert!(h.close().success());
+    assert_eq!(attack(&mut h, "whoami", Value::Null)["ok"], true);
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
 fn disk_fill_stops_at_rlimit_fsize() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fill");
-    let mut h = Hostile::start_with(Options {
+    let mut h = start_with(Options {
         rlimits: vec![(libc::RLIMIT_FSIZE, 1 << 20)],
         ..Options::default()
     });
-    let attempt = h.attack("disk_fill", json!({ "path": path }));
+    let attempt = attack(&mut h, "disk_fill", json!({ "path": path }));
     assert_eq!(attempt["ok"], false, "{attempt}");
     assert_eq!(errno(&attempt), i64::from(libc::EFBIG));
     assert_eq!(attempt["value"], 1 << 20);
     assert!(!path.exists(), "the fill file is removed afterwards");
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
 fn memory_bomb_stops_at_rlimit_as() {
-    let mut h = Hostile::start_with(Options {
+    let mut h = start_with(Options {
         rlimits: vec![(libc::RLIMIT_AS, 256 << 20)],
         ..Options::default()
     });
-    let attempt = h.attack("memory_bomb", Value::Null);
+    let attempt = attack(&mut h, "memory_bomb", Value::Null);
     assert_eq!(attempt["ok"], false, "{attempt}");
     assert_eq!(errno(&attempt), i64::from(libc::ENOMEM));
     let touched = attempt["value"].as_u64().expect("bytes");
     assert!(touched > 0 && touched < 256 << 20, "{attempt}");
-    h.close();
+    h.close().expect("close");
 }
 
 #[test]
 fn thread_bomb_counts_to_its_ceiling() {
-    let mut h = Hostile::start();
-    let attempt = h.attack("thread_bomb", json!({ "max": 4 }));
+    let mut h = start();
+    let attempt = attack(&mut h, "thread_bomb", json!({ "max": 4 }));
     assert_eq!(attempt["ok"], true, "{attempt}");
     assert_eq!(attempt["value"], 4);
-    h.close();
+    h.close().expect("close");
 }
 
 #[test]
 fn network_attacks_make_the_calls() {
-    let mut h = Hostile::start();
-    let unix = h.attack("socket", json!({ "domain": "unix" }));
+    let mut h = start();
+    let unix = attack(&mut h, "socket", json!({ "domain": "unix" }));
     assert_eq!(unix["ok"], true, "{unix}");
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let connected = h.attack("connect_tcp", json!({ "host": "127.0.0.1", "port": port }));
+    let connected = attack(
+        &mut h,
+        "connect_tcp",
+        json!({ "host": "127.0.0.1", "port": port }),
+    );
     assert_eq!(connected["ok"], true, "{connected}");
     drop(listener);
-    let refused = h.attack("connect_tcp", json!({ "host": "127.0.0.1", "port": port }));
+    let refused = attack(
+        &mut h,
+        "connect_tcp",
+        json!({ "host": "127.0.0.1", "port": port }),
+    );
     assert_eq!(errno(&refused), i64::from(libc::ECONNREFUSED));
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
 fn signalling_and_tracing_a_missing_process_fail_with_esrch() {
-    let mut h = Hostile::start();
+    let mut h = start();
     let pid = i32::MAX;
-    let kill = h.attack("kill", json!({ "pid": pid, "signal": 0 }));
+    let kill = attack(&mut h, "kill", json!({ "pid": pid, "signal": 0 }));
     assert_eq!(errno(&kill), i64::from(libc::ESRCH));
-    let trace = h.attack("ptrace", json!({ "pid": pid }));
+    let trace = attack(&mut h, "ptrace", json!({ "pid": pid }));
     assert_eq!(errno(&trace), i64::from(libc::ESRCH), "{trace}");
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
 fn huge_reply_reaches_the_host_as_an_oversized_frame() {
-    let mut h = Hostile::start_with(Options {
-        max_frame: Some(64 * 1024),
+    let mut h = start_with(Options {
+        max_frame: 64 * 1024,
         ..Options::default()
     });
-    h.send_call("huge_reply", &json!({ "bytes": 1 << 20 }));
-    match h.reader.read::<PluginMessage>() {
+    send_call(&mut h, "huge_reply", &json!({ "bytes": 1 << 20 }));
+    match h.reader().read::<PluginMessage>() {
         Err(FrameError::TooLarge { len, max }) => {
             assert_eq!(len, (1 << 20) + 24);
             assert_eq!(max, 64 * 1024);
@@ -331,9 +231,9 @@ fn huge_reply_reaches_the_host_as_an_oversized_frame() {
 
 #[test]
 fn garbled_frame_reaches_the_host_as_a_decode_error() {
-    let mut h = Hostile::start();
-    h.send_call("garbled_frame", &Value::Null);
-    match h.reader.read::<PluginMessage>() {
+    let mut h = start();
+    send_call(&mut h, "garbled_frame", &Value::Null);
+    match h.reader().read::<PluginMessage>() {
         Err(FrameError::Decode(_)) => {}
         other => panic!("expected a decode error, got {other:?}"),
     }
@@ -341,11 +241,11 @@ fn garbled_frame_reaches_the_host_as_a_decode_error() {
 
 #[test]
 fn stdout_flood_writes_to_stdout_and_still_replies() {
-    let mut h = Hostile::start_with(Options {
+    let mut h = start_with(Options {
         capture_stdout: true,
         ..Options::default()
     });
-    let mut stdout = h.child.stdout.take().expect("stdout");
+    let mut stdout = h.child().expect("child").stdout.take().expect("stdout");
     let drain = std::thread::spawn(move || {
         let mut total = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
@@ -356,43 +256,43 @@ fn stdout_flood_writes_to_stdout_and_still_replies() {
             }
         }
     });
-    let attempt = h.attack("stdout_flood", json!({ "seconds": 0.2 }));
+    let attempt = attack(&mut h, "stdout_flood", json!({ "seconds": 0.2 }));
     assert_eq!(attempt["ok"], true, "{attempt}");
     let written = attempt["value"].as_u64().expect("bytes");
     assert!(written > 0);
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
     assert_eq!(drain.join().expect("drain"), written);
 }
 
 #[test]
 fn exit_abort_and_segfault_end_the_process_as_asked() {
-    let mut h = Hostile::start();
-    h.send_call("exit", &json!({ "code": 3 }));
-    assert_eq!(h.wait().code(), Some(3));
+    let mut h = start();
+    send_call(&mut h, "exit", &json!({ "code": 3 }));
+    assert_eq!(h.wait().expect("wait").code(), Some(3));
 
-    let mut h = Hostile::start();
-    h.send_call("abort", &Value::Null);
-    assert_eq!(h.wait().signal(), Some(libc::SIGABRT));
+    let mut h = start();
+    send_call(&mut h, "abort", &Value::Null);
+    assert_eq!(h.wait().expect("wait").signal(), Some(libc::SIGABRT));
 
-    let mut h = Hostile::start();
-    h.send_call("segfault", &Value::Null);
-    assert_eq!(h.wait().signal(), Some(libc::SIGSEGV));
+    let mut h = start();
+    send_call(&mut h, "segfault", &Value::Null);
+    assert_eq!(h.wait().expect("wait").signal(), Some(libc::SIGSEGV));
 }
 
 #[test]
 fn the_name_comes_from_corral_plugin() {
-    let h = Hostile::start_with(Options {
-        env: vec![("CORRAL_PLUGIN", "hostile-net".to_string())],
+    let h = start_with(Options {
+        env: vec![("CORRAL_PLUGIN".into(), "hostile-net".into())],
         ..Options::default()
     });
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
 fn unknown_arguments_are_invalid_input() {
-    let mut h = Hostile::start();
-    let id = h.send_call("socket", &json!({ "domain": "carrier-pigeon" }));
-    match h.next() {
+    let mut h = start();
+    let id = send_call(&mut h, "socket", &json!({ "domain": "carrier-pigeon" }));
+    match h.receive().expect("a message") {
         PluginMessage::Reply(reply) => {
             assert_eq!(reply.id, id);
             match reply.result {
@@ -405,7 +305,7 @@ fn unknown_arguments_are_invalid_input() {
         }
         other => panic!("expected a reply, got {other:?}"),
     }
-    assert!(h.close().success());
+    assert!(h.close().expect("close").success());
 }
 
 #[test]
