@@ -20,7 +20,7 @@
 use bytes::Bytes;
 use corral_protocol::api::{
     CallRequest, CallResponse, DEFAULT_SOCKET, EventRecord, Health, InstallRequest,
-    InstallResponse, PluginDetail, PluginSummary, RemoveResponse, SOCKET_ENV,
+    InstallResponse, PluginDetail, PluginSummary, ReloadReport, RemoveResponse, SOCKET_ENV,
 };
 use corral_protocol::error::{CorralError, ErrorBody};
 use corral_protocol::policy::SandboxPolicy;
@@ -95,16 +95,38 @@ fn unreachable_reason(e: &std::io::Error) -> String {
 pub enum Endpoint {
     Health,
     List,
-    Info { name: String },
-    Policy { name: String },
-    Load { name: String },
-    Unload { name: String },
-    Reload { name: String },
-    Call { name: String, request: CallRequest },
+    Info {
+        name: String,
+    },
+    Policy {
+        name: String,
+    },
+    Load {
+        name: String,
+    },
+    Unload {
+        name: String,
+    },
+    Reload {
+        name: String,
+    },
+    Call {
+        name: String,
+        request: CallRequest,
+    },
     InstallPath(InstallRequest),
-    InstallUpload { archive: Bytes, load: bool },
-    Remove { name: String },
-    Events { plugin: Option<String> },
+    InstallUpload {
+        archive: Bytes,
+        options: InstallOptions,
+    },
+    /// `POST /v1/reload`: re-read the configuration and policy.
+    ReloadConfiguration,
+    Remove {
+        name: String,
+    },
+    Events {
+        plugin: Option<String>,
+    },
     Metrics,
 }
 
@@ -122,7 +144,8 @@ impl Endpoint {
             | Endpoint::Reload { .. }
             | Endpoint::Call { .. }
             | Endpoint::InstallPath(_)
-            | Endpoint::InstallUpload { .. } => Method::POST,
+            | Endpoint::InstallUpload { .. }
+            | Endpoint::ReloadConfiguration => Method::POST,
             Endpoint::Remove { .. } => Method::DELETE,
         }
     }
@@ -139,7 +162,11 @@ impl Endpoint {
             Endpoint::Unload { name } => plugin(name, "/unload"),
             Endpoint::Reload { name } => plugin(name, "/reload"),
             Endpoint::Call { name, .. } => plugin(name, "/call"),
-            Endpoint::InstallUpload { load, .. } => format!("/v1/plugins?load={load}"),
+            Endpoint::InstallUpload { options, .. } => format!(
+                "/v1/plugins?load={}&replace={}",
+                options.load, options.replace
+            ),
+            Endpoint::ReloadConfiguration => "/v1/reload".into(),
             Endpoint::Events { plugin: None } => "/v1/events".into(),
             Endpoint::Events { plugin: Some(p) } => format!("/v1/events?plugin={}", encode(p)),
             Endpoint::Metrics => "/metrics".into(),
@@ -285,9 +312,9 @@ impl Client {
     pub async fn install_path(
         &self,
         path: &Path,
-        load: bool,
+        options: InstallOptions,
     ) -> Result<InstallResponse, ClientError> {
-        let endpoint = Endpoint::InstallPath(install_request(path, load)?);
+        let endpoint = Endpoint::InstallPath(install_request(path, options)?);
         self.json(&endpoint).await
     }
 
@@ -295,13 +322,20 @@ impl Client {
     pub async fn install_upload(
         &self,
         archive: impl Into<Bytes>,
-        load: bool,
+        options: InstallOptions,
     ) -> Result<InstallResponse, ClientError> {
         self.json(&Endpoint::InstallUpload {
             archive: archive.into(),
-            load,
+            options,
         })
         .await
+    }
+
+    /// Re-reads the daemon's configuration and policy files, as SIGHUP
+    /// does, and says what that changed. A file that does not load is an
+    /// `invalid_config` or `invalid_policy` error and changes nothing.
+    pub async fn reload_configuration(&self) -> Result<ReloadReport, ClientError> {
+        self.json(&Endpoint::ReloadConfiguration).await
     }
 
     /// Unloads (if loaded) and removes the plugin.
@@ -463,8 +497,21 @@ impl Client {
     }
 }
 
+/// What an install does besides adding a new plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Load and enable the plugin once installed.
+    pub load: bool,
+    /// Swap out another package installed under the same name; without
+    /// it that install fails with `already_exists`.
+    pub replace: bool,
+}
+
 /// The JSON install request for `path`, made absolute.
-pub fn install_request(path: &Path, load: bool) -> Result<InstallRequest, ClientError> {
+pub fn install_request(
+    path: &Path,
+    options: InstallOptions,
+) -> Result<InstallRequest, ClientError> {
     let absolute = std::path::absolute(path).map_err(|e| {
         ClientError::InvalidRequest(format!("cannot make {} absolute: {e}", path.display()))
     })?;
@@ -476,7 +523,8 @@ pub fn install_request(path: &Path, load: bool) -> Result<InstallRequest, Client
     })?;
     Ok(InstallRequest {
         path: path.to_string(),
-        load,
+        load: options.load,
+        replace: options.replace,
     })
 }
 
@@ -614,11 +662,15 @@ mod tests {
             (
                 Endpoint::InstallUpload {
                     archive: Bytes::new(),
-                    load: true,
+                    options: InstallOptions {
+                        load: true,
+                        replace: false,
+                    },
                 },
                 "POST",
-                "/v1/plugins?load=true",
+                "/v1/plugins?load=true&replace=false",
             ),
+            (Endpoint::ReloadConfiguration, "POST", "/v1/reload"),
             (Endpoint::Events { plugin: None }, "GET", "/v1/events"),
             (
                 Endpoint::Events {
@@ -667,11 +719,14 @@ mod tests {
 
         let upload = Endpoint::InstallUpload {
             archive: Bytes::from_static(b"\x1f\x8b"),
-            load: false,
+            options: InstallOptions {
+                load: false,
+                replace: true,
+            },
         };
         let (ty, body) = upload.body().expect("encodes").expect("has a body");
         assert_eq!((ty, &body[..]), ("application/gzip", &b"\x1f\x8b"[..]));
-        assert_eq!(upload.path(), "/v1/plugins?load=false");
+        assert_eq!(upload.path(), "/v1/plugins?load=false&replace=true");
 
         assert!(
             Endpoint::Load { name: "x".into() }
@@ -683,10 +738,15 @@ mod tests {
 
     #[test]
     fn install_paths_are_sent_absolute() {
-        let request = install_request(Path::new("pkgs/hello"), true).expect("request");
+        let options = InstallOptions {
+            load: true,
+            replace: false,
+        };
+        let request = install_request(Path::new("pkgs/hello"), options).expect("request");
         assert!(request.path.starts_with('/'), "{}", request.path);
         assert!(request.path.ends_with("/pkgs/hello"), "{}", request.path);
         assert!(request.load);
+        assert!(!request.replace);
     }
 
     #[test]

@@ -33,7 +33,8 @@ Exit codes:
    2  usage error (bad command line)
    3  the daemon is unreachable (no socket, nothing listening, no permission
       on the socket) or the connection to it broke
-   4  invalid input, package, manifest or policy, or no such plugin
+   4  invalid input, package, manifest, policy or configuration, no such
+      plugin, or another package already installed under the name
    5  denied (permission_denied, feature_unavailable)
    6  unavailable for now (not_loaded, quarantined, overloaded, shutting_down)
   70  internal error, or an answer from the daemon that corral does not understand";
@@ -43,6 +44,7 @@ pub fn code_for(error: &CorralError) -> u8 {
     match error.kind {
         ErrorKind::InvalidManifest { .. }
         | ErrorKind::InvalidPolicy { .. }
+        | ErrorKind::InvalidConfig { .. }
         | ErrorKind::InvalidPackage { .. }
         | ErrorKind::InvalidInput { .. }
         | ErrorKind::DependencyMissing { .. }

@@ -5,7 +5,9 @@ pub mod status;
 pub mod table;
 
 pub use events::event_line;
-pub use status::{health, installed, plugin_detail, plugins_table, removed, summary_line};
+pub use status::{
+    health, installed, plugin_detail, plugins_table, reloaded, removed, summary_line,
+};
 
 use corral_protocol::api::{CallResponse, Usage};
 use corral_protocol::error::{CorralError, ErrorBody};

@@ -7,8 +7,8 @@ mod common;
 
 use common::{Answer, FakeDaemon, Run, TestPackage, corral_command, hello_manifest_file};
 use corral_protocol::api::{
-    ChildInfo, EventRecord, Health, InstallResponse, PluginDetail, PluginState, PluginSummary,
-    RemoveResponse,
+    ChildInfo, EventRecord, Health, InstallResponse, PluginDetail, PluginFailure, PluginState,
+    PluginSummary, ReloadReport, RemoveResponse,
 };
 use corral_protocol::error::{CorralError, ErrorKind};
 use corral_protocol::manifest::Manifest;
@@ -453,7 +453,7 @@ fn install_sends_an_absolute_path() {
     let expected = dir.path().join("pkgs/hello");
     assert_eq!(
         request.json(),
-        json!({"path": expected.to_str().expect("utf-8 temp path"), "load": true})
+        json!({"path": expected.to_str().expect("utf-8 temp path"), "load": true, "replace": false})
     );
 }
 
@@ -467,7 +467,7 @@ fn install_upload_sends_the_archive_bytes() {
         state: PluginState::Installed,
     };
     let daemon = FakeDaemon::start(vec![(
-        ("POST", "/v1/plugins?load=false"),
+        ("POST", "/v1/plugins?load=false&replace=false"),
         Answer::json(200, &to_json(&answer)),
     )]);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -488,7 +488,7 @@ fn install_upload_sends_the_archive_bytes() {
     );
     let request = daemon.only_request();
     assert_eq!(request.method, "POST");
-    assert_eq!(request.path, "/v1/plugins?load=false");
+    assert_eq!(request.path, "/v1/plugins?load=false&replace=false");
     assert_eq!(request.content_type.as_deref(), Some("application/gzip"));
     assert!(request.body == bytes, "the body is the archive's bytes");
 }
@@ -527,6 +527,101 @@ fn install_refusals_keep_their_code() {
         run.stderr
     );
     assert!(run.stderr.contains("  key: plugin.entry"), "{}", run.stderr);
+}
+
+#[test]
+fn install_replace_is_sent_and_a_clash_exits_4_with_what_is_installed() {
+    let clash = CorralError::new(
+        ErrorKind::AlreadyExists {
+            plugin: "hello".into(),
+            installed_version: "0.1.0".into(),
+            installed_digest: "ab".repeat(32),
+        },
+        "another package is installed as hello; install with replace to swap it",
+    );
+    let daemon = FakeDaemon::start(vec![(("POST", "/v1/plugins"), Answer::error(clash))]);
+    let run = daemon.corral(&["install", "/srv/hello"]).expect_code(4);
+    assert!(
+        run.stderr.contains("error: already_exists"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("  installed_version: 0.1.0"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(daemon.only_request().json()["replace"], false);
+
+    let answer = InstallResponse {
+        plugin: "hello".into(),
+        version: "0.2.0".into(),
+        digest: "cd".repeat(32),
+        unchanged: false,
+        state: PluginState::Ready,
+    };
+    let daemon = FakeDaemon::start(vec![(
+        ("POST", "/v1/plugins"),
+        Answer::json(200, &to_json(&answer)),
+    )]);
+    daemon
+        .corral(&["install", "/srv/hello", "--replace"])
+        .expect_code(0);
+    assert_eq!(
+        daemon.only_request().json(),
+        json!({"path": "/srv/hello", "load": false, "replace": true})
+    );
+}
+
+#[test]
+fn policy_reload_posts_and_prints_what_changed() {
+    let report = ReloadReport {
+        policy_changed: vec!["hello".into(), "hostile".into()],
+        unloaded: vec![PluginFailure {
+            plugin: "hostile".into(),
+            error: CorralError::new(
+                ErrorKind::PermissionDenied {
+                    permission: Some("net".into()),
+                },
+                "hostile asks for net, which the policy does not grant",
+            ),
+        }],
+        not_swapped: Vec::new(),
+        restart_needed: vec!["socket".into()],
+    };
+    let daemon = FakeDaemon::start(vec![(
+        ("POST", "/v1/reload"),
+        Answer::json(200, &to_json(&report)),
+    )]);
+    let run = daemon.corral(&["policy", "reload"]).expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "configuration and policy reloaded\n\
+         policy changed: hello, hostile\n\
+         unloaded hostile: the new policy does not admit it: permission_denied: hostile asks for net, which the policy does not grant\n\
+         changed, effective after a daemon restart: socket\n"
+    );
+    assert_eq!(daemon.only_request().method, "POST");
+
+    // A bad policy file: exit 4 with the file and key.
+    let daemon = FakeDaemon::start(vec![(
+        ("POST", "/v1/reload"),
+        Answer::error(CorralError::new(
+            ErrorKind::InvalidPolicy {
+                file: "/etc/corral/policy.d/50-typo.toml".into(),
+                key: "defaults.memmory".into(),
+                reason: "unknown key".into(),
+            },
+            "/etc/corral/policy.d/50-typo.toml: defaults.memmory: unknown key",
+        )),
+    )]);
+    let run = daemon.corral(&["policy", "reload"]).expect_code(4);
+    assert!(
+        run.stderr.contains("error: invalid_policy"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("50-typo.toml"), "{}", run.stderr);
 }
 
 #[test]
@@ -630,6 +725,7 @@ fn health_prints_a_key_value_block() {
         children_alive: 4,
         cgroup: "v1".into(),
         landlock_abi: 7,
+        features_unavailable: Vec::new(),
     };
     let daemon = FakeDaemon::start(vec![(
         ("GET", "/v1/health"),
@@ -645,7 +741,8 @@ fn health_prints_a_key_value_block() {
          plugins loaded:     2\n\
          children alive:     4\n\
          cgroup:             v1\n\
-         landlock abi:       7\n"
+         landlock abi:       7\n\
+         missing features:   none\n"
     );
     let run = daemon.corral(&["health", "--json"]).expect_code(0);
     assert_eq!(

@@ -194,8 +194,13 @@ pub struct Health {
     pub children_alive: usize,
     /// `"v1"`, `"v2"` or `"none"`.
     pub cgroup: String,
-    /// Landlock ABI of the kernel (0: none).
+    /// Landlock ABI in use (0: none, or masked).
     pub landlock_abi: u32,
+    /// Kernel features corral cannot use here (missing, or masked with
+    /// `CORRAL_MASK_FEATURES`), by their policy names (`landlock_net`, ...).
+    /// The policy's `[features]` says whether each fails a load or warns.
+    #[serde(default)]
+    pub features_unavailable: Vec<String>,
 }
 
 /// One plugin in `GET /v1/plugins`.
@@ -258,7 +263,8 @@ pub struct PluginDetail {
 /// `POST /v1/plugins` with a JSON body: install from a path on the
 /// daemon's host (a package directory or a `.tar.gz` of one). An upload
 /// instead sends the `.tar.gz` itself as the body with
-/// `Content-Type: application/gzip` (`?load=true` to load it too).
+/// `Content-Type: application/gzip` (`?load=true&replace=true` for the
+/// flags).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
@@ -266,6 +272,12 @@ pub struct InstallRequest {
     /// Load (and enable) the plugin once installed.
     #[serde(default)]
     pub load: bool,
+    /// Replace another package installed under the same name (an upgrade,
+    /// a downgrade or a rebuild). Without it such an install is refused
+    /// with `already_exists`, so a name clash never swaps a running plugin
+    /// by accident. Installing the identical package again is always fine.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// Answer to an install.
@@ -283,6 +295,32 @@ pub struct InstallResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoveResponse {
     pub removed: String,
+}
+
+/// Answer to `POST /v1/reload` (what SIGHUP does, with the outcome
+/// reported): the daemon's configuration and the policy files were re-read
+/// and every plugin's policy recompiled. Plugins whose compiled policy did
+/// not change are not touched.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Plugins whose compiled policy changed and that now run (or, when
+    /// not loaded, will start) under the new one.
+    pub policy_changed: Vec<String>,
+    /// Loaded plugins the new policy no longer admits: stopped, with why.
+    pub unloaded: Vec<PluginFailure>,
+    /// Loaded plugins that did not start under the new policy: their old
+    /// instances keep serving under the old one.
+    pub not_swapped: Vec<PluginFailure>,
+    /// Settings that changed in the configuration file but take effect
+    /// only when the daemon restarts.
+    pub restart_needed: Vec<String>,
+}
+
+/// One plugin and the error that stopped something happening to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginFailure {
+    pub plugin: String,
+    pub error: crate::error::CorralError,
 }
 
 #[cfg(test)]

@@ -16,8 +16,12 @@ pub enum ErrorKind {
     NotLoaded {
         plugin: String,
     },
+    /// Another package is installed under this name and the install did
+    /// not ask to replace it.
     AlreadyExists {
         plugin: String,
+        installed_version: String,
+        installed_digest: String,
     },
     /// The call ran longer than its limit and was cancelled.
     Timeout {
@@ -106,6 +110,12 @@ pub enum ErrorKind {
         dependency: String,
         requirement: String,
     },
+    /// The daemon's own configuration file does not load.
+    InvalidConfig {
+        file: String,
+        key: String,
+        reason: String,
+    },
     /// The call was cancelled (by the caller, an unload or a shutdown).
     Cancelled,
     /// The daemon is shutting down.
@@ -138,6 +148,7 @@ impl ErrorKind {
             ErrorKind::PluginError { .. } => "plugin_error",
             ErrorKind::StartTimeout { .. } => "start_timeout",
             ErrorKind::DependencyMissing { .. } => "dependency_missing",
+            ErrorKind::InvalidConfig { .. } => "invalid_config",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal",
@@ -163,6 +174,7 @@ impl ErrorKind {
             | ErrorKind::InvalidPolicy { .. }
             | ErrorKind::InvalidPackage { .. }
             | ErrorKind::InvalidInput { .. }
+            | ErrorKind::InvalidConfig { .. }
             | ErrorKind::DependencyMissing { .. } => 400,
             ErrorKind::Overloaded { .. } => 429,
             ErrorKind::FeatureUnavailable { .. } => 501,

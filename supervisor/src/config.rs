@@ -151,6 +151,20 @@ pub struct ConfigError {
     pub line: Option<usize>,
 }
 
+impl From<ConfigError> for corral_protocol::error::CorralError {
+    fn from(e: ConfigError) -> Self {
+        let message = e.to_string();
+        corral_protocol::error::CorralError::new(
+            corral_protocol::error::ErrorKind::InvalidConfig {
+                file: e.file,
+                key: e.key,
+                reason: e.reason,
+            },
+            message,
+        )
+    }
+}
+
 impl Config {
     /// Reads `path`; a missing file at the default location means all
     /// defaults, a missing file named explicitly is an error.

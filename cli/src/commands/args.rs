@@ -116,6 +116,10 @@ pub enum Command {
         /// Load and enable the plugin once installed.
         #[arg(long)]
         load: bool,
+        /// Replace another package installed under the same name (upgrade,
+        /// downgrade or rebuild); without it that install is refused.
+        #[arg(long)]
+        replace: bool,
     },
     /// Remove a plugin (unloading it first).
     #[command(visible_alias = "remove")]
@@ -144,6 +148,10 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// Make the daemon re-read its configuration and policy files (as
+    /// SIGHUP does) and print what changed. A file with an error is
+    /// reported and changes nothing.
+    Reload,
 }
 
 /// A call's input, JSON, given inline or in a file.
@@ -229,10 +237,16 @@ mod tests {
     fn install_takes_a_path_or_an_upload() {
         let cli = parse(&["install", "--upload", "p.tar.gz", "--load"]).expect("parses");
         match cli.command {
-            Command::Install { path, upload, load } => {
+            Command::Install {
+                path,
+                upload,
+                load,
+                replace,
+            } => {
                 assert_eq!(path, None);
                 assert_eq!(upload, Some(PathBuf::from("p.tar.gz")));
                 assert!(load);
+                assert!(!replace);
             }
             other => panic!("parsed as {other:?}"),
         }

@@ -4,11 +4,13 @@
 use super::args::InputArgs;
 use super::local::read_input;
 use super::output::{emit, emit_raw, fail, fail_client, usage};
+use corral::client::InstallOptions;
 use corral::exit;
 use corral::render;
 use corral::{Client, Endpoint};
 use corral_protocol::api::{
-    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PluginSummary, RemoveResponse,
+    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PluginSummary, ReloadReport,
+    RemoveResponse,
 };
 use corral_protocol::error::CorralError;
 use corral_protocol::policy::SandboxPolicy;
@@ -108,14 +110,14 @@ pub async fn install(
     client: &Client,
     path: Option<PathBuf>,
     upload: Option<PathBuf>,
-    load: bool,
+    options: InstallOptions,
     json: bool,
 ) -> u8 {
     let endpoint = match (path, upload) {
         (_, Some(file)) => match std::fs::read(&file) {
             Ok(bytes) => Endpoint::InstallUpload {
                 archive: bytes.into(),
-                load,
+                options,
             },
             Err(e) => {
                 let error = CorralError::invalid_input(format!(
@@ -125,7 +127,7 @@ pub async fn install(
                 return fail(&error, json);
             }
         },
-        (Some(path), None) => match corral::client::install_request(&path, load) {
+        (Some(path), None) => match corral::client::install_request(&path, options) {
             Ok(request) => Endpoint::InstallPath(request),
             Err(e) => return fail_client(&e, json),
         },
@@ -153,6 +155,16 @@ pub async fn policy(client: &Client, name: String, json: bool) -> u8 {
         Endpoint::Policy { name },
         json,
         |p: SandboxPolicy| render::policy(&p),
+    )
+    .await
+}
+
+pub async fn reload_configuration(client: &Client, json: bool) -> u8 {
+    answer(
+        client,
+        Endpoint::ReloadConfiguration,
+        json,
+        |r: ReloadReport| render::reloaded(&r),
     )
     .await
 }

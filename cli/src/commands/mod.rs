@@ -40,6 +40,9 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
             )),
             PolicyTarget::Installed => daemon::policy(&client, target, json).await,
         },
+        Command::Policy {
+            command: PolicyCommand::Reload,
+        } => daemon::reload_configuration(&client, json).await,
         Command::Ls => daemon::ls(&client, json).await,
         Command::Info { name } => daemon::info(&client, name, json).await,
         Command::Load { name } => {
@@ -58,8 +61,14 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
             timeout,
         } => daemon::call(&client, name, method, input, timeout, json).await,
         Command::Events { plugin } => daemon::events(&client, plugin, json).await,
-        Command::Install { path, upload, load } => {
-            daemon::install(&client, path, upload, load, json).await
+        Command::Install {
+            path,
+            upload,
+            load,
+            replace,
+        } => {
+            let options = corral::client::InstallOptions { load, replace };
+            daemon::install(&client, path, upload, options, json).await
         }
         Command::Rm { name } => daemon::rm(&client, name, json).await,
         Command::Health => daemon::health(&client, json).await,

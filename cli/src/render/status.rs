@@ -3,7 +3,7 @@
 use super::human_bytes;
 use super::table::{Align, Table, key_values};
 use corral_protocol::api::{
-    Health, InstallResponse, PluginDetail, PluginState, PluginSummary, RemoveResponse,
+    Health, InstallResponse, PluginDetail, PluginState, PluginSummary, ReloadReport, RemoveResponse,
 };
 use corral_protocol::policy::SandboxPolicy;
 use std::time::Duration;
@@ -201,6 +201,14 @@ pub fn health(h: &Health) -> String {
                 h.landlock_abi.to_string()
             },
         ),
+        (
+            "missing features",
+            if h.features_unavailable.is_empty() {
+                "none".into()
+            } else {
+                h.features_unavailable.join(", ")
+            },
+        ),
     ])
 }
 
@@ -223,6 +231,35 @@ pub fn installed(i: &InstallResponse) -> String {
 /// `corral rm`.
 pub fn removed(r: &RemoveResponse) -> String {
     format!("removed {}", r.removed)
+}
+
+/// `corral policy reload`.
+pub fn reloaded(r: &ReloadReport) -> String {
+    let mut lines = vec!["configuration and policy reloaded".to_string()];
+    if r.policy_changed.is_empty() {
+        lines.push("no plugin's policy changed".into());
+    } else {
+        lines.push(format!("policy changed: {}", r.policy_changed.join(", ")));
+    }
+    for f in &r.unloaded {
+        lines.push(format!(
+            "unloaded {}: the new policy does not admit it: {}",
+            f.plugin, f.error
+        ));
+    }
+    for f in &r.not_swapped {
+        lines.push(format!(
+            "{} keeps running under the old policy: {}",
+            f.plugin, f.error
+        ));
+    }
+    if !r.restart_needed.is_empty() {
+        lines.push(format!(
+            "changed, effective after a daemon restart: {}",
+            r.restart_needed.join(", ")
+        ));
+    }
+    lines.join("\n")
 }
 
 pub fn human_duration(d: Duration) -> String {
@@ -290,10 +327,15 @@ mod tests {
             children_alive: 4,
             cgroup: "v1".into(),
             landlock_abi: 7,
+            features_unavailable: vec!["cgroup_swap".into(), "landlock_net".into()],
         });
         assert!(text.contains("status:             ok\n"), "{text}");
         assert!(text.contains("uptime:             1h 2m 3s\n"), "{text}");
         assert!(text.contains("landlock abi:       7\n"), "{text}");
+        assert!(
+            text.contains("missing features:   cgroup_swap, landlock_net\n"),
+            "{text}"
+        );
     }
 
     #[test]

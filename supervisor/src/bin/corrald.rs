@@ -206,7 +206,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                daemon.reload_configuration().await;
+                if let Err(e) = daemon.reload_configuration().await {
+                    tracing::error!(error = %e, "the reload failed; the running configuration and policy stay");
+                }
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
         }

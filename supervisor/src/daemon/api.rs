@@ -2,8 +2,8 @@
 //! bounded bodies, and answer every error as
 //! `{"error": {"code", "message", ...details}}` with a fitting status.
 
-use super::Daemon;
 use super::access::{Need, Peer};
+use super::{Daemon, InstallFlags};
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -59,6 +59,7 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/plugins/{name}/unload", post(unload))
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/call", post(call))
+        .route("/v1/reload", post(reload_configuration))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(no_route)
@@ -200,6 +201,21 @@ async fn reload(
     Ok(Json(d.reload(&name).await?).into_response())
 }
 
+/// What SIGHUP does, with its outcome as the answer.
+async fn reload_configuration(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "reload the configuration and policy")?;
+    d.refuse_when_draining()?;
+    tracing::info!(
+        uid = peer.uid,
+        pid = peer.pid,
+        "configuration reload requested"
+    );
+    Ok(Json(d.reload_configuration().await?).into_response())
+}
+
 async fn remove(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
@@ -215,6 +231,8 @@ async fn remove(
 struct InstallQuery {
     #[serde(default)]
     load: bool,
+    #[serde(default)]
+    replace: bool,
 }
 
 async fn install(
@@ -237,7 +255,11 @@ async fn install(
         || content_type.starts_with("application/x-gzip")
         || content_type.starts_with("application/octet-stream")
     {
-        d.install_upload(&bytes, query.load).await?
+        let flags = InstallFlags {
+            load: query.load,
+            replace: query.replace,
+        };
+        d.install_upload(&bytes, flags).await?
     } else if content_type.starts_with("application/json") {
         let request: InstallRequest = parse_json(&bytes, "install request")?;
         let path = std::path::Path::new(&request.path);
@@ -248,7 +270,11 @@ async fn install(
             ))
             .into());
         }
-        d.install_path(path, request.load || query.load).await?
+        let flags = InstallFlags {
+            load: request.load || query.load,
+            replace: request.replace || query.replace,
+        };
+        d.install_path(path, flags).await?
     } else {
         return Err(CorralError::invalid_input(format!(
             "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}} or a .tar.gz as application/gzip"

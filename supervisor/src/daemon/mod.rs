@@ -24,7 +24,7 @@ use crate::store::{PackageLimits, Store, StoredPackage};
 use access::{Access, Need, Peer};
 use corral_protocol::api::{
     CallRequest, CallResponse, ChildInfo, Event, Health, InstallResponse, PluginDetail,
-    PluginState, PluginSummary, RemoveResponse,
+    PluginFailure, PluginState, PluginSummary, ReloadReport, RemoveResponse,
 };
 use corral_protocol::error::{CorralError, ErrorKind};
 use corral_protocol::policy::SandboxPolicy;
@@ -53,6 +53,15 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What an install may do besides adding a new plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstallFlags {
+    /// Load (and enable) the plugin once installed.
+    pub load: bool,
+    /// Swap out another package installed under the same name.
+    pub replace: bool,
 }
 
 /// One installed plugin.
@@ -411,40 +420,62 @@ impl Daemon {
     pub async fn install_path(
         &self,
         path: &Path,
-        load: bool,
+        flags: InstallFlags,
     ) -> Result<(InstallResponse, bool), CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
         let package = self.store.import_path(path)?;
         let origin = path.is_dir().then(|| path.to_path_buf());
-        self.install_locked(package, format!("path:{}", path.display()), origin, load)
+        self.install_locked(package, format!("path:{}", path.display()), origin, flags)
             .await
     }
 
     pub async fn install_upload(
         &self,
         archive: &[u8],
-        load: bool,
+        flags: InstallFlags,
     ) -> Result<(InstallResponse, bool), CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
         let package = self.store.import_tar_gz(archive)?;
-        self.install_locked(package, "upload".into(), None, load)
+        self.install_locked(package, "upload".into(), None, flags)
             .await
     }
 
-    /// Installs (or replaces) a stored package. Returns whether it is new.
+    /// Installs (or, when asked, replaces) a stored package. Returns
+    /// whether it is new.
     async fn install_locked(
         &self,
         package: StoredPackage,
         source: String,
         origin: Option<PathBuf>,
-        load: bool,
+        flags: InstallFlags,
     ) -> Result<(InstallResponse, bool), CorralError> {
+        let InstallFlags { load, replace } = flags;
         let name = package.manifest.name().to_string();
         let version = package.manifest.plugin.version.to_string();
         let digest = package.digest.clone();
         let existing = self.entry(&name).ok();
+        if let Some(old) = &existing
+            && old.package.digest != digest
+            && !replace
+        {
+            // Nothing refers to the copy just imported: drop it, so a
+            // refused install leaves the store as it was.
+            self.prune_store();
+            let installed_version = old.package.manifest.plugin.version.to_string();
+            return Err(CorralError::new(
+                ErrorKind::AlreadyExists {
+                    plugin: name.clone(),
+                    installed_version: installed_version.clone(),
+                    installed_digest: old.package.digest.clone(),
+                },
+                format!(
+                    "another package is installed as {name} ({installed_version}, {}, from {}); install with replace to swap it for this one ({version}, {digest})",
+                    old.package.digest, old.source
+                ),
+            ));
+        }
         if let Some(old) = &existing
             && old.package.digest == digest
         {
@@ -962,7 +993,16 @@ impl Daemon {
                 .as_ref()
                 .map(|d| d.version().to_string())
                 .unwrap_or_else(|| "none".into()),
-            landlock_abi: self.rt.features.landlock_abi,
+            landlock_abi: if self.rt.features.has("landlock") {
+                self.rt.features.landlock_abi
+            } else {
+                0
+            },
+            features_unavailable: crate::features::FEATURE_NAMES
+                .iter()
+                .filter(|f| !self.rt.features.has(f))
+                .map(|f| f.to_string())
+                .collect(),
         }
     }
 
@@ -985,44 +1025,40 @@ impl Daemon {
 
     // ---- reconfiguration and shutdown ------------------------------------
 
-    /// SIGHUP: re-reads the configuration (what can change without a
-    /// restart: access groups, limits) and the policy; plugins whose
-    /// compiled policy changed are swapped, the others keep running.
-    pub async fn reload_configuration(&self) {
+    /// SIGHUP and `POST /v1/reload`: re-reads the configuration (what can
+    /// change without a restart: access groups, limits) and the policy;
+    /// plugins whose compiled policy changed are swapped, the others keep
+    /// running. A file that does not load is the error and changes nothing.
+    pub async fn reload_configuration(&self) -> Result<ReloadReport, CorralError> {
         let _ops = self.ops.lock().await;
-        if let Some(path) = &self.config_path {
-            match Config::load(path, true) {
-                Ok(new) => {
-                    let old = self.config();
-                    if new.socket != old.socket
-                        || new.state_dir != old.state_dir
-                        || new.cgroup_base != old.cgroup_base
-                    {
-                        tracing::warn!(
-                            "socket, state_dir and cgroup_base changes take effect after a restart"
-                        );
-                    }
-                    if let Ok(mut a) = self.access.write() {
-                        *a = Access::new(&new.admin_groups, &new.caller_groups);
-                    }
-                    if let Ok(mut c) = self.config.write() {
-                        *c = new;
-                    }
+        let mut report = ReloadReport::default();
+        // Both files are read before anything is applied, so an error in
+        // either leaves the running configuration and policy whole.
+        let new_config = match &self.config_path {
+            Some(path) => Some(Config::load(path, true)?),
+            None => None,
+        };
+        let config = new_config.clone().unwrap_or_else(|| self.config());
+        let policy = Policy::load(&config.policy, &config.policy_dir).map_err(policy_error)?;
+        if let Some(new) = new_config {
+            let old = self.config();
+            for (setting, changed) in [
+                ("socket", new.socket != old.socket),
+                ("state_dir", new.state_dir != old.state_dir),
+                ("cgroup_base", new.cgroup_base != old.cgroup_base),
+            ] {
+                if changed {
+                    tracing::warn!(setting, "changed; takes effect after a restart");
+                    report.restart_needed.push(setting.to_string());
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "the configuration does not load; keeping the running one");
-                    return;
-                }
+            }
+            if let Ok(mut a) = self.access.write() {
+                *a = Access::new(&new.admin_groups, &new.caller_groups);
+            }
+            if let Ok(mut c) = self.config.write() {
+                *c = new;
             }
         }
-        let config = self.config();
-        let policy = match Policy::load(&config.policy, &config.policy_dir) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "the policy does not load; keeping the running one");
-                return;
-            }
-        };
         if let Ok(mut p) = self.policy.write() {
             *p = Arc::new(policy);
         }
@@ -1036,6 +1072,7 @@ impl Daemon {
             if !changed {
                 continue;
             }
+            report.policy_changed.push(old.name.clone());
             self.rt.events.publish(Event::PolicyChanged {
                 plugin: old.name.clone(),
             });
@@ -1051,10 +1088,18 @@ impl Daemon {
                     Ok(_) => {
                         if let Err(e) = self.swap_in(entry, Some(old.clone())).await {
                             tracing::error!(plugin = %old.name, error = %e, "the plugin does not start under the new policy; the old instances keep running");
+                            report.not_swapped.push(PluginFailure {
+                                plugin: old.name.clone(),
+                                error: e,
+                            });
                         }
                     }
                     Err(e) => {
                         tracing::error!(plugin = %old.name, error = %e, "the new policy no longer admits the plugin; unloading it");
+                        report.unloaded.push(PluginFailure {
+                            plugin: old.name.clone(),
+                            error: e.clone(),
+                        });
                         if let Some(host) = old.set_host(None) {
                             self.drain_and_stop(&old, host).await;
                         }
@@ -1070,7 +1115,11 @@ impl Daemon {
                 map.insert(entry.name.clone(), entry);
             }
         }
-        tracing::info!("configuration and policy reloaded");
+        tracing::info!(
+            policy_changed = report.policy_changed.len(),
+            "configuration and policy reloaded"
+        );
+        Ok(report)
     }
 
     /// SIGTERM: refuse new work, let calls in flight finish (up to the
@@ -1121,7 +1170,16 @@ impl Daemon {
                     .map(|e| e.enabled.load(Ordering::Relaxed))
                     .unwrap_or(false);
                 match self
-                    .install_locked(package, source, Some(dir.to_path_buf()), load)
+                    .install_locked(
+                        package,
+                        source,
+                        Some(dir.to_path_buf()),
+                        // The source folder is the truth for what it holds.
+                        InstallFlags {
+                            load,
+                            replace: true,
+                        },
+                    )
                     .await
                 {
                     Ok((r, _)) if !r.unchanged => {

@@ -75,6 +75,8 @@ impl Daemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("CORRAL_MASK_FEATURES")
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -273,6 +275,32 @@ impl Daemon {
             assert!(
                 Instant::now() < deadline,
                 "cgroups left under {} after {SETTLE_WAIT:?}: {leaves:#?}; the log:\n{}",
+                self.cgroup_base,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Idle cgroups a running corrald keeps ready for its next plugin start.
+pub const CGROUP_POOL: usize = 4;
+
+impl Daemon {
+    /// While the daemon runs: no plugin runs (no populated leaf) and no
+    /// cgroup is left beyond the daemon's idle pool (waiting a little for
+    /// asynchronous cleanup).
+    pub async fn assert_only_idle_cgroups(&self) {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let populated = leaks::populated_cgroup_leaves(&self.cgroup_base);
+            let names = leaks::cgroup_leaf_names(&self.cgroup_base);
+            if populated.is_empty() && names.len() <= CGROUP_POOL {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "under {} after {SETTLE_WAIT:?}: populated {populated:#?}, leaves {names:?} (pool of {CGROUP_POOL}); the log:\n{}",
                 self.cgroup_base,
                 self.log()
             );

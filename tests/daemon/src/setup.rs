@@ -40,6 +40,8 @@ pub struct Setup {
     /// `load` and `watch` of the source folder.
     pub load_sources: bool,
     pub watch_sources: bool,
+    /// Extra environment for corrald (`CORRAL_MASK_FEATURES`, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -79,6 +81,7 @@ impl Setup {
             shutdown_grace: "5s".into(),
             load_sources: true,
             watch_sources: true,
+            env: Vec::new(),
         };
         for sub in ["sources", "policy.d", "state"] {
             std::fs::create_dir_all(setup.root().join(sub)).expect("create the test layout");
@@ -113,6 +116,12 @@ impl Setup {
 
     pub fn log_path(&self) -> PathBuf {
         self.root().join("corrald.log")
+    }
+
+    /// Sets `key=value` in corrald's environment.
+    pub fn daemon_env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn limit(mut self, key: &str, value: &str) -> Setup {

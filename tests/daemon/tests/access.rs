@@ -106,6 +106,7 @@ async fn callers_admins_and_allowed_callers_from_other_uids() {
         Request::get("/v1/plugins/hello/policy"),
         Request::delete("/v1/plugins/hello-open"),
         Request::post("/v1/plugins").json(&json!({"path": dir, "load": true})),
+        Request::post("/v1/reload"),
     ] {
         let answer = peer.request(&caller, &socket, &request).await;
         answer.response.error(403, "permission_denied");
@@ -193,6 +194,10 @@ async fn callers_admins_and_allowed_callers_from_other_uids() {
         .await
         .response
         .status(200);
+    peer.request(&admin, &socket, &Request::post("/v1/reload"))
+        .await
+        .response
+        .status(200);
     peer.request(
         &admin,
         &socket,
@@ -216,8 +221,8 @@ async fn callers_admins_and_allowed_callers_from_other_uids() {
                 .ok()
         })
         .expect("corral_api_denied_total");
-    // 5 as the stranger, 6 as the caller, 1 by allowed_callers, 1 outsider.
-    assert_eq!(denied, 13.0, "every denial is counted");
+    // 5 as the stranger, 7 as the caller, 1 by allowed_callers, 1 outsider.
+    assert_eq!(denied, 14.0, "every denial is counted");
     daemon.stop().await;
 }
 

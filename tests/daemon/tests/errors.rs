@@ -2,7 +2,7 @@
 //! `{"error": {"code", "message", ...details}}`, provoked for real.
 
 use corral_daemon_tests::tarball::{package_tar_gz, tar_gz_with_raw_entry};
-use corral_daemon_tests::{Daemon, EVENT_WAIT, Request, Setup, eventually};
+use corral_daemon_tests::{Daemon, EVENT_WAIT, Request, SETTLE_WAIT, Setup, eventually, leaks};
 use corral_protocol::api::{PluginState, PluginSummary};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -504,4 +504,203 @@ async fn a_crash_loop_is_quarantined_409_until_reload() {
     assert_eq!(reloaded.state, PluginState::Ready, "reload lifts it");
     api.call_ok("hostile", "whoami", Value::Null).await;
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbled_frame_is_a_protocol_violation_502() {
+    let setup = Setup::new().package("hostile");
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    let before = api.child_pids("hostile").await;
+    let e = api
+        .call("hostile", "garbled_frame", json!({"bytes": 64}))
+        .await
+        .error(502, "protocol_violation");
+    assert!(
+        e["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "the reason says what was wrong: {e}"
+    );
+    // The child that broke the protocol is gone; a new one answers.
+    eventually("the offending child exits", SETTLE_WAIT, || async {
+        (!leaks::is_alive(before[0])).then_some(())
+    })
+    .await;
+    api.call_ok("hostile", "whoami", Value::Null).await;
+    assert_ne!(api.child_pids("hostile").await, before);
+    let last = api.detail("hostile").await.last_error.expect("recorded");
+    assert_eq!(last.code(), "protocol_violation", "{last:?}");
+    daemon.stop().await;
+    daemon_left_nothing(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_death_at_the_pids_limit_is_pids_limit_exceeded_502() {
+    let setup = Setup::new()
+        .package("hostile-exec")
+        .with_policy("[plugins.hostile-exec]\ngrant = { exec = true }\n");
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    // The bomb is held at the limit (the plugin sees EAGAIN and answers).
+    let bomb = api
+        .call_ok("hostile-exec", "fork_bomb", json!({"max": 1000}))
+        .await;
+    assert_eq!(bomb.output["ok"], false, "{}", bomb.output);
+    assert_eq!(bomb.output["errno"], libc::EAGAIN, "{}", bomb.output);
+    // Its death is then put down to the limit it hit.
+    let e = api
+        .call("hostile-exec", "exit", json!({"code": 0}))
+        .await
+        .error(502, "pids_limit_exceeded");
+    assert_eq!(e["limit"], 16, "hostile-exec's pids limit: {e}");
+    api.call_ok("hostile-exec", "whoami", Value::Null).await;
+    let text = api.metrics().await;
+    let series = "corral_child_deaths_total{plugin=\"hostile-exec\",cause=\"pids_limit_exceeded\"}";
+    assert_eq!(metric(&text, series), 1.0, "{series} in\n{text}");
+    daemon.stop().await;
+    daemon_left_nothing(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_never_says_hello_is_start_timeout_504() {
+    let setup = Setup::new()
+        .package("hostile-silent")
+        .with_policy("[timeouts]\nstart = \"1s\"\n");
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    // The load at start-up failed and left nothing running.
+    let detail = api.detail("hostile-silent").await;
+    assert_ne!(detail.summary.state, PluginState::Ready, "{detail:?}");
+    assert!(detail.processes.is_empty(), "{:?}", detail.processes);
+
+    let started = std::time::Instant::now();
+    let e = api
+        .lifecycle("hostile-silent", "load")
+        .await
+        .error(504, "start_timeout");
+    assert_eq!(e["limit_ms"], 1000, "the policy's start timeout: {e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the load waited {:?}",
+        started.elapsed()
+    );
+    // The silent child was killed with its cgroup, and the plugin is not
+    // counted as loaded.
+    daemon.assert_no_plugin_processes().await;
+    daemon.assert_only_idle_cgroups().await;
+    api.call("hostile-silent", "whoami", Value::Null)
+        .await
+        .error(409, "not_loaded");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confinement_step_that_fails_is_sandbox_setup_failed_502() {
+    // A granted directory that is gone when the plugin starts: Landlock
+    // cannot open it, and the start stops at that step.
+    let setup = Setup::new();
+    let data = setup.root().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir data");
+    let dir = setup.package_copy("hello", "reader", "packages");
+    let manifest = dir.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+    std::fs::write(
+        &manifest,
+        format!(
+            "{text}\n[permissions.fs]\nread = [{:?}]\n",
+            data.display().to_string()
+        ),
+    )
+    .expect("write the manifest");
+    setup.set_policy(&format!(
+        "[plugins.reader]\ngrant = {{ fs_read = [{:?}] }}\n",
+        data.display().to_string()
+    ));
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    api.install_path(&dir, false).await.installed(true);
+    std::fs::remove_dir(&data).expect("rmdir data");
+
+    let e = api
+        .lifecycle("reader", "load")
+        .await
+        .error(502, "sandbox_setup_failed");
+    assert_eq!(e["step"], "landlock", "the step is named: {e}");
+    assert_eq!(e["errno"], libc::ENOENT, "{e}");
+    daemon.assert_no_plugin_processes().await;
+    daemon.assert_only_idle_cgroups().await;
+
+    // With the directory back, the same load works.
+    std::fs::create_dir_all(&data).expect("mkdir data again");
+    let loaded: PluginSummary = api.lifecycle("reader", "load").await.ok();
+    assert_eq!(loaded.state, PluginState::Ready);
+    api.call_ok("reader", "greet", json!({"name": "again"}))
+        .await;
+    daemon.stop().await;
+    daemon_left_nothing(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_kernel_feature_that_is_missing_is_501() {
+    // The daemon is told Landlock is missing; the built-in policy requires it.
+    let setup = Setup::new()
+        .package("hello")
+        .daemon_env("CORRAL_MASK_FEATURES", "landlock");
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    let health = api.health().await;
+    assert_eq!(
+        health.landlock_abi, 0,
+        "health reports it missing: {health:?}"
+    );
+    let detail = api.detail("hello").await;
+    assert_eq!(detail.summary.state, PluginState::Installed);
+    assert!(detail.processes.is_empty());
+    let e = api
+        .lifecycle("hello", "load")
+        .await
+        .error(501, "feature_unavailable");
+    assert_eq!(e["feature"], "landlock", "{e}");
+    api.call("hello", "greet", json!({"name": "x"}))
+        .await
+        .error(409, "not_loaded");
+
+    // An operator who accepts running without it says so in the policy.
+    setup.set_policy("[features]\nlandlock = \"best_effort\"\n");
+    let report = api.post("/v1/reload").await.status(200).value();
+    assert_eq!(report["policy_changed"], json!(["hello"]), "{report}");
+    let loaded: PluginSummary = api.lifecycle("hello", "load").await.ok();
+    assert_eq!(loaded.state, PluginState::Ready);
+    let policy = api
+        .get("/v1/plugins/hello/policy")
+        .await
+        .status(200)
+        .value();
+    assert!(
+        policy["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w.to_string().contains("landlock"))),
+        "the compiled policy warns that Landlock is off: {}",
+        policy["warnings"]
+    );
+    api.call_ok("hello", "greet", json!({"name": "unlocked"}))
+        .await;
+    daemon.stop().await;
+    daemon_left_nothing(&setup).await;
+}
+
+/// After a stop: no plugin process in the daemon's uid range and no
+/// cgroup leaf under its base.
+async fn daemon_left_nothing(setup: &Setup) {
+    eventually("no plugin process is left", SETTLE_WAIT, || async {
+        leaks::live_processes_with_uids(setup.uid_first, setup.uid_last)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    eventually("no cgroup is left", SETTLE_WAIT, || async {
+        leaks::cgroup_leaves(&setup.cgroup_base)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }

@@ -1,13 +1,13 @@
 //! The daemon's own lifecycle: restart with plugins coming back, SIGTERM
 //! drain (and a clean stop leaving no cgroup, and a signal right after
 //! startup being handled), kill -9 and the cleanup at the next start,
-//! SIGHUP policy reload.
+//! SIGHUP and `POST /v1/reload` of the configuration and policy.
 
 use corral_daemon_tests::daemon::EXIT_WAIT;
 use corral_daemon_tests::leaks;
 use corral_daemon_tests::tarball::package_tar_gz;
 use corral_daemon_tests::{Daemon, EVENT_WAIT, SETTLE_WAIT, Setup, eventually};
-use corral_protocol::api::{Event, PluginState, PluginSummary};
+use corral_protocol::api::{Event, PluginState, PluginSummary, ReloadReport};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -287,7 +287,7 @@ async fn sighup_replaces_only_the_plugin_whose_policy_changed() {
     setup.set_policy("[no_such_table]\nx = 1\n");
     daemon.signal(libc::SIGHUP);
     daemon
-        .wait_log(&["the policy does not load"], SETTLE_WAIT)
+        .wait_log(&["the reload failed", "no_such_table"], SETTLE_WAIT)
         .await;
     assert_eq!(api.child_pids("hello-a").await, a_before);
     assert_eq!(api.child_pids("hello-b").await, b_before);
@@ -346,5 +346,112 @@ async fn sighup_replaces_only_the_plugin_whose_policy_changed() {
         "the child itself is told its new limit: {}",
         limits.output
     );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_reports_bad_files_and_what_changed() {
+    let setup = Setup::new()
+        .package_as("hello", "hello-a")
+        .package_as("hello", "hello-b");
+    // hello-b reads a directory the policy grants it.
+    let data = setup.root().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir data");
+    let manifest = setup.sources().join("hello-b/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+    let text = format!(
+        "{text}\n[permissions.fs]\nread = [{:?}]\n",
+        data.display().to_string()
+    );
+    std::fs::write(&manifest, text).expect("write the manifest");
+    let grant_b = format!(
+        "[plugins.hello-b]\ngrant = {{ fs_read = [{:?}] }}\n",
+        data.display().to_string()
+    );
+    let limit_a = "[plugins.hello-a]\nlimits = { memory = \"16MiB\" }\n";
+    setup.set_policy(&grant_b);
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    let a_before = api.child_pids("hello-a").await;
+    let b_before = api.child_pids("hello-b").await;
+
+    // Nothing changed on disk: nothing changes.
+    let report: ReloadReport = api.post("/v1/reload").await.ok();
+    assert_eq!(report, ReloadReport::default());
+
+    // A drop-in with an unknown key: invalid_policy naming it, nothing
+    // applied.
+    let dropin = setup.root().join("policy.d/50-typo.toml");
+    std::fs::write(&dropin, "[defaults]\nmemmory = \"1GiB\"\n").expect("write the drop-in");
+    let e = api.post("/v1/reload").await.error(400, "invalid_policy");
+    assert!(
+        e["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("50-typo.toml")),
+        "the error names the file: {e}"
+    );
+    assert!(
+        e["key"].as_str().is_some_and(|k| k.contains("memmory")),
+        "the error names the key: {e}"
+    );
+    std::fs::remove_file(&dropin).expect("remove the drop-in");
+
+    // A configuration file that does not parse: invalid_config, and the
+    // policy change written beside it is not applied either.
+    setup.set_policy(&format!("{grant_b}{limit_a}"));
+    let config = std::fs::read_to_string(setup.config_path()).expect("read corrald.toml");
+    std::fs::write(
+        setup.config_path(),
+        format!("socket_colour = \"blue\"\n{config}"),
+    )
+    .expect("write corrald.toml");
+    let e = api.post("/v1/reload").await.error(400, "invalid_config");
+    assert!(
+        e["key"]
+            .as_str()
+            .is_some_and(|k| k.contains("socket_colour")),
+        "{e}"
+    );
+    let a = api.detail("hello-a").await;
+    assert_eq!(
+        a.policy.as_ref().and_then(|p| p.resources.memory_max),
+        Some(32 << 20),
+        "the policy was not applied"
+    );
+    assert_eq!(api.child_pids("hello-a").await, a_before);
+
+    // Both files good: hello-a gets its new policy, hello-b is untouched,
+    // and a setting that needs a restart is named.
+    let moved = config.replace(
+        &format!("cgroup_base = {:?}", setup.cgroup_base),
+        &format!("cgroup_base = \"{}-moved\"", setup.cgroup_base),
+    );
+    assert_ne!(moved, config, "corrald.toml sets cgroup_base");
+    std::fs::write(setup.config_path(), moved).expect("write corrald.toml");
+    let report: ReloadReport = api.post("/v1/reload").await.ok();
+    assert_eq!(report.policy_changed, ["hello-a"]);
+    assert!(
+        report.unloaded.is_empty() && report.not_swapped.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.restart_needed, ["cgroup_base"]);
+    assert_ne!(api.child_pids("hello-a").await, a_before);
+    assert_eq!(api.child_pids("hello-b").await, b_before);
+
+    // A policy that no longer grants what a loaded plugin asks unloads
+    // it, saying why.
+    setup.set_policy(limit_a);
+    let report = api.post("/v1/reload").await.status(200).value();
+    let unloaded = &report["unloaded"];
+    assert_eq!(unloaded[0]["plugin"], "hello-b", "{report}");
+    assert_eq!(
+        unloaded[0]["error"]["code"], "permission_denied",
+        "the reason is a typed error: {report}"
+    );
+    assert_eq!(report["policy_changed"], json!(["hello-b"]), "{report}");
+    api.call("hello-b", "greet", json!({"name": "b"}))
+        .await
+        .error(409, "not_loaded");
+    api.call_ok("hello-a", "greet", json!({"name": "a"})).await;
     daemon.stop().await;
 }

@@ -8,6 +8,8 @@
 //! One binary serves several packages (`packages/<variant>/plugin.toml`)
 //! that differ only in what they are granted, so the name it announces
 //! comes from `CORRAL_PLUGIN`, which the host sets to the package's name.
+//! One variant behaves differently: `hostile-silent` never says Hello, for
+//! the host's start timeout.
 
 mod attempt;
 mod channel;
@@ -56,6 +58,13 @@ fn whoami() -> Attempt {
 
 fn main() {
     let name = std::env::var("CORRAL_PLUGIN").unwrap_or_else(|_| "hostile".to_string());
+    if name == "hostile-silent" {
+        // Holds the channel open and says nothing: only the host's start
+        // timeout can end this.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     Plugin::new(name, env!("CARGO_PKG_VERSION"))
         .json("read_file", |_: &mut Context, i| Ok(fs::read_file(i)))
         .json("write_file", |_: &mut Context, i| Ok(fs::write_file(i)))
