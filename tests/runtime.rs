@@ -605,3 +605,134 @@ fn a_package_under_the_scratch_mount_point_runs_read_only() {
         );
     });
 }
+
+/// The operator's remaps: a host directory shown where the plugin looks
+/// for it, beneath the scratch space (read-only, since only reading is
+/// granted) and over an existing host directory (writable, since writing
+/// is), with Landlock still applying to the paths the plugin sees.
+#[test]
+fn remapped_host_directories_appear_where_the_plugin_looks() {
+    run(async {
+        let root = tempfile::Builder::new()
+            .prefix("corral-remap-")
+            .tempdir_in("/var/tmp")
+            .expect("a directory in /var/tmp");
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let tenant = root.path().join("tenant-a");
+        std::fs::create_dir(&tenant).expect("mkdir tenant");
+        std::fs::write(tenant.join("report.csv"), "a,b\n1,2\n").expect("write the data");
+        std::fs::set_permissions(&tenant, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let outbox = root.path().join("outbox");
+        std::fs::create_dir(&outbox).expect("mkdir outbox");
+        std::fs::write(outbox.join("hidden.txt"), "the host's own\n").expect("write");
+        let not_granted = root.path().join("tenant-b.txt");
+        std::fs::write(&not_granted, "another tenant\n").expect("write");
+
+        let package = root.path().join("hostile");
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(package_dir("hostile"))
+            .arg(&package)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        let manifest = package.join("plugin.toml");
+        let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+        std::fs::write(
+            &manifest,
+            text.replace(
+                "[permissions]\n",
+                &format!(
+                    "[permissions]\nfs.read = [\"/tmp/data\"]\nfs.write = [\"{}\"]\n",
+                    path_str(&outbox)
+                ),
+            ),
+        )
+        .expect("write the manifest");
+        let policy = root.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "[plugins.hostile]\ngrant = {{ fs_read = [\"/tmp/data\"], fs_write = [\"{outbox}\"] }}\n\
+                 remap = {{ \"/tmp/data\" = \"{tenant}\", \"{outbox}\" = \"{tenant}\" }}\n",
+                outbox = path_str(&outbox),
+                tenant = path_str(&tenant)
+            ),
+        )
+        .expect("write the policy");
+
+        let call = |method: &str, input: Value| {
+            let out = corral(
+                &[
+                    "run",
+                    path_str(&package),
+                    "--policy",
+                    path_str(&policy),
+                    "-m",
+                    method,
+                    "-i",
+                    &input.to_string(),
+                    "--json",
+                ],
+                &[],
+            );
+            out.assert_code(EXIT_OK);
+            assert_run_cleaned_up(&out);
+            out.json()["output"].clone()
+        };
+        let read = call("read_file", json!({ "path": "/tmp/data/report.csv" }));
+        assert_eq!(read["ok"], json!(true), "{read}");
+        assert!(
+            read["detail"].as_str().is_some_and(|d| d.contains("a,b")),
+            "the tenant's file is read at /tmp/data: {read}"
+        );
+        let refused = call("write_file", json!({ "path": "/tmp/data/evil.csv" }));
+        assert_eq!(refused["errno"], json!(libc::EROFS), "read-only: {refused}");
+        assert!(!tenant.join("evil.csv").exists());
+
+        let outbox_path = path_str(&outbox).to_string();
+        let listed = call("list_dir", json!({ "path": outbox_path }));
+        assert!(
+            listed["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("report.csv") && !d.contains("hidden.txt")),
+            "the outbox shows the tenant's directory, not the host's own: {listed}"
+        );
+        let written = call(
+            "write_file",
+            json!({ "path": format!("{outbox_path}/result.txt") }),
+        );
+        assert_eq!(written["ok"], json!(true), "granted for writing: {written}");
+        assert!(
+            tenant.join("result.txt").exists(),
+            "the write lands in the source"
+        );
+        assert!(
+            !outbox.join("result.txt").exists(),
+            "not in the covered directory"
+        );
+
+        // What is neither remapped nor granted stays out of reach.
+        let other = call("read_file", json!({ "path": path_str(&not_granted) }));
+        assert_eq!(other["errno"], json!(libc::EACCES), "{other}");
+
+        // `corral policy show` says where each mount comes from.
+        let show = corral(
+            &[
+                "policy",
+                "show",
+                path_str(&package),
+                "--policy",
+                path_str(&policy),
+            ],
+            &[],
+        );
+        show.assert_code(EXIT_OK);
+        assert!(
+            show.stdout.contains("mount /tmp/data") && show.stdout.contains("read-only"),
+            "{}",
+            show.stdout
+        );
+    });
+}

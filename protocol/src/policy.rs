@@ -105,6 +105,23 @@ pub struct Mounts {
     /// Private writable scratch space (tmpfs), the plugin's only writable
     /// place unless fs.write grants more.
     pub scratch: Option<TmpfsSpec>,
+    /// Host paths shown at other paths inside the sandbox (the operator's
+    /// `remap`), mounted after the scratch space, parents before children.
+    #[serde(default)]
+    pub remaps: Vec<Remap>,
+}
+
+/// A bind mount of host path `source` at `target` in the plugin's mount
+/// namespace. A target beneath the scratch mount point gets its mount
+/// point made there; any other target must already exist on the host, as
+/// the same kind of file as the source (nothing is created on the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remap {
+    pub source: String,
+    pub target: String,
+    /// Read-write when the plugin is granted writing beneath the target;
+    /// read-only otherwise.
+    pub writable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

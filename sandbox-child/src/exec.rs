@@ -147,6 +147,7 @@ mod tests {
             mounts: Mounts {
                 proc: true,
                 scratch: None,
+                remaps: Vec::new(),
             },
             credentials: Credentials {
                 uid: 1000,

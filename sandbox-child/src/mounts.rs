@@ -2,7 +2,8 @@
 //! namespace, and its tmpfs scratch space. Host paths the plugin needs that
 //! lie beneath the scratch mount point (its package in a checkout under
 //! /tmp, say) are bind-mounted back over the tmpfs, read-only unless
-//! granted for writing.
+//! granted for writing. Then the operator's remaps: host paths shown at
+//! other paths, mount points made only inside the tmpfs, never on the host.
 //!
 //! Everything is mounted while still root of the initial user namespace:
 //! proc and tmpfs mounts need it, and the user namespace created later
@@ -11,7 +12,7 @@
 //! one, so that a policy that forgot it cannot mount over the host's /proc.
 
 use crate::error::{SandboxError, Step};
-use corral_protocol::policy::{Credentials, KeptPath, Mounts, Namespaces, TmpfsSpec};
+use corral_protocol::policy::{Credentials, KeptPath, Mounts, Namespaces, Remap, TmpfsSpec};
 use nix::fcntl::OFlag;
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
@@ -19,12 +20,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<(), SandboxError> {
-    let wants_mounts = mounts.proc || mounts.scratch.is_some();
+    let wants_mounts = mounts.proc || mounts.scratch.is_some() || !mounts.remaps.is_empty();
     if !ns.mount {
         if wants_mounts {
             return Err(SandboxError::new(
                 Step::Mounts,
-                "the policy mounts /proc or a scratch tmpfs but has no private mount namespace",
+                "the policy mounts /proc, a scratch tmpfs or remaps but has no private mount \
+                 namespace",
             ));
         }
         return Ok(());
@@ -57,6 +59,8 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
         )
         .map_err(|e| SandboxError::sys(Step::Mounts, e, "mount a new proc on /proc"))?;
     }
+    // Sources are opened before the tmpfs could hide one of them.
+    let remaps = open_remap_sources(&mounts.remaps)?;
     if let Some(scratch) = &mounts.scratch {
         let options = tmpfs_options(scratch, creds)?;
         // Paths to keep must be reached before the tmpfs hides them.
@@ -76,10 +80,49 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
             )
         })?;
         for (fd, kept_path) in kept {
-            bind_back(&fd, kept_path)?;
+            bind(&fd, &kept_path.path, kept_path.writable, true)?;
         }
     }
+    let scratch_root = mounts.scratch.as_ref().map(|s| Path::new(&s.path));
+    for (fd, remap) in remaps {
+        let target = Path::new(&remap.target);
+        // Only the plugin's own tmpfs may get new mount points.
+        let in_scratch =
+            scratch_root.is_some_and(|root| target.starts_with(root) && target != root);
+        bind(&fd, &remap.target, remap.writable, in_scratch)?;
+    }
     Ok(())
+}
+
+/// Opens (O_PATH) every remap's source, checking both paths are absolute.
+fn open_remap_sources(remaps: &[Remap]) -> Result<Vec<(OwnedFd, &Remap)>, SandboxError> {
+    remaps
+        .iter()
+        .map(|r| {
+            if !r.source.starts_with('/') || !r.target.starts_with('/') || r.target == "/" {
+                return Err(SandboxError::new(
+                    Step::Mounts,
+                    format!(
+                        "remap {} -> {}: both must be absolute, and the target not /",
+                        r.source, r.target
+                    ),
+                ));
+            }
+            let fd = nix::fcntl::open(
+                Path::new(&r.source),
+                OFlag::O_PATH | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                SandboxError::sys(
+                    Step::Mounts,
+                    e,
+                    format_args!("open {} to show it at {}", r.source, r.target),
+                )
+            })?;
+            Ok((fd, r))
+        })
+        .collect()
 }
 
 /// Opens (O_PATH) every path to keep, checking it lies strictly beneath
@@ -113,50 +156,68 @@ fn open_kept(scratch: &TmpfsSpec) -> Result<Vec<(OwnedFd, &KeptPath)>, SandboxEr
         .collect()
 }
 
-/// Recreates `kept.path` inside the tmpfs and bind-mounts the original
-/// (held by `fd`) onto it: read-only unless it was granted for writing.
-fn bind_back(fd: &OwnedFd, kept: &KeptPath) -> Result<(), SandboxError> {
-    let target = Path::new(&kept.path);
-    let is_dir = nix::sys::stat::fstat(fd.as_fd())
-        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-        .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("stat {}", kept.path)))?;
-    let made = if is_dir {
-        std::fs::create_dir_all(target)
-    } else {
-        target
-            .parent()
-            .map(std::fs::create_dir_all)
-            .unwrap_or(Ok(()))
-            .and_then(|()| std::fs::File::create(target).map(drop))
-    };
-    made.map_err(|e| {
-        SandboxError::io(
-            Step::Mounts,
-            &e,
-            format_args!("create the mount point {}", kept.path),
-        )
+/// Bind-mounts the file or directory held by `fd` onto `target`:
+/// read-only unless `writable`, never setuid or device files. With
+/// `make_mount_point` the target is created first (inside the tmpfs);
+/// otherwise it must exist and be the same kind of file.
+fn bind(
+    fd: &OwnedFd,
+    target: &str,
+    writable: bool,
+    make_mount_point: bool,
+) -> Result<(), SandboxError> {
+    let is_dir = |st: nix::sys::stat::FileStat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let source_is_dir = nix::sys::stat::fstat(fd.as_fd()).map(is_dir).map_err(|e| {
+        SandboxError::sys(Step::Mounts, e, format_args!("stat the source of {target}"))
     })?;
+    let target_path = Path::new(target);
+    if make_mount_point {
+        let made = if source_is_dir {
+            std::fs::create_dir_all(target_path)
+        } else {
+            target_path
+                .parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|()| std::fs::File::create(target_path).map(drop))
+        };
+        made.map_err(|e| {
+            SandboxError::io(
+                Step::Mounts,
+                &e,
+                format_args!("create the mount point {target}"),
+            )
+        })?;
+    } else {
+        let target_is_dir = nix::sys::stat::stat(target_path).map(is_dir).map_err(|e| {
+            SandboxError::sys(Step::Mounts, e, format_args!("mount point {target}"))
+        })?;
+        if target_is_dir != source_is_dir {
+            return Err(SandboxError::new(
+                Step::Mounts,
+                format!(
+                    "cannot mount a {} on {target}, which is a {}",
+                    if source_is_dir { "directory" } else { "file" },
+                    if target_is_dir { "directory" } else { "file" },
+                ),
+            ));
+        }
+    }
     let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
     mount(
         Some(source.as_str()),
-        target,
+        target_path,
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| {
-        SandboxError::sys(
-            Step::Mounts,
-            e,
-            format_args!("bind {} back over the scratch", kept.path),
-        )
-    })?;
+    .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("bind-mount onto {target}")))?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if !kept.writable {
+    if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("remount {}", kept.path)))
+    mount(None::<&str>, target_path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("remount {target}")))
 }
 
 /// The tmpfs mount options for the plugin's scratch space: bounded size

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{PLUGIN_ID, PRINT_STATUS, SCRATCH, Spawn, require_root, run, sh};
-use corral_protocol::policy::{Rlimit, RlimitSpec};
+use corral_protocol::policy::{FsAccess, FsRule, Remap, Rlimit, RlimitSpec};
 
 const NO_CAPS: &str = "0000000000000000";
 
@@ -283,4 +283,98 @@ fn without_die_with_parent_the_plugin_outlives_its_parent() {
     let out = start_from_a_thread_that_ends(confinement).finish();
     out.assert_success();
     assert!(out.stdout.contains("survived"), "{}", out.stdout);
+}
+
+/// A host directory for a remap test, removed at the end.
+struct HostDir(std::path::PathBuf);
+
+impl HostDir {
+    fn new(name: &str, mode: u32, files: &[(&str, &str)]) -> HostDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::path::PathBuf::from(format!(
+            "/var/tmp/corral-remap-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).expect("write");
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        HostDir(dir)
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn remaps_show_host_directories_at_other_paths() {
+    require_root();
+    let source = HostDir::new("source", 0o755, &[("data.txt", "from-source\n")]);
+    let shared = HostDir::new("shared", 0o777, &[]);
+    // An existing host directory whose own contents the remap hides.
+    let covered = HostDir::new("covered", 0o755, &[("original.txt", "original")]);
+    let mut confinement = sh(&format!(
+        r#"
+if read -r line < {SCRATCH}/data/data.txt; then echo scratch_read=$line; fi
+if echo x > {SCRATCH}/data/new.txt; then echo scratch_write=ok; else echo scratch_write=denied; fi
+for f in {covered}/*; do echo covered_entry=${{f##*/}}; done
+if echo through > {covered}/written.txt; then echo covered_write=ok; else echo covered_write=denied; fi
+"#,
+        covered = covered.path()
+    ));
+    confinement.mounts.remaps = vec![
+        Remap {
+            source: source.path(),
+            target: format!("{SCRATCH}/data"),
+            writable: false,
+        },
+        Remap {
+            source: shared.path(),
+            target: covered.path(),
+            writable: true,
+        },
+    ];
+    confinement
+        .landlock
+        .as_mut()
+        .expect("sh() sets Landlock")
+        .fs
+        .push(FsRule {
+            path: covered.path(),
+            access: FsAccess::ReadWrite,
+        });
+    let out = run(Spawn::bootstrap(confinement));
+    out.assert_success();
+    // Beneath the scratch: the source, read-only although the scratch
+    // space itself is writable.
+    assert_eq!(out.value("scratch_read"), "from-source");
+    assert_eq!(out.value("scratch_write"), "denied");
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    assert!(!source.0.join("new.txt").exists());
+    // Over an existing host directory: the source's contents instead of
+    // its own, writable because granted, the write landing in the source.
+    assert_eq!(out.values("covered_entry"), ["*"], "shared starts empty");
+    assert_eq!(out.value("covered_write"), "ok");
+    assert_eq!(
+        std::fs::read_to_string(shared.0.join("written.txt")).expect("written through"),
+        "through\n"
+    );
+    assert!(
+        !covered.0.join("written.txt").exists(),
+        "the host's own directory was written"
+    );
+    assert!(covered.0.join("original.txt").exists());
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Spawn, require_root, run, sh};
-use corral_protocol::policy::{FsAccess, FsRule};
+use corral_protocol::policy::{FsAccess, FsRule, Remap};
 
 #[test]
 fn a_landlock_rule_on_a_missing_path_fails_step_landlock() {
@@ -163,4 +163,48 @@ fn a_missing_working_directory_fails_step_exec() {
     assert_eq!(failure.step, "exec");
     assert_eq!(failure.errno, libc::ENOENT);
     assert!(failure.message.contains("chdir"), "{}", failure.message);
+}
+
+#[test]
+fn a_remap_onto_a_missing_host_path_fails_step_mounts_and_creates_nothing() {
+    require_root();
+    let target = format!("/var/tmp/corral-remap-missing-{}", std::process::id());
+    let mut confinement = sh("echo ran");
+    confinement.mounts.remaps = vec![Remap {
+        source: "/usr/share".into(),
+        target: target.clone(),
+        writable: false,
+    }];
+    let out = run(Spawn::bootstrap(confinement));
+    let failure = out.failure();
+    assert_eq!(failure.step, "mounts");
+    assert_eq!(failure.errno, libc::ENOENT);
+    assert!(failure.message.contains(&target), "{}", failure.message);
+    assert!(
+        !std::path::Path::new(&target).exists(),
+        "a mount point was made on the host"
+    );
+    assert!(out.stdout.is_empty(), "the plugin ran: {}", out.stdout);
+}
+
+#[test]
+fn a_remap_of_a_file_onto_a_directory_fails_step_mounts() {
+    require_root();
+    let mut confinement = sh("echo ran");
+    confinement.mounts.remaps = vec![Remap {
+        source: "/etc/hostname".into(),
+        target: "/usr/share".into(),
+        writable: false,
+    }];
+    let out = run(Spawn::bootstrap(confinement));
+    let failure = out.failure();
+    assert_eq!(failure.step, "mounts");
+    assert!(
+        failure
+            .message
+            .contains("cannot mount a file on /usr/share"),
+        "{}",
+        failure.message
+    );
+    assert!(out.stdout.is_empty(), "the plugin ran: {}", out.stdout);
 }

@@ -504,6 +504,7 @@ pub fn sh(script: &str) -> Confinement {
                 inodes: 256,
                 keep: Vec::new(),
             }),
+            remaps: Vec::new(),
         },
         credentials: Credentials {
             uid: PLUGIN_ID,

@@ -13,11 +13,11 @@ use corral_protocol::manifest::{HostPath, Manifest, NetPermission, Runtime};
 use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV};
 use corral_protocol::policy::{
     Confinement, Credentials, FsAccess, FsRule, KeptPath, LandlockSpec, Mounts, NamespaceSource,
-    Namespaces, Provenance, Requirement, ResourceLimits, RestartPolicy, Rlimit, RlimitSpec,
+    Namespaces, Provenance, Remap, Requirement, ResourceLimits, RestartPolicy, Rlimit, RlimitSpec,
     SandboxPolicy, Timeouts, TmpfsSpec,
 };
 use corral_protocol::units::{ByteSize, CpuShare, HumanDuration};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,12 @@ pub enum CompileError {
         key: String,
         reason: String,
     },
+    #[error("{file}: {key}: {reason}")]
+    Policy {
+        file: String,
+        key: String,
+        reason: String,
+    },
     #[error("cannot build the seccomp program: {0}")]
     Seccomp(String),
 }
@@ -74,6 +80,11 @@ impl CompileError {
                 feature: feature.clone(),
             },
             CompileError::Manifest { file, key, reason } => ErrorKind::InvalidManifest {
+                file: file.clone(),
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            CompileError::Policy { file, key, reason } => ErrorKind::InvalidPolicy {
                 file: file.clone(),
                 key: key.clone(),
                 reason: reason.clone(),
@@ -260,6 +271,7 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
     // Permissions: granted by [grantable] or this plugin's [plugins.<name>.grant],
     // never when denied.
     let grant = rules.map(|r| &r.grant);
+    let remapped = Remapped(rules.map(|r| &r.remap));
     let how_to_grant = |what: &str| {
         format!(
             "an operator can grant it in a policy file with [plugins.{name}] grant = {{ {what} }}"
@@ -325,18 +337,25 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
                     ),
                 ));
             }
-            if !path.as_path().exists() {
-                return Err(manifest_error(
-                    &manifest_key,
-                    format!("{path} does not exist on this host"),
-                ));
+            let host_path = remapped.host_path_of(path);
+            if !host_path.exists() {
+                let reason = if host_path == path.as_path() {
+                    format!("{path} does not exist on this host")
+                } else {
+                    format!(
+                        "{path} is {} on this host (remapped), which does not exist",
+                        host_path.display()
+                    )
+                };
+                return Err(manifest_error(&manifest_key, reason));
             }
             rec.provenance.push(Provenance {
                 rule: format!("landlock.fs {path}"),
                 value: access.name().to_string(),
                 source: format!("{manifest_file} ({manifest_key}); {source}"),
             });
-            if path.as_path().starts_with(scratch_path) {
+            // A remapped path is mounted from its source instead.
+            if path.as_path().starts_with(scratch_path) && !remapped.covers(path) {
                 keep.push(KeptPath {
                     path: path.to_string(),
                     writable: access == FsAccess::ReadWrite,
@@ -570,6 +589,13 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             inodes: (disk.0 / 8192).clamp(64, 1 << 20),
             keep: keep.clone(),
         }),
+        remaps: remaps(
+            remapped,
+            &manifest.permissions.fs.write,
+            policy,
+            &rules_key("remap"),
+            &mut rec,
+        )?,
     };
     for k in &keep {
         rec.builtin(
@@ -903,6 +929,95 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
 }
 
 /// Resolves the entry inside the package and checks plugin uids can run it.
+/// The operator's remaps for one plugin: target (as the plugin sees it)
+/// to host source.
+#[derive(Clone, Copy)]
+struct Remapped<'a>(Option<&'a BTreeMap<HostPath, HostPath>>);
+
+impl Remapped<'_> {
+    /// The deepest remap whose target holds `path`.
+    fn find(&self, path: &HostPath) -> Option<(&HostPath, &HostPath)> {
+        self.0?
+            .iter()
+            .filter(|(target, _)| path.is_within(target))
+            .max_by_key(|(target, _)| target.as_str().len())
+    }
+
+    fn covers(&self, path: &HostPath) -> bool {
+        self.find(path).is_some()
+    }
+
+    /// Where `path`, as the plugin sees it, is on the host.
+    fn host_path_of(&self, path: &HostPath) -> PathBuf {
+        match self.find(path) {
+            Some((target, source)) => match path.as_path().strip_prefix(target.as_path()) {
+                Ok(rest) if !rest.as_os_str().is_empty() => source.as_path().join(rest),
+                _ => source.as_path().to_path_buf(),
+            },
+            None => path.as_path().to_path_buf(),
+        }
+    }
+}
+
+/// The bind mounts for the remaps, parents first (the map is sorted, and
+/// a parent sorts before its children). A source must exist; a target
+/// outside the scratch space must exist as the same kind of file, since
+/// nothing is created on the host. Writable when the plugin was granted
+/// writing beneath the target.
+fn remaps(
+    remapped: Remapped<'_>,
+    writes: &[HostPath],
+    policy: &Policy,
+    key: &str,
+    rec: &mut Recorder<'_>,
+) -> Result<Vec<Remap>, CompileError> {
+    let Some(map) = remapped.0 else {
+        return Ok(Vec::new());
+    };
+    let scratch = policy.sandbox.scratch_path.as_path();
+    let mut out = Vec::with_capacity(map.len());
+    for (target, source) in map {
+        // The file that set this entry (tables merge key by key).
+        let error = |reason: String| CompileError::Policy {
+            file: policy.source_of(&format!("{key}.{target}")).to_string(),
+            key: format!("{key}.\"{target}\""),
+            reason,
+        };
+        let source_meta = std::fs::metadata(source.as_path())
+            .map_err(|e| error(format!("the source {source}: {e}")))?;
+        let in_scratch = target.as_path().starts_with(scratch) && target.as_path() != scratch;
+        if !in_scratch {
+            let target_meta = std::fs::metadata(target.as_path()).map_err(|e| {
+                error(format!(
+                    "the target {target}: {e}; a remap mounts over an existing path, or beneath the scratch path {} where its mount point is made",
+                    scratch.display()
+                ))
+            })?;
+            if target_meta.is_dir() != source_meta.is_dir() {
+                return Err(error(format!(
+                    "the target {target} and the source {source} must both be directories or both files"
+                )));
+            }
+        }
+        let writable = writes.iter().any(|w| w.is_within(target));
+        let mode = if writable { "read-write" } else { "read-only" };
+        rec.provenance.push(Provenance {
+            rule: format!("mount {target}"),
+            value: format!("{source} ({mode})"),
+            source: format!(
+                "{} ({key}.\"{target}\")",
+                policy.source_of(&format!("{key}.{target}"))
+            ),
+        });
+        out.push(Remap {
+            source: source.to_string(),
+            target: target.to_string(),
+            writable,
+        });
+    }
+    Ok(out)
+}
+
 fn check_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
     let path = package_dir.join(entry);
     let resolved = path
@@ -1333,6 +1448,129 @@ mod tests {
         let m = Manifest::parse("[plugin]\nname = \"tool\"\nversion = \"1.0.0\"\nentry = \"bin/tool\"\nengine = \">=2\"\n", "p").expect("m");
         match run(&m, &policy(&[]), &KernelFeatures::all(), &fx) {
             Err(CompileError::Manifest { key, .. }) => assert_eq!(key, "plugin.engine"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn remaps_mount_host_paths_where_the_plugin_looks() {
+        let fx = fixture();
+        let root = fx.package.parent().expect("fixture root").to_path_buf();
+        let data = root.join("tenant-a");
+        std::fs::create_dir_all(data.join("in")).expect("mkdir");
+        let covered = root.join("covered");
+        std::fs::create_dir_all(&covered).expect("mkdir");
+        let m = manifest(&format!(
+            "[permissions.fs]\nread = [\"/tmp/data/in\"]\nwrite = [\"{}\"]\n",
+            covered.display()
+        ));
+        let p = policy(&[&format!(
+            "[plugins.tool]\ngrant = {{ fs_read = [\"/tmp/data\"], fs_write = [\"{covered}\"] }}\n\
+             remap = {{ \"/tmp/data\" = \"{data}\", \"{covered}\" = \"{data}\" }}\n",
+            covered = covered.display(),
+            data = data.display()
+        )]);
+        let compiled = run(&m, &p, &KernelFeatures::all(), &fx).expect("compiles");
+        let mounts = &compiled.confinement.mounts;
+        let data = data.display().to_string();
+        let covered = covered.display().to_string();
+        let mut expected = vec![
+            Remap {
+                source: data.clone(),
+                target: "/tmp/data".into(),
+                writable: false,
+            },
+            Remap {
+                source: data.clone(),
+                target: covered.clone(),
+                writable: true,
+            },
+        ];
+        expected.sort_by(|a, b| a.target.cmp(&b.target));
+        assert_eq!(mounts.remaps, expected);
+        // Remapped paths beneath the scratch are not bound back from the host.
+        let scratch = mounts.scratch.as_ref().expect("scratch");
+        assert!(scratch.keep.is_empty(), "{:?}", scratch.keep);
+        // Landlock rules name the paths as the plugin sees them.
+        let fs = &compiled.confinement.landlock.as_ref().expect("landlock").fs;
+        assert!(fs.iter().any(|r| r.path == "/tmp/data/in"), "{fs:?}");
+        let line = compiled
+            .provenance
+            .iter()
+            .find(|p| p.rule == "mount /tmp/data")
+            .expect("provenance for the remap");
+        assert!(line.value.contains("read-only"), "{line:?}");
+        assert!(
+            line.source.contains("/etc/corral/policy.d/0.toml") && line.source.contains("remap"),
+            "{line:?}"
+        );
+    }
+
+    #[test]
+    fn a_remap_that_cannot_be_mounted_is_a_policy_error() {
+        let fx = fixture();
+        let root = fx.package.parent().expect("fixture root").to_path_buf();
+        let m = manifest("");
+        let missing_source =
+            policy(&["[plugins.tool]\nremap = { \"/tmp/data\" = \"/nonexistent/corral\" }\n"]);
+        match run(&m, &missing_source, &KernelFeatures::all(), &fx) {
+            Err(CompileError::Policy { file, key, reason }) => {
+                assert_eq!(file, "/etc/corral/policy.d/0.toml");
+                assert_eq!(key, "plugins.tool.remap.\"/tmp/data\"");
+                assert!(reason.contains("/nonexistent/corral"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing is created on the host for a target outside the scratch.
+        let target = root.join("no-such-mount-point");
+        let missing_target = policy(&[&format!(
+            "[plugins.tool]\nremap = {{ \"{}\" = \"{}\" }}\n",
+            target.display(),
+            root.display()
+        )]);
+        match run(&m, &missing_target, &KernelFeatures::all(), &fx) {
+            Err(CompileError::Policy { reason, .. }) => {
+                assert!(reason.contains("mounts over an existing path"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!target.exists());
+        // A directory cannot cover a file.
+        let file_target = fx.package.join("bin/tool");
+        let kinds = policy(&[&format!(
+            "[plugins.tool]\nremap = {{ \"{}\" = \"{}\" }}\n",
+            file_target.display(),
+            root.display()
+        )]);
+        match run(&m, &kinds, &KernelFeatures::all(), &fx) {
+            Err(e @ CompileError::Policy { .. }) => {
+                assert_eq!(e.to_corral_error().code(), "invalid_policy");
+                assert!(
+                    e.to_string().contains("both be directories or both files"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_remapped_path_is_checked_at_its_source() {
+        let fx = fixture();
+        let root = fx.package.parent().expect("fixture root").to_path_buf();
+        let m = manifest("[permissions.fs]\nread = [\"/tmp/data/missing\"]\n");
+        let p = policy(&[&format!(
+            "[plugins.tool]\ngrant = {{ fs_read = [\"/tmp/data\"] }}\nremap = {{ \"/tmp/data\" = \"{}\" }}\n",
+            root.display()
+        )]);
+        match run(&m, &p, &KernelFeatures::all(), &fx) {
+            Err(CompileError::Manifest { reason, .. }) => {
+                assert!(reason.contains("remapped"), "{reason}");
+                assert!(
+                    reason.contains(&root.join("missing").display().to_string()),
+                    "{reason}"
+                );
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -170,6 +170,10 @@ pub struct PluginRules {
     pub allowed_callers: Option<Vec<String>>,
     #[serde(default)]
     pub syscalls: Vec<String>,
+    /// Paths as the plugin sees them → the host paths shown there (bind
+    /// mounts in its mount namespace). Grants name the plugin's paths.
+    #[serde(default)]
+    pub remap: BTreeMap<HostPath, HostPath>,
 }
 
 /// `"200000-265535"`.
@@ -432,6 +436,15 @@ impl Policy {
         ];
         for (name, rules) in &self.plugins {
             lists.push((format!("plugins.{name}.syscalls"), &rules.syscalls));
+            for target in rules.remap.keys() {
+                if let Err(reason) = remap_target_allowed(target, &self.sandbox.scratch_path) {
+                    return Err(PolicyError::new(
+                        self.source_of(&format!("plugins.{name}.remap.{target}")),
+                        format!("plugins.{name}.remap.\"{target}\""),
+                        reason,
+                    ));
+                }
+            }
         }
         for (key, names) in lists {
             for name in names {
@@ -443,6 +456,24 @@ impl Policy {
         self.groups = groups;
         Ok(())
     }
+}
+
+/// Where a remap may not mount: over the whole tree, over /proc (the
+/// sandbox's own), or over the scratch mount point or one of its parents
+/// (which would hide the plugin's scratch space).
+fn remap_target_allowed(target: &HostPath, scratch: &HostPath) -> Result<(), String> {
+    if target.as_str() == "/" {
+        return Err("a remap cannot cover /".into());
+    }
+    if target.as_path().starts_with("/proc") {
+        return Err("/proc is the sandbox's own and cannot be remapped".into());
+    }
+    if scratch.is_within(target) {
+        return Err(format!(
+            "it would hide the scratch mount point {scratch}; remap a path beneath it instead"
+        ));
+    }
+    Ok(())
 }
 
 fn read_text(path: &Path) -> Result<PolicyText, PolicyError> {
@@ -649,5 +680,42 @@ mod tests {
                 .expect("group")
                 .contains(&"msync".to_string())
         );
+    }
+
+    #[test]
+    fn remaps_may_not_cover_the_root_proc_or_the_scratch() {
+        for (target, what) in [
+            ("/", "cannot cover /"),
+            ("/proc", "/proc"),
+            ("/proc/self", "/proc"),
+        ] {
+            let text = format!("[plugins.x]\nremap = {{ \"{target}\" = \"/srv\" }}\n");
+            let e = Policy::from_layers(&[PolicyText {
+                name: "/etc/corral/policy.toml".into(),
+                text,
+            }])
+            .expect_err(target);
+            assert_eq!(e.file, "/etc/corral/policy.toml");
+            assert_eq!(e.key, format!("plugins.x.remap.\"{target}\""));
+            assert!(e.reason.contains(what), "{target}: {}", e.reason);
+        }
+        // A parent of the scratch mount point (/tmp by default) would hide it.
+        let e = Policy::from_layers(&[PolicyText {
+            name: "/etc/corral/policy.toml".into(),
+            text: "[sandbox]\nscratch_path = \"/tmp/s\"\n[plugins.x]\nremap = { \"/tmp\" = \"/srv\" }\n".into(),
+        }])
+        .expect_err("covers the scratch");
+        assert!(
+            e.reason.contains("scratch mount point /tmp/s"),
+            "{}",
+            e.reason
+        );
+        // Relative paths are refused by the type.
+        let e = Policy::from_layers(&[PolicyText {
+            name: "/etc/corral/policy.toml".into(),
+            text: "[plugins.x]\nremap = { \"data\" = \"/srv\" }\n".into(),
+        }])
+        .expect_err("relative");
+        assert!(e.reason.contains("not absolute"), "{}", e.reason);
     }
 }
