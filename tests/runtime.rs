@@ -538,6 +538,37 @@ fn a_dead_child_is_cleaned_up_before_wait_returns() {
     });
 }
 
+/// A copy of the hostile package at `dest` (a directory of its own, for
+/// tests that place or edit the package).
+fn copy_hostile_to(dest: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(package_dir("hostile"))
+        .arg(dest)
+        .status()
+        .expect("cp");
+    assert!(
+        status.success(),
+        "copying the hostile package to {}",
+        dest.display()
+    );
+}
+
+/// `corral run` of one method with a JSON input (and an operator policy
+/// file), asserting it succeeded and cleaned up; returns the output.
+fn run_method(package: &Path, policy: Option<&Path>, method: &str, input: Value) -> Value {
+    let input = input.to_string();
+    let mut args = vec!["run", path_str(package)];
+    if let Some(policy) = policy {
+        args.extend(["--policy", path_str(policy)]);
+    }
+    args.extend(["-m", method, "-i", &input, "--json"]);
+    let out = corral(&args, &[]);
+    out.assert_code(EXIT_OK);
+    assert_run_cleaned_up(&out);
+    out.json()["output"].clone()
+}
+
 /// A package beneath the scratch mount point (a checkout under /tmp, say)
 /// stays visible inside, read-only, while the scratch space stays private.
 #[test]
@@ -552,30 +583,8 @@ fn a_package_under_the_scratch_mount_point_runs_read_only() {
         let sibling = dir.path().join("sibling-secret");
         std::fs::write(&sibling, "not for plugins").expect("write a sibling");
         let package = dir.path().join("hostile");
-        let status = std::process::Command::new("cp")
-            .arg("-r")
-            .arg(package_dir("hostile"))
-            .arg(&package)
-            .status()
-            .expect("cp");
-        assert!(status.success());
-        let call = |method: &str, input: Value| {
-            let out = corral(
-                &[
-                    "run",
-                    path_str(&package),
-                    "-m",
-                    method,
-                    "-i",
-                    &input.to_string(),
-                    "--json",
-                ],
-                &[],
-            );
-            out.assert_code(EXIT_OK);
-            assert_run_cleaned_up(&out);
-            out.json()["output"].clone()
-        };
+        copy_hostile_to(&package);
+        let call = |method: &str, input: Value| run_method(&package, None, method, input);
         let bin = package.join("bin");
         let listed = call("list_dir", json!({ "path": path_str(&bin) }));
         assert_eq!(
@@ -630,13 +639,7 @@ fn remapped_host_directories_appear_where_the_plugin_looks() {
         std::fs::write(&not_granted, "another tenant\n").expect("write");
 
         let package = root.path().join("hostile");
-        let status = std::process::Command::new("cp")
-            .arg("-r")
-            .arg(package_dir("hostile"))
-            .arg(&package)
-            .status()
-            .expect("cp");
-        assert!(status.success());
+        copy_hostile_to(&package);
         let manifest = package.join("plugin.toml");
         let text = std::fs::read_to_string(&manifest).expect("read the manifest");
         std::fs::write(
@@ -662,25 +665,7 @@ fn remapped_host_directories_appear_where_the_plugin_looks() {
         )
         .expect("write the policy");
 
-        let call = |method: &str, input: Value| {
-            let out = corral(
-                &[
-                    "run",
-                    path_str(&package),
-                    "--policy",
-                    path_str(&policy),
-                    "-m",
-                    method,
-                    "-i",
-                    &input.to_string(),
-                    "--json",
-                ],
-                &[],
-            );
-            out.assert_code(EXIT_OK);
-            assert_run_cleaned_up(&out);
-            out.json()["output"].clone()
-        };
+        let call = |method: &str, input: Value| run_method(&package, Some(&policy), method, input);
         let read = call("read_file", json!({ "path": "/tmp/data/report.csv" }));
         assert_eq!(read["ok"], json!(true), "{read}");
         assert!(

@@ -245,69 +245,74 @@ impl Daemon {
         status
     }
 
-    /// No live plugin process in the uid range (waiting a little: deaths
-    /// are asynchronous).
-    pub async fn assert_no_plugin_processes(&self) {
+    /// Polls `check` until it holds; after [`SETTLE_WAIT`] fails with what
+    /// it last said and the daemon's log. Deaths and cgroup removals are
+    /// asynchronous, so every leak check waits a little.
+    async fn settle(&self, mut check: impl FnMut() -> Result<(), String>) {
         let deadline = Instant::now() + SETTLE_WAIT;
         loop {
-            let processes = leaks::live_processes_with_uids(self.uid_first, self.uid_last);
-            if processes.is_empty() {
+            let Err(problem) = check() else {
                 return;
-            }
+            };
             assert!(
                 Instant::now() < deadline,
-                "plugin processes left after {SETTLE_WAIT:?}: {processes:?}; the log:\n{}",
+                "{problem} after {SETTLE_WAIT:?}; the log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// No cgroup leaf under the base (waiting a little for asynchronous
-    /// cleanup).
+    /// No live plugin process in the uid range.
+    pub async fn assert_no_plugin_processes(&self) {
+        self.settle(|| {
+            let processes = leaks::live_processes_with_uids(self.uid_first, self.uid_last);
+            if processes.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("plugin processes left: {processes:?}"))
+            }
+        })
+        .await;
+    }
+
+    /// No cgroup leaf under the base.
     pub async fn assert_no_cgroups(&self) {
-        let deadline = Instant::now() + SETTLE_WAIT;
-        loop {
+        self.settle(|| {
             let leaves = leaks::cgroup_leaves(&self.cgroup_base);
             if leaves.is_empty() {
-                return;
+                Ok(())
+            } else {
+                Err(format!(
+                    "cgroups left under {}: {leaves:#?}",
+                    self.cgroup_base
+                ))
             }
-            assert!(
-                Instant::now() < deadline,
-                "cgroups left under {} after {SETTLE_WAIT:?}: {leaves:#?}; the log:\n{}",
-                self.cgroup_base,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+    }
+
+    /// While the daemon runs: no plugin runs (no populated leaf) and no
+    /// cgroup is left beyond the daemon's idle pool.
+    pub async fn assert_only_idle_cgroups(&self) {
+        self.settle(|| {
+            let populated = leaks::populated_cgroup_leaves(&self.cgroup_base);
+            let names = leaks::cgroup_leaf_names(&self.cgroup_base);
+            if populated.is_empty() && names.len() <= CGROUP_POOL {
+                Ok(())
+            } else {
+                Err(format!(
+                    "under {}: populated {populated:#?}, leaves {names:?} (pool of {CGROUP_POOL})",
+                    self.cgroup_base
+                ))
+            }
+        })
+        .await;
     }
 }
 
 /// Idle cgroups a running corrald keeps ready for its next plugin start.
 pub const CGROUP_POOL: usize = 4;
-
-impl Daemon {
-    /// While the daemon runs: no plugin runs (no populated leaf) and no
-    /// cgroup is left beyond the daemon's idle pool (waiting a little for
-    /// asynchronous cleanup).
-    pub async fn assert_only_idle_cgroups(&self) {
-        let deadline = Instant::now() + SETTLE_WAIT;
-        loop {
-            let populated = leaks::populated_cgroup_leaves(&self.cgroup_base);
-            let names = leaks::cgroup_leaf_names(&self.cgroup_base);
-            if populated.is_empty() && names.len() <= CGROUP_POOL {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "under {} after {SETTLE_WAIT:?}: populated {populated:#?}, leaves {names:?} (pool of {CGROUP_POOL}); the log:\n{}",
-                self.cgroup_base,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
