@@ -2,6 +2,7 @@
 //! through the `corral-sandbox` trampoline, drives them over the child
 //! protocol and keeps them running. Used by `corral run` and by `corrald`.
 
+pub mod check;
 pub mod child;
 pub mod config;
 pub mod daemon;

@@ -36,6 +36,11 @@ struct Args {
     /// Listen on this socket instead of the configured one.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Check the configuration, the policy files and every package in the
+    /// source folders, print the verdict and exit: 0 all good, 1 the
+    /// configuration or policy is invalid, 2 a package would not load.
+    #[arg(long, conflicts_with = "dev")]
+    check: bool,
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -43,6 +48,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check {
+        return check(args.config);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -51,6 +59,59 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check`: the verdict on stdout, one line per package.
+fn check(config: Option<PathBuf>) -> ExitCode {
+    let explicit = config.is_some();
+    let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = match Config::load(&path, explicit) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("configuration: invalid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("configuration: ok ({})", path.display());
+    let verdict = match corral_supervisor::check::check_setup(&config) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            println!("policy: invalid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "policy: ok ({} and {}/*.toml)",
+        config.policy.display(),
+        config.policy_dir.display()
+    );
+    for p in &verdict.plugins {
+        let what = match &p.plugin {
+            Some((name, version)) => format!("{name} {version}"),
+            None => "(unreadable)".to_string(),
+        };
+        match &p.outcome {
+            Ok(warnings) => {
+                println!("plugin {what}: ok ({})", p.package.display());
+                for w in warnings {
+                    println!("  warning: {w}");
+                }
+            }
+            Err(e) => println!(
+                "plugin {what}: would not load ({}): {e}",
+                p.package.display()
+            ),
+        }
+    }
+    if verdict.failures() > 0 {
+        println!(
+            "{} of {} packages would not load",
+            verdict.failures(),
+            verdict.plugins.len()
+        );
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(verbose: u8, format: &str) {
