@@ -39,7 +39,13 @@ pub fn cgroup_leaves(base: &str) -> Vec<PathBuf> {
 
 /// Leaf names (without the hierarchy), deduplicated.
 pub fn cgroup_leaf_names(base: &str) -> Vec<String> {
-    let mut names: Vec<String> = cgroup_leaves(base)
+    names_of(&cgroup_leaves(base))
+}
+
+/// The leaves' names, sorted and deduplicated: a v1 leaf stands once in
+/// each controller's hierarchy.
+fn names_of(leaves: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = leaves
         .iter()
         .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
         .collect();
@@ -64,13 +70,7 @@ pub fn populated_cgroup_leaves(base: &str) -> Vec<PathBuf> {
 
 /// Names of the populated leaves (without the hierarchy), deduplicated.
 pub fn populated_cgroup_leaf_names(base: &str) -> Vec<String> {
-    let mut names: Vec<String> = populated_cgroup_leaves(base)
-        .iter()
-        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    names_of(&populated_cgroup_leaves(base))
 }
 
 /// Kills what is in each leaf, removes the leaves and the base (cleanup
