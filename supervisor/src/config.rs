@@ -166,6 +166,38 @@ impl From<ConfigError> for corral_protocol::error::CorralError {
 }
 
 impl Config {
+    /// `new` as a reload can apply it to a daemon running with `self`:
+    /// settings read only at start (the socket, the state and store, the
+    /// cgroup base, the sources, the server's limits, the log format) keep
+    /// their running values, so the running daemon stays consistent, and
+    /// the ones `new` changes are named.
+    pub fn reloadable(&self, mut new: Config) -> (Config, Vec<&'static str>) {
+        let mut restart_needed = Vec::new();
+        macro_rules! keep_running {
+            ($($field:ident).+) => {
+                if new.$($field).+ != self.$($field).+ {
+                    restart_needed.push(stringify!($($field).+));
+                    new.$($field).+ = self.$($field).+.clone();
+                }
+            };
+        }
+        keep_running!(socket);
+        keep_running!(socket_mode);
+        keep_running!(socket_group);
+        keep_running!(state_dir);
+        keep_running!(store_dir);
+        keep_running!(cgroup_base);
+        keep_running!(sources);
+        keep_running!(log_format);
+        keep_running!(limits.max_connections);
+        keep_running!(limits.max_request_body);
+        keep_running!(limits.header_timeout);
+        keep_running!(limits.max_package_size);
+        (new, restart_needed)
+    }
+}
+
+impl Config {
     /// Reads `path`; a missing file at the default location means all
     /// defaults, a missing file named explicitly is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
@@ -365,5 +397,26 @@ mod tests {
             Config::default()
         );
         assert!(Config::load(path, true).is_err());
+    }
+
+    #[test]
+    fn a_reload_keeps_what_is_read_only_at_start() {
+        let running = Config::default();
+        let edited = Config {
+            state_dir: "/srv/elsewhere".into(),
+            caller_groups: vec!["apps".into()],
+            limits: ApiLimits {
+                header_timeout: HumanDuration(Duration::from_secs(1)),
+                max_in_flight_per_plugin: 7,
+                ..ApiLimits::default()
+            },
+            ..Config::default()
+        };
+        let (applied, restart_needed) = running.reloadable(edited);
+        assert_eq!(restart_needed, ["state_dir", "limits.header_timeout"]);
+        assert_eq!(applied.state_dir, running.state_dir);
+        assert_eq!(applied.limits.header_timeout, running.limits.header_timeout);
+        assert_eq!(applied.limits.max_in_flight_per_plugin, 7, "reloadable");
+        assert_eq!(applied.caller_groups, ["apps"], "reloadable");
     }
 }

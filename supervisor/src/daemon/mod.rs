@@ -1041,16 +1041,10 @@ impl Daemon {
         let config = new_config.clone().unwrap_or_else(|| self.config());
         let policy = Policy::load(&config.policy, &config.policy_dir).map_err(policy_error)?;
         if let Some(new) = new_config {
-            let old = self.config();
-            for (setting, changed) in [
-                ("socket", new.socket != old.socket),
-                ("state_dir", new.state_dir != old.state_dir),
-                ("cgroup_base", new.cgroup_base != old.cgroup_base),
-            ] {
-                if changed {
-                    tracing::warn!(setting, "changed; takes effect after a restart");
-                    report.restart_needed.push(setting.to_string());
-                }
+            let (new, restart_needed) = self.config().reloadable(new);
+            for setting in restart_needed {
+                tracing::warn!(setting, "changed; takes effect after a restart");
+                report.restart_needed.push(setting.to_string());
             }
             if let Ok(mut a) = self.access.write() {
                 *a = Access::new(&new.admin_groups, &new.caller_groups);
