@@ -60,29 +60,35 @@ fn run_once(ctx: &Ctx, kind: &Kind) -> Result<Duration> {
             bare::reap(pid, Duration::from_secs(2));
             Ok(elapsed)
         }
-        Kind::Corral { rt, policy } => {
-            let rt = rt.clone();
-            let spec = corral::spec(policy, 0);
-            // Measured on a worker thread of the runtime, where the daemon
-            // starts its children too.
-            ctx.tokio.block_on(async move {
-                tokio::spawn(async move {
-                    let t = Instant::now();
-                    let child = Child::start(&rt, spec).await;
-                    let elapsed = t.elapsed();
-                    match child {
-                        Ok(child) => {
-                            child.kill().await;
-                            Ok(elapsed)
-                        }
-                        Err(e) => Err(anyhow::anyhow!("{}", e.into_error())),
-                    }
-                })
-                .await
-                .context("the start task panicked")?
-            })
-        }
+        Kind::Corral { rt, policy } => timed_start(&ctx.tokio, rt, policy),
     }
+}
+
+/// One confined start to Ready, timed on a worker thread of the runtime
+/// (where the daemon starts its children too); the child is killed after.
+fn timed_start(
+    tokio: &tokio::runtime::Runtime,
+    rt: &Arc<Runtime>,
+    policy: &Arc<SandboxPolicy>,
+) -> Result<Duration> {
+    let rt = rt.clone();
+    let spec = corral::spec(policy, 0);
+    tokio.block_on(async move {
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let child = Child::start(&rt, spec).await;
+            let elapsed = t.elapsed();
+            match child {
+                Ok(child) => {
+                    child.kill().await;
+                    Ok(elapsed)
+                }
+                Err(e) => Err(anyhow::anyhow!("{}", e.into_error())),
+            }
+        })
+        .await
+        .context("the start task panicked")?
+    })
 }
 
 /// The ladder: the built-in policy with more and more taken away.
@@ -138,25 +144,7 @@ pub fn profile(
     let mut samples = Vec::new();
     let start = Instant::now();
     while start.elapsed() < duration {
-        let rt = rt.clone();
-        let spec = corral::spec(&policy, 0);
-        let elapsed = tokio.block_on(async move {
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let child = Child::start(&rt, spec).await;
-                let elapsed = t.elapsed();
-                match child {
-                    Ok(child) => {
-                        child.kill().await;
-                        Ok(elapsed)
-                    }
-                    Err(e) => Err(anyhow::anyhow!("{}", e.into_error())),
-                }
-            })
-            .await
-            .context("the start task panicked")?
-        })?;
-        samples.push(elapsed);
+        samples.push(timed_start(tokio, &rt, &policy)?);
     }
     if let Some(d) = rt.cgroups.as_ref() {
         let _ = d.remove_base();
