@@ -3,15 +3,22 @@
 //! a script (or a reload) can act on.
 
 use corral_daemon_tests::{Setup, test_env};
+use std::path::Path;
 use std::process::Command;
 
-/// Runs `corrald --check` on the setup's configuration: (exit code, stdout).
+/// Runs `corrald --check` on the setup's configuration, written first:
+/// (exit code, stdout).
 fn check(setup: &Setup) -> (i32, String) {
     setup.write_config();
+    check_config(&setup.config_path())
+}
+
+/// Runs `corrald --check --config path` as it stands on disk.
+fn check_config(path: &Path) -> (i32, String) {
     let out = Command::new(test_env().corrald())
         .arg("--check")
         .arg("--config")
-        .arg(setup.config_path())
+        .arg(path)
         .env_remove("CORRAL_MASK_FEATURES")
         .output()
         .expect("run corrald --check");
@@ -79,16 +86,10 @@ fn a_bad_policy_or_configuration_is_exit_1_naming_the_file() {
     setup.write_config();
     let config = std::fs::read_to_string(setup.config_path()).expect("read");
     std::fs::write(setup.config_path(), format!("sockett = \"/x\"\n{config}")).expect("write");
-    let out = Command::new(test_env().corrald())
-        .arg("--check")
-        .arg("--config")
-        .arg(setup.config_path())
-        .output()
-        .expect("run corrald --check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (code, out) = check_config(&setup.config_path());
+    assert_eq!(code, 1, "{out}");
     assert!(
-        stdout.contains("configuration: invalid") && stdout.contains("sockett"),
-        "{stdout}"
+        out.contains("configuration: invalid") && out.contains("sockett"),
+        "{out}"
     );
 }

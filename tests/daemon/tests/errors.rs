@@ -530,7 +530,7 @@ async fn a_garbled_frame_is_a_protocol_violation_502() {
     let last = api.detail("hostile").await.last_error.expect("recorded");
     assert_eq!(last.code(), "protocol_violation", "{last:?}");
     daemon.stop().await;
-    daemon_left_nothing(&setup).await;
+    no_cgroups_left(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,7 +557,7 @@ async fn a_death_at_the_pids_limit_is_pids_limit_exceeded_502() {
     let series = "corral_child_deaths_total{plugin=\"hostile-exec\",cause=\"pids_limit_exceeded\"}";
     assert_eq!(metric(&text, series), 1.0, "{series} in\n{text}");
     daemon.stop().await;
-    daemon_left_nothing(&setup).await;
+    no_cgroups_left(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,7 +636,7 @@ async fn a_confinement_step_that_fails_is_sandbox_setup_failed_502() {
     api.call_ok("reader", "greet", json!({"name": "again"}))
         .await;
     daemon.stop().await;
-    daemon_left_nothing(&setup).await;
+    no_cgroups_left(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,18 +685,12 @@ async fn a_required_kernel_feature_that_is_missing_is_501() {
     api.call_ok("hello", "greet", json!({"name": "unlocked"}))
         .await;
     daemon.stop().await;
-    daemon_left_nothing(&setup).await;
+    no_cgroups_left(&setup).await;
 }
 
-/// After a stop: no plugin process in the daemon's uid range and no
-/// cgroup leaf under its base.
-async fn daemon_left_nothing(setup: &Setup) {
-    eventually("no plugin process is left", SETTLE_WAIT, || async {
-        leaks::live_processes_with_uids(setup.uid_first, setup.uid_last)
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+/// After a clean stop, which already waited for every plugin process to
+/// be gone: no cgroup leaf under the daemon's base either.
+async fn no_cgroups_left(setup: &Setup) {
     eventually("no cgroup is left", SETTLE_WAIT, || async {
         leaks::cgroup_leaves(&setup.cgroup_base)
             .is_empty()
