@@ -10,8 +10,8 @@
 use crate::config::Config;
 use crate::daemon::source_packages;
 use crate::features::{KernelFeatures, probe_cgroups};
-use crate::policy::{CompileInput, Policy, compile};
-use crate::run::{engine_version, policy_error};
+use crate::policy::Policy;
+use crate::run::{compile_for, policy_error};
 use crate::store::{PackageLimits, Store};
 use corral_protocol::error::CorralError;
 use std::path::PathBuf;
@@ -65,16 +65,14 @@ pub fn check_setup(config: &Config) -> Result<SetupCheck, CorralError> {
                     let name = stored.manifest.name().to_string();
                     let version = stored.manifest.plugin.version.to_string();
                     let manifest_file = dir.join("plugin.toml").display().to_string();
-                    let outcome = compile(&CompileInput {
-                        manifest: &stored.manifest,
-                        manifest_file: &manifest_file,
-                        package_dir: &stored.dir,
-                        policy: &policy,
-                        features: &features,
-                        engine: &engine_version(),
-                    })
-                    .map(|compiled| compiled.warnings)
-                    .map_err(|e| e.to_corral_error());
+                    let outcome = compile_for(
+                        &stored.manifest,
+                        &manifest_file,
+                        &stored.dir,
+                        &policy,
+                        &features,
+                    )
+                    .map(|compiled| compiled.warnings);
                     (Some((name, version)), outcome)
                 }
                 Err(e) => (None, Err(e)),

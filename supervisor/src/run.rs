@@ -3,10 +3,12 @@
 //! and cleans up, reporting any failure with its typed error.
 
 use crate::child::{CallOutput, Child, ChildSpec};
+use crate::features::KernelFeatures;
 use crate::package::Package;
 use crate::policy::{CompileInput, Policy, PolicyError, PolicyText, compile};
 use crate::runtime::{Runtime, RuntimeOptions};
 use corral_protocol::error::{CorralError, ErrorKind};
+use corral_protocol::manifest::Manifest;
 use corral_protocol::policy::SandboxPolicy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,12 +81,31 @@ pub fn compile_package(
     policy: &Policy,
     rt: &Runtime,
 ) -> Result<SandboxPolicy, CorralError> {
-    compile(&CompileInput {
-        manifest: &package.manifest,
-        manifest_file: &package.manifest_file,
-        package_dir: &package.dir,
+    compile_for(
+        &package.manifest,
+        &package.manifest_file,
+        &package.dir,
         policy,
-        features: &rt.features,
+        &rt.features,
+    )
+}
+
+/// Compiles the package in `package_dir` (its manifest already read, named
+/// `manifest_file` in errors) under `policy` for a kernel with `features`,
+/// against this corrald's version, as a client-facing error.
+pub fn compile_for(
+    manifest: &Manifest,
+    manifest_file: &str,
+    package_dir: &Path,
+    policy: &Policy,
+    features: &KernelFeatures,
+) -> Result<SandboxPolicy, CorralError> {
+    compile(&CompileInput {
+        manifest,
+        manifest_file,
+        package_dir,
+        policy,
+        features,
         engine: &engine_version(),
     })
     .map_err(|e| e.to_corral_error())

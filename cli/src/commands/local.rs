@@ -74,15 +74,13 @@ fn compile_here(
     let features = corral_supervisor::features::KernelFeatures::detect(
         corral_supervisor::features::probe_cgroups(),
     );
-    let compiled = corral_supervisor::policy::compile(&corral_supervisor::policy::CompileInput {
-        manifest: &package.manifest,
-        manifest_file: &package.manifest_file,
-        package_dir: &package.dir,
-        policy: &policy,
-        features: &features,
-        engine: &run::engine_version(),
-    })
-    .map_err(|e| e.to_corral_error())?;
+    let compiled = run::compile_for(
+        &package.manifest,
+        &package.manifest_file,
+        &package.dir,
+        &policy,
+        &features,
+    )?;
     Ok((package, compiled))
 }
 

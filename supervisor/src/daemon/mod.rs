@@ -16,8 +16,8 @@ pub mod watch;
 use crate::config::Config;
 use crate::features::KernelFeatures;
 use crate::host::PluginHost;
-use crate::policy::{CompileInput, Policy, compile};
-use crate::run::{engine_version, policy_error};
+use crate::policy::Policy;
+use crate::run::{compile_for, policy_error};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::state::{InstalledPlugin, State};
 use crate::store::{PackageLimits, Store, StoredPackage};
@@ -342,16 +342,14 @@ impl Daemon {
             package.manifest.name(),
             package.dir.display()
         );
-        compile(&CompileInput {
-            manifest: &package.manifest,
-            manifest_file: &manifest_file,
-            package_dir: &package.dir,
-            policy: &policy,
-            features: self.features(),
-            engine: &engine_version(),
-        })
+        compile_for(
+            &package.manifest,
+            &manifest_file,
+            &package.dir,
+            &policy,
+            self.features(),
+        )
         .map(Arc::new)
-        .map_err(|e| e.to_corral_error())
     }
 
     pub fn entry(&self, name: &str) -> Result<Arc<PluginEntry>, CorralError> {
