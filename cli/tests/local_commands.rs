@@ -135,4 +135,31 @@ fn run_calls_the_example_plugin_confined() {
         v["usage"]["wall_ms"].as_f64().is_some_and(|ms| ms > 0.0),
         "{v}"
     );
+    // Times come to the microsecond, not with float noise.
+    let wall = v["usage"]["wall_ms"].to_string();
+    let decimals = wall.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(decimals <= 3, "wall_ms {wall} has {decimals} decimals");
+}
+
+#[test]
+#[ignore = "needs the packaged static plugins and corral-sandbox; run by cli/tests/run-confined.sh"]
+fn run_writes_no_colour_codes_to_a_stderr_that_is_no_terminal() {
+    let package = packages().join("hello");
+    let package = package.to_str().expect("utf-8 path");
+    let run = corral(&[
+        "-vv",
+        "run",
+        package,
+        "--method",
+        "greet",
+        "--input",
+        r#"{"name": "Ada"}"#,
+    ])
+    .expect_code(0);
+    assert!(!run.stderr.is_empty(), "-vv logs something to stderr");
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "ANSI escape codes in a piped stderr: {:?}",
+        run.stderr
+    );
 }

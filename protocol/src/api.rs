@@ -60,11 +60,19 @@ impl CallResponse {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// Wall time from dispatch to reply, milliseconds.
+    #[serde(serialize_with = "microsecond_ms")]
     pub wall_ms: f64,
     /// CPU time the plugin's cgroup used during the call, milliseconds.
+    #[serde(serialize_with = "microsecond_ms")]
     pub cpu_ms: f64,
     /// Highest memory charged to the plugin's cgroup so far, bytes.
     pub peak_memory_bytes: u64,
+}
+
+/// Milliseconds written to the microsecond, the precision they are
+/// measured with: `0.144`, not the float noise of `0.14358400000000002`.
+fn microsecond_ms<S: serde::Serializer>(ms: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((ms * 1000.0).round() / 1000.0)
 }
 
 /// Lifecycle state of a plugin in the daemon.
@@ -326,6 +334,20 @@ pub struct PluginFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_times_are_written_to_the_microsecond() {
+        let usage = Usage {
+            wall_ms: 0.143_584_000_000_000_02,
+            cpu_ms: 12.000_499,
+            peak_memory_bytes: 540_672,
+        };
+        let json = serde_json::to_string(&usage).expect("json");
+        assert_eq!(
+            json,
+            r#"{"wall_ms":0.144,"cpu_ms":12.0,"peak_memory_bytes":540672}"#
+        );
+    }
 
     #[test]
     fn plugin_detail_round_trips_through_json() {
