@@ -309,8 +309,11 @@ fn package(root: &Path, release: bool) -> Result<Built> {
         }
     }
     let out = target.join("corral-packages");
-    let examples = target.join(EXAMPLES_DIR);
-    for dir in [&out, &examples] {
+    // The examples are what a running `cargo xtask dev` (a release build)
+    // watches: only a release packaging rewrites them, so a debug build for
+    // the tests never swaps a debug binary under the dev daemon.
+    let examples = release.then(|| target.join(EXAMPLES_DIR));
+    for dir in std::iter::once(&out).chain(examples.as_ref()) {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
@@ -332,7 +335,7 @@ fn package(root: &Path, release: bool) -> Result<Built> {
             set_mode(&dest, 0o755)?;
             set_mode(&entry, 0o755)?;
             set_mode(&dest.join("plugin.toml"), 0o644)?;
-            if source.example {
+            if let (true, Some(examples)) = (source.example, &examples) {
                 // The examples alone, for `cargo xtask dev`.
                 let copy = examples.join(&manifest.plugin.name);
                 std::fs::create_dir_all(

@@ -240,10 +240,12 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
     if dev {
         let socket = config.socket.display();
         // The CLI sits next to corrald in a cargo build.
-        let corral = std::env::current_exe()
+        let cli = std::env::current_exe()
             .ok()
             .and_then(|exe| exe.parent().map(|d| d.join("corral")))
-            .filter(|p| p.is_file())
+            .filter(|p| p.is_file());
+        let corral = cli
+            .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "corral".into());
         eprintln!(
@@ -258,6 +260,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
         eprintln!(
             "  curl --unix-socket {socket} http://corral/v1/plugins/hello/call -d '{{\"method\": \"greet\", \"input\": {{\"name\": \"world\"}}}}'"
         );
+        // Without these a bare `corral` is not found, or talks to the
+        // system daemon's socket.
+        let path = cli
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|dir| format!("PATH=\"{}:$PATH\" ", dir.display()))
+            .unwrap_or_default();
+        eprintln!("or, to use a bare `corral` in that terminal:");
+        eprintln!("  export {path}CORRAL_SOCKET=\"{socket}\"");
         eprintln!("Ctrl-C stops it.\n");
     }
 
