@@ -506,3 +506,7 @@ fn raising_a_hard_rlimit_fails() {
         h.finish().await;
     });
 }
+
+/// The argument checks of the filter.
+#[path = "escape/shaped.rs"]
+mod shaped;

@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod seccomp;
+pub mod seccomp_args;
 pub mod syscalls;
 
 use corral_protocol::manifest::{HostPath, parse_toml};

@@ -11,13 +11,18 @@
 //! in about eight comparisons. `seccompiler` remains the reference: the
 //! tests check both give the same verdict for every system call.
 //!
-//! Shaped calls get argument checks: `clone` never with namespace flags,
-//! and only for threads without the exec permission; `socket` only for TCP
-//! under `net = connect`. `clone3` always fails with ENOSYS: seccomp cannot
-//! read its flags (they are behind a pointer), so C libraries must be made
-//! to fall back to `clone`.
+//! Calls whose arguments matter get argument checks (`seccomp_args`):
+//! `clone` never with namespace flags, and only for threads without the
+//! exec permission; `socket` by family, type and protocol as the network
+//! permission allows; `socketpair`, `ioctl`, `prctl`, `personality`,
+//! `mmap`, `mprotect` and `memfd_create` only with harmless arguments.
+//! `clone3` always fails with ENOSYS: seccomp cannot read its flags (they
+//! are behind a pointer), so C libraries must be made to fall back to
+//! `clone`. Some calls are never allowed, whatever the policy lists
+//! ([`seccomp_args::NEVER_ALLOWED`]).
 
 use super::ViolationAction;
+use super::seccomp_args::{self, ArgRule, Otherwise};
 use super::syscalls::sysno;
 use corral_protocol::policy::{BpfInstruction, SeccompProgram};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,24 +48,10 @@ pub struct SeccompPlan {
     pub default_action: ViolationAction,
 }
 
-const CLONE_THREAD: u32 = libc::CLONE_THREAD as u32;
-/// Namespace flags `clone` may never carry: a plugin does not create
-/// namespaces (an unprivileged user namespace would hand it capabilities
-/// over new kernel surface). All live in the low 32 bits, the only ones
-/// `clone` reads.
-const CLONE_NAMESPACES: u32 = (libc::CLONE_NEWNS
-    | libc::CLONE_NEWCGROUP
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET) as u32;
-
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JMP_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
 const JMP_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JMP_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-const JMP_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const ALU_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
@@ -181,72 +172,106 @@ fn tree(entries: &[(u32, Action)], default: u32) -> Code {
     code
 }
 
-/// `clone`: never with namespace flags; without the exec permission, only
-/// for threads.
-fn clone_check(processes: bool, default: u32) -> Vec<BpfInstruction> {
-    let load = insn(LD_W_ABS, 0, 0, DATA_ARGS);
-    if processes {
-        vec![
-            load,
-            insn(JMP_JSET_K, 1, 0, CLONE_NAMESPACES),
-            insn(RET_K, 0, 0, RET_ALLOW),
-            insn(RET_K, 0, 0, default),
-        ]
-    } else {
-        vec![
-            load,
-            insn(JMP_JSET_K, 2, 0, CLONE_NAMESPACES),
-            insn(JMP_JSET_K, 0, 1, CLONE_THREAD),
-            insn(RET_K, 0, 0, RET_ALLOW),
-            insn(RET_K, 0, 0, default),
-        ]
+/// The block of instructions for one argument rule: each alternative
+/// loads and tests its conditions in turn, a failed test jumping to the
+/// next alternative; an alternative whose every test passed allows the
+/// call; when none did, `deny` decides.
+fn rule_block(rule: &ArgRule, violation: u32) -> Result<Vec<BpfInstruction>, String> {
+    let otherwise = match rule.otherwise {
+        Otherwise::Violation => violation,
+        Otherwise::Errno(e) => RET_ERRNO | (e & 0xFFFF),
+    };
+    if let Some(block) = one_of_block(rule, otherwise) {
+        return Ok(block);
     }
+    let mut out = Vec::new();
+    for alternative in &rule.alternatives {
+        let cond_len = |c: &seccomp_args::Cond| if c.mask == u32::MAX { 2 } else { 3 };
+        let mut remaining: usize = alternative.iter().map(cond_len).sum::<usize>() + 1;
+        for cond in alternative {
+            remaining -= cond_len(cond);
+            let skip = u8::try_from(remaining)
+                .map_err(|_| format!("the argument check of `{}` is too long", rule.syscall))?;
+            out.push(insn(LD_W_ABS, 0, 0, DATA_ARGS + 8 * u32::from(cond.arg)));
+            if cond.mask != u32::MAX {
+                out.push(insn(ALU_AND_K, 0, 0, cond.mask));
+            }
+            // Passing falls through to the next test; failing skips the
+            // rest of this alternative, its final `ret allow` included.
+            out.push(insn(JMP_JEQ_K, 0, skip, cond.equals));
+        }
+        out.push(insn(RET_K, 0, 0, RET_ALLOW));
+    }
+    out.push(insn(RET_K, 0, 0, otherwise));
+    Ok(out)
 }
 
-/// `socket` under `net = connect`: TCP over IPv4 or IPv6 (the type may
-/// carry SOCK_NONBLOCK / SOCK_CLOEXEC).
-fn tcp_socket_check(default: u32) -> Vec<BpfInstruction> {
-    vec![
-        insn(LD_W_ABS, 0, 0, DATA_ARGS),
-        insn(JMP_JEQ_K, 1, 0, libc::AF_INET as u32),
-        insn(JMP_JEQ_K, 0, 4, libc::AF_INET6 as u32),
-        insn(LD_W_ABS, 0, 0, DATA_ARGS + 8),
-        insn(ALU_AND_K, 0, 0, 0xF),
-        insn(JMP_JEQ_K, 0, 1, libc::SOCK_STREAM as u32),
-        insn(RET_K, 0, 0, RET_ALLOW),
-        insn(RET_K, 0, 0, default),
-    ]
+/// The short form of a rule whose alternatives each test one value of the
+/// same argument (ioctl requests, prctl options): one load, then a
+/// comparison per value, all jumping to one `ret allow`.
+fn one_of_block(rule: &ArgRule, otherwise: u32) -> Option<Vec<BpfInstruction>> {
+    let first = *rule.alternatives.first()?.first()?;
+    let same = rule
+        .alternatives
+        .iter()
+        .all(|alt| alt.len() == 1 && alt[0].arg == first.arg && alt[0].mask == first.mask);
+    let n = rule.alternatives.len();
+    if !same || n > 200 {
+        return None;
+    }
+    let mut out = vec![insn(LD_W_ABS, 0, 0, DATA_ARGS + 8 * u32::from(first.arg))];
+    if first.mask != u32::MAX {
+        out.push(insn(ALU_AND_K, 0, 0, first.mask));
+    }
+    for (i, alt) in rule.alternatives.iter().enumerate() {
+        // Bounded by `n <= 200` above.
+        out.push(insn(JMP_JEQ_K, (n - i) as u8, 0, alt[0].equals));
+    }
+    out.push(insn(RET_K, 0, 0, otherwise));
+    out.push(insn(RET_K, 0, 0, RET_ALLOW));
+    Some(out)
 }
 
 /// Builds the program for `plan`.
 pub fn build(plan: &SeccompPlan) -> Result<SeccompProgram, String> {
     let arch = audit_arch()?;
-    let default = match plan.default_action {
+    let violation = match plan.default_action {
         ViolationAction::Kill => RET_KILL_PROCESS,
         ViolationAction::Errno => RET_ERRNO | libc::EPERM as u32,
     };
+    if let Some(never) = seccomp_args::NEVER_ALLOWED
+        .iter()
+        .find(|n| plan.allowed.contains(**n))
+    {
+        return Err(format!(
+            "`{never}` is never allowed: it opens kernel surface the sandbox does not confine"
+        ));
+    }
+    let mut rules: Vec<ArgRule> = vec![seccomp_args::clone_rule(plan.processes)];
+    rules.extend(seccomp_args::socket_rule(plan.socket));
+    let mut shown: Vec<String> = Vec::new();
     let mut entries: BTreeMap<u32, Action> = BTreeMap::new();
     for name in &plan.allowed {
-        entries.insert(sysno(name)?.id() as u32, Action::Allow);
+        match seccomp_args::listed_rule(name) {
+            Some(rule) => rules.push(rule),
+            None => {
+                entries.insert(sysno(name)?.id() as u32, Action::Allow);
+                shown.push(name.clone());
+            }
+        }
     }
-    let mut checks: Vec<Vec<BpfInstruction>> = vec![clone_check(plan.processes, default)];
-    entries.insert(sysno("clone")?.id() as u32, Action::Check(0));
     entries.insert(
         sysno("clone3")?.id() as u32,
         Action::Errno(libc::ENOSYS as u32),
     );
-    match plan.socket {
-        SocketRule::Deny => {}
-        SocketRule::Any => {
-            entries.insert(sysno("socket")?.id() as u32, Action::Allow);
-        }
-        SocketRule::TcpOnly => {
-            checks.push(tcp_socket_check(default));
-            entries.insert(
-                sysno("socket")?.id() as u32,
-                Action::Check(checks.len() - 1),
-            );
-        }
+    let mut checks: Vec<Vec<BpfInstruction>> = Vec::with_capacity(rules.len());
+    for rule in &rules {
+        entries.insert(
+            sysno(rule.syscall)?.id() as u32,
+            Action::Check(checks.len()),
+        );
+        checks.push(rule_block(rule, violation)?);
+        shown.push(rule.shown.to_string());
     }
     let entries: Vec<(u32, Action)> = entries.into_iter().collect();
 
@@ -261,7 +286,7 @@ pub fn build(plan: &SeccompPlan) -> Result<SeccompProgram, String> {
         ],
         patches: Vec::new(),
     };
-    program.append(tree(&entries, default));
+    program.append(tree(&entries, violation));
     let mut block_start = Vec::with_capacity(checks.len());
     for block in checks {
         block_start.push(program.insns.len());
@@ -277,22 +302,10 @@ pub fn build(plan: &SeccompPlan) -> Result<SeccompProgram, String> {
             program.insns.len()
         ));
     }
-
-    let mut allowed: Vec<String> = plan.allowed.iter().cloned().collect();
-    allowed.push(if plan.processes {
-        "clone".into()
-    } else {
-        "clone(CLONE_THREAD)".into()
-    });
-    match plan.socket {
-        SocketRule::Deny => {}
-        SocketRule::TcpOnly => allowed.push("socket(AF_INET|AF_INET6, SOCK_STREAM)".into()),
-        SocketRule::Any => allowed.push("socket".into()),
-    }
-    allowed.sort();
+    shown.sort();
     Ok(SeccompProgram {
         instructions: program.insns,
-        allowed,
+        allowed: shown,
     })
 }
 
@@ -491,6 +504,225 @@ mod tests {
         );
     }
 
+    /// A plan with the listed calls that carry argument checks.
+    fn shaped_plan(socket: SocketRule) -> SeccompProgram {
+        build(&SeccompPlan {
+            allowed: [
+                "read",
+                "ioctl",
+                "prctl",
+                "personality",
+                "mmap",
+                "mprotect",
+                "memfd_create",
+                "socketpair",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            processes: false,
+            socket,
+            default_action: ViolationAction::Kill,
+        })
+        .expect("build")
+    }
+
+    fn verdict(p: &SeccompProgram, name: &str, args: [u64; 6]) -> u32 {
+        run(&p.instructions, nr(name), X86_64, args)
+    }
+
+    #[test]
+    fn sockets_check_the_protocol_and_the_exact_type() {
+        let tcp = shaped_plan(SocketRule::TcpOnly);
+        let (inet, inet6) = (libc::AF_INET as u64, libc::AF_INET6 as u64);
+        let stream = libc::SOCK_STREAM as u64;
+        let flags = (libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u64;
+        let (ip_tcp, mptcp) = (libc::IPPROTO_TCP as u64, libc::IPPROTO_MPTCP as u64);
+        assert_eq!(
+            verdict(&tcp, "socket", [inet, stream, ip_tcp, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            verdict(&tcp, "socket", [inet6, stream | flags, 0, 0, 0, 0]),
+            ALLOW
+        );
+        // MPTCP is not covered by Landlock's TCP port rules.
+        for family in [inet, inet6] {
+            assert_eq!(
+                verdict(&tcp, "socket", [family, stream, mptcp, 0, 0, 0]),
+                KILL_PROCESS
+            );
+        }
+        // SOCK_PACKET (10) and SOCK_RAW share no bits with the mask trick
+        // the old check used; an unknown high flag is not stripped.
+        for ty in [
+            libc::SOCK_RAW as u64,
+            10, /* SOCK_PACKET */
+            stream | 0x100,
+        ] {
+            assert_eq!(
+                verdict(&tcp, "socket", [inet, ty, 0, 0, 0, 0]),
+                KILL_PROCESS
+            );
+        }
+        let host = shaped_plan(SocketRule::Any);
+        let udp = libc::IPPROTO_UDP as u64;
+        let dgram = libc::SOCK_DGRAM as u64;
+        assert_eq!(verdict(&host, "socket", [inet, dgram, udp, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            verdict(&host, "socket", [inet, stream, mptcp, 0, 0, 0]),
+            KILL_PROCESS
+        );
+        for (family, ty, protocol) in [
+            (libc::AF_PACKET, libc::SOCK_RAW, 0),
+            (libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+            (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT),
+            (libc::AF_ALG, libc::SOCK_SEQPACKET, 0),
+            (40, libc::SOCK_STREAM, 0),
+            (libc::AF_UNIX, libc::SOCK_DGRAM, 0),
+        ] {
+            assert_eq!(
+                verdict(
+                    &host,
+                    "socket",
+                    [family as u64, ty as u64, protocol as u64, 0, 0, 0]
+                ),
+                KILL_PROCESS,
+                "socket({family}, {ty}, {protocol})"
+            );
+        }
+    }
+
+    #[test]
+    fn socketpair_is_local_and_connected_only() {
+        let p = shaped_plan(SocketRule::Deny);
+        let unix = libc::AF_UNIX as u64;
+        let cloexec = libc::SOCK_CLOEXEC as u64;
+        assert_eq!(
+            verdict(
+                &p,
+                "socketpair",
+                [unix, libc::SOCK_STREAM as u64 | cloexec, 0, 0, 0, 0]
+            ),
+            ALLOW
+        );
+        assert_eq!(
+            verdict(
+                &p,
+                "socketpair",
+                [unix, libc::SOCK_SEQPACKET as u64, 0, 0, 0, 0]
+            ),
+            ALLOW
+        );
+        for ty in [libc::SOCK_DGRAM, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC] {
+            assert_eq!(
+                verdict(&p, "socketpair", [unix, ty as u64, 0, 0, 0, 0]),
+                KILL_PROCESS
+            );
+        }
+        assert_eq!(
+            verdict(&p, "socketpair", [libc::AF_INET as u64, 1, 0, 0, 0, 0]),
+            KILL_PROCESS
+        );
+    }
+
+    #[test]
+    fn ioctl_allows_a_short_list_and_answers_enotty_to_the_rest() {
+        let p = shaped_plan(SocketRule::Deny);
+        // FIONREAD, FIONBIO, FIOCLEX, FIONCLEX.
+        for request in [0x541Bu64, 0x5421, 0x5451, 0x5450] {
+            assert_eq!(verdict(&p, "ioctl", [3, request, 0, 0, 0, 0]), ALLOW);
+        }
+        let enotty = RET_ERRNO | libc::ENOTTY as u32;
+        // SIOCGIFCONF, SIOCGIFHWADDR, TCGETS, TIOCSTI.
+        for request in [0x8912u64, 0x8927, 0x5401, 0x5412] {
+            assert_eq!(verdict(&p, "ioctl", [3, request, 0, 0, 0, 0]), enotty);
+        }
+        // High bits of the request are not part of it (unsigned int).
+        assert_eq!(verdict(&p, "ioctl", [3, 0x1_0000_8912, 0, 0, 0, 0]), enotty);
+    }
+
+    #[test]
+    fn prctl_personality_memory_and_memfd_are_shaped() {
+        let p = shaped_plan(SocketRule::Deny);
+        let option = |o: i32| [o as u64, 0, 0, 0, 0, 0];
+        assert_eq!(verdict(&p, "prctl", option(libc::PR_SET_NAME)), ALLOW);
+        for o in [
+            libc::PR_SET_DUMPABLE,
+            libc::PR_SET_MM,
+            libc::PR_SET_SECCOMP,
+            libc::PR_CAP_AMBIENT,
+            0x5961_6d61, // PR_SET_PTRACER
+        ] {
+            assert_eq!(verdict(&p, "prctl", option(o)), KILL_PROCESS, "prctl {o}");
+        }
+        assert_eq!(
+            verdict(&p, "personality", [0xFFFF_FFFF, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            verdict(&p, "personality", [0x0040_0000, 0, 0, 0, 0, 0]),
+            KILL_PROCESS,
+            "READ_IMPLIES_EXEC"
+        );
+        let exec = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let file = libc::MAP_PRIVATE as u64;
+        assert_eq!(verdict(&p, "mmap", [0, 4096, rw, anon, u64::MAX, 0]), ALLOW);
+        assert_eq!(verdict(&p, "mmap", [0, 4096, exec, file, 3, 0]), ALLOW);
+        assert_eq!(
+            verdict(&p, "mmap", [0, 4096, exec, anon, u64::MAX, 0]),
+            KILL_PROCESS
+        );
+        assert_eq!(verdict(&p, "mprotect", [0, 4096, rw, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            verdict(&p, "mprotect", [0, 4096, exec, 0, 0, 0]),
+            KILL_PROCESS
+        );
+        let seal = u64::from(seccomp_args::MFD_NOEXEC_SEAL);
+        let cloexec = libc::MFD_CLOEXEC as u64;
+        assert_eq!(
+            verdict(&p, "memfd_create", [0, seal | cloexec, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            verdict(&p, "memfd_create", [0, cloexec, 0, 0, 0, 0]),
+            KILL_PROCESS
+        );
+        assert_eq!(
+            verdict(
+                &p,
+                "memfd_create",
+                [0, u64::from(seccomp_args::MFD_EXEC), 0, 0, 0, 0]
+            ),
+            KILL_PROCESS
+        );
+    }
+
+    #[test]
+    fn some_calls_are_never_allowed() {
+        for never in [
+            "bpf",
+            "keyctl",
+            "userfaultfd",
+            "perf_event_open",
+            "io_uring_setup",
+        ] {
+            let err = build(&SeccompPlan {
+                allowed: ["read", never].iter().map(|s| s.to_string()).collect(),
+                processes: false,
+                socket: SocketRule::Deny,
+                default_action: ViolationAction::Kill,
+            })
+            .expect_err(never);
+            assert!(
+                err.contains(never) && err.contains("never allowed"),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn errno_action_returns_eperm() {
         let p = build(&SeccompPlan {
@@ -514,22 +746,56 @@ mod tests {
             SeccompFilter, SeccompRule, TargetArch,
         };
         let cond = |arg, len, op, v| SeccompCondition::new(arg, len, op, v).expect("condition");
+        // A rule from the argument table, condition by condition.
+        let from_table = |rule: &ArgRule| -> Vec<SeccompRule> {
+            rule.alternatives
+                .iter()
+                .map(|alt| {
+                    SeccompRule::new(
+                        alt.iter()
+                            .map(|c| {
+                                let op = if c.mask == u32::MAX {
+                                    SeccompCmpOp::Eq
+                                } else {
+                                    SeccompCmpOp::MaskedEq(u64::from(c.mask))
+                                };
+                                cond(c.arg, SeccompCmpArgLen::Dword, op, u64::from(c.equals))
+                            })
+                            .collect(),
+                    )
+                    .expect("rule")
+                })
+                .collect()
+        };
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        let mut ioctl_allowed = false;
         for name in &plan.allowed {
-            rules.insert(i64::from(nr(name)), Vec::new());
+            if name == "ioctl" {
+                // Answered ENOTTY ahead of the chain (below).
+                ioctl_allowed = true;
+                continue;
+            }
+            let rule = seccomp_args::listed_rule(name);
+            rules.insert(
+                i64::from(nr(name)),
+                rule.as_ref().map(from_table).unwrap_or_default(),
+            );
         }
+        // clone and TCP sockets written out by hand, independently of the
+        // table.
         let mut clone = vec![cond(
             0,
             SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(u64::from(CLONE_NAMESPACES)),
+            SeccompCmpOp::MaskedEq(u64::from(seccomp_args::CLONE_NAMESPACES)),
             0,
         )];
         if !plan.processes {
+            let thread = libc::CLONE_THREAD as u64;
             clone.push(cond(
                 0,
                 SeccompCmpArgLen::Dword,
-                SeccompCmpOp::MaskedEq(u64::from(CLONE_THREAD)),
-                u64::from(CLONE_THREAD),
+                SeccompCmpOp::MaskedEq(thread),
+                thread,
             ));
         }
         rules.insert(
@@ -539,25 +805,32 @@ mod tests {
         match plan.socket {
             SocketRule::Deny => {}
             SocketRule::Any => {
-                rules.insert(i64::from(nr("socket")), Vec::new());
+                let rule = seccomp_args::socket_rule(SocketRule::Any).expect("rule");
+                rules.insert(i64::from(nr("socket")), from_table(&rule));
             }
             SocketRule::TcpOnly => {
-                let family = |f: i32| cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f as u64);
+                let eq =
+                    |arg, v: i32| cond(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v as u64);
                 let stream = || {
                     cond(
                         1,
                         SeccompCmpArgLen::Dword,
-                        SeccompCmpOp::MaskedEq(0xF),
+                        SeccompCmpOp::MaskedEq(u64::from(
+                            !((libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u32),
+                        )),
                         libc::SOCK_STREAM as u64,
                     )
                 };
-                rules.insert(
-                    i64::from(nr("socket")),
-                    vec![
-                        SeccompRule::new(vec![family(libc::AF_INET), stream()]).expect("rule"),
-                        SeccompRule::new(vec![family(libc::AF_INET6), stream()]).expect("rule"),
-                    ],
-                );
+                let mut alternatives = Vec::new();
+                for family in [libc::AF_INET, libc::AF_INET6] {
+                    for protocol in [0, libc::IPPROTO_TCP] {
+                        alternatives.push(
+                            SeccompRule::new(vec![eq(0, family), stream(), eq(2, protocol)])
+                                .expect("rule"),
+                        );
+                    }
+                }
+                rules.insert(i64::from(nr("socket")), alternatives);
             }
         }
         let mismatch = match plan.default_action {
@@ -567,7 +840,8 @@ mod tests {
         let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
             .expect("filter");
         let linear: BpfProgram = filter.try_into().expect("compile");
-        // clone3 answered ENOSYS ahead of the chain.
+        // clone3 answered ENOSYS ahead of the chain, and ioctl checked
+        // there: requests off the list get ENOTTY.
         let mut out = vec![
             insn(LD_W_ABS, 0, 0, DATA_ARCH),
             insn(JMP_JEQ_K, 0, 3, X86_64),
@@ -575,6 +849,20 @@ mod tests {
             insn(JMP_JEQ_K, 0, 1, nr("clone3")),
             insn(RET_K, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
         ];
+        if ioctl_allowed {
+            let requests = seccomp_args::IOCTL_REQUESTS;
+            let n = requests.len() as u8;
+            out.push(insn(LD_W_ABS, 0, 0, DATA_ARCH));
+            out.push(insn(JMP_JEQ_K, 0, n + 5, X86_64));
+            out.push(insn(LD_W_ABS, 0, 0, DATA_NR));
+            out.push(insn(JMP_JEQ_K, 0, n + 3, nr("ioctl")));
+            out.push(insn(LD_W_ABS, 0, 0, DATA_ARGS + 8));
+            for (i, (request, _)) in requests.iter().enumerate() {
+                out.push(insn(JMP_JEQ_K, n - i as u8, 0, *request));
+            }
+            out.push(insn(RET_K, 0, 0, RET_ERRNO | libc::ENOTTY as u32));
+            out.push(insn(RET_K, 0, 0, RET_ALLOW));
+        }
         out.extend(linear.iter().map(|i| insn(i.code, i.jt, i.jf, i.k)));
         out
     }
@@ -607,13 +895,46 @@ mod tests {
                 libc::SOCK_STREAM,
                 libc::SOCK_DGRAM,
                 libc::SOCK_RAW,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::SOCK_SEQPACKET,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::SOCK_STREAM | 0x100,
             ] {
-                out.push([family as u64, ty as u64, 0, 0, 0, 0]);
+                for protocol in [0, libc::IPPROTO_TCP, libc::IPPROTO_UDP, libc::IPPROTO_MPTCP] {
+                    out.push([family as u64, ty as u64, protocol as u64, 0, 0, 0]);
+                }
             }
+        }
+        // ioctl requests, prctl options and personas, mmap/mprotect
+        // protections, memfd flags.
+        for request in [
+            0x541B, /* FIONREAD */
+            0x5451, /* FIOCLEX */
+            0x8912, 0x5401,
+        ] {
+            out.push([3, request, 0, 0, 0, 0]);
+        }
+        for option in [libc::PR_SET_NAME, libc::PR_SET_DUMPABLE, 0x5356_4d41] {
+            out.push([option as u64, 0, 0, 0, 0, 0]);
+        }
+        out.push([u64::from(u32::MAX), 0, 0, 0, 0, 0]);
+        let (exec, rw) = (
+            libc::PROT_EXEC as u64,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+        );
+        let (anon, private) = (
+            (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE) as u64,
+            libc::MAP_PRIVATE as u64,
+        );
+        for (prot, flags) in [(exec, anon), (exec, private), (rw, anon)] {
+            out.push([0, 4096, prot, flags, 0, 0]);
+        }
+        for flags in [MFD_NOEXEC_SEAL_U64, MFD_NOEXEC_SEAL_U64 | 0x10, 1] {
+            out.push([0, flags, 0, 0, 0, 0]);
         }
         out
     }
+
+    const MFD_NOEXEC_SEAL_U64: u64 = seccomp_args::MFD_NOEXEC_SEAL as u64;
 
     #[test]
     fn the_tree_agrees_with_seccompiler_on_every_system_call() {
@@ -621,7 +942,21 @@ mod tests {
             .resolve("@default")
             .expect("group")
             .into_iter()
-            .chain(["read", "write", "openat", "close", "futex", "epoll_wait"].map(String::from))
+            .chain(
+                [
+                    "read",
+                    "write",
+                    "openat",
+                    "close",
+                    "futex",
+                    "epoll_wait",
+                    "ioctl",
+                    "socketpair",
+                    "memfd_create",
+                    "personality",
+                ]
+                .map(String::from),
+            )
             .collect();
         for processes in [false, true] {
             for socket in [SocketRule::Deny, SocketRule::TcpOnly, SocketRule::Any] {
@@ -666,6 +1001,8 @@ mod tests {
         let all: BTreeSet<String> = (0..460u32)
             .filter_map(|n| syscalls::Sysno::new(n as usize).map(|s| s.name().to_string()))
             .filter(|n| !["clone", "clone3", "socket"].contains(&n.as_str()))
+            .filter(|n| !seccomp_args::NEVER_ALLOWED.contains(&n.as_str()))
+            .filter(|n| seccomp_args::listed_rule(n).is_none())
             .collect();
         let plan = SeccompPlan {
             allowed: all.clone(),

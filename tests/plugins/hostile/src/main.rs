@@ -17,6 +17,7 @@ mod fs;
 mod net;
 mod privilege;
 mod process;
+mod shaped;
 
 use attempt::Attempt;
 use corral_sdk::{Context, Error, Plugin};
@@ -109,6 +110,13 @@ fn main() {
         })
         .json("stdout_flood", |_: &mut Context, i| {
             Ok(channel::stdout_flood(i))
+        })
+        .json("raw_syscall", |_: &mut Context, i| shaped::raw(i))
+        .json("ifconf", |_: &mut Context, (): ()| Ok(shaped::ifconf()))
+        .json("fionread", |_: &mut Context, (): ()| Ok(shaped::fionread()))
+        .json("socketpair", |_: &mut Context, i| shaped::socketpair(i))
+        .json("memfd_exec", |_: &mut Context, (): ()| {
+            Ok(shaped::memfd_exec())
         })
         .json("whoami", |_: &mut Context, (): ()| Ok(whoami()))
         .json("exit", |_: &mut Context, i| -> Result<Attempt, Error> {
