@@ -10,7 +10,11 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "manifest")]
 pub mod manifest;
+#[cfg(feature = "manifest")]
+pub mod manifest_yaml;
 pub mod message;
+#[cfg(feature = "manifest")]
+pub mod package_layout;
 pub mod policy;
 #[cfg(feature = "manifest")]
 pub mod units;

@@ -1,5 +1,7 @@
 //! `plugin.toml`: what a plugin is and what it asks for. Parsing rejects
 //! unknown keys and bad values with the file, the dotted key and the reason.
+//! Seed 002's `plugin.yaml` ([`crate::manifest_yaml`]) and seed 000's bare
+//! `index.js` folder ([`crate::package_layout`]) map onto the same model.
 
 use crate::units::{ByteSize, CpuShare, HumanDuration};
 use semver::{Version, VersionReq};
@@ -44,9 +46,17 @@ pub struct PluginSection {
     pub version: Version,
     #[serde(default)]
     pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub author: String,
+    /// An SPDX expression, as the author wrote it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub license: String,
     pub entry: EntryPath,
     #[serde(default)]
     pub runtime: Runtime,
+    /// The method a call that names none is served by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_method: Option<MethodName>,
     /// Range of corrald versions the plugin works with.
     #[serde(default = "any_engine")]
     pub engine: VersionReq,
@@ -66,16 +76,29 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
+    /// A compiled executable: the entry is exec'd.
     #[default]
     Native,
+    /// corral's embedded JavaScript engine (`corral-js`) runs the entry.
+    Js,
+    /// The host's Node.js runs the entry through corral's bootstrap.
     Node,
+    /// The host's python3 runs the entry through corral's bootstrap.
     Python,
+}
+
+impl Runtime {
+    /// True when the entry is a script another program runs.
+    pub fn is_script(self) -> bool {
+        self != Runtime::Native
+    }
 }
 
 impl fmt::Display for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Runtime::Native => "native",
+            Runtime::Js => "js",
             Runtime::Node => "node",
             Runtime::Python => "python",
         })
@@ -295,6 +318,38 @@ impl std::borrow::Borrow<str> for PluginName {
     }
 }
 
+/// A method name as calls name it: `greet`, `codeGeneration.generateCode`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MethodName(String);
+
+impl MethodName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MethodName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 256
+            && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return Err(format!(
+                "`{s}` is not a method name: 1 to 256 characters, no spaces or control characters"
+            ));
+        }
+        Ok(MethodName(s))
+    }
+}
+
+impl From<MethodName> for String {
+    fn from(m: MethodName) -> String {
+        m.0
+    }
+}
+
 /// A path inside the package: relative, no `..`, no empty components.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -428,7 +483,8 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Reads and parses a manifest file.
+    /// Reads and parses a manifest file: `plugin.yaml` (or `.yml`) as
+    /// seed 002's manifest, anything else as `plugin.toml`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
@@ -437,6 +493,9 @@ impl Manifest {
             reason: format!("cannot read: {e}"),
             line: None,
         })?;
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            return crate::manifest_yaml::parse(&text, &file);
+        }
         Manifest::parse(&text, &file)
     }
 
@@ -445,7 +504,7 @@ impl Manifest {
     }
 
     /// Checks that span several keys, after each key parsed on its own.
-    fn check(&self, file: &str) -> Result<(), ManifestError> {
+    pub(crate) fn check(&self, file: &str) -> Result<(), ManifestError> {
         let err = |key: &str, reason: String| ManifestError {
             file: file.to_string(),
             key: key.to_string(),
@@ -515,6 +574,9 @@ description = "summarises CSV"
 entry = "bin/csv-summary"
 runtime = "native"
 engine = ">=0.1"
+author = "Ada"
+license = "MIT"
+default_method = "summarise.all"
 
 [dependencies]
 "text-utils" = "^1"
@@ -546,6 +608,28 @@ open_files = 64
         assert_eq!(m.limits.memory, Some(ByteSize(128 << 20)));
         assert_eq!(m.limits.cpu, Some(CpuShare(5_000)));
         assert_eq!(m.plugin.instances, 1);
+        assert_eq!(m.plugin.author, "Ada");
+        assert_eq!(m.plugin.license, "MIT");
+        assert_eq!(
+            m.plugin.default_method.as_ref().map(MethodName::as_str),
+            Some("summarise.all")
+        );
+    }
+
+    #[test]
+    fn every_runtime_is_a_word() {
+        for (word, runtime) in [
+            ("native", Runtime::Native),
+            ("js", Runtime::Js),
+            ("node", Runtime::Node),
+            ("python", Runtime::Python),
+        ] {
+            let m = Manifest::parse(&FULL.replace("\"native\"", &format!("\"{word}\"")), "p")
+                .expect(word);
+            assert_eq!(m.plugin.runtime, runtime);
+            assert_eq!(runtime.to_string(), word);
+            assert_eq!(runtime.is_script(), word != "native");
+        }
     }
 
     fn error_of(text: &str) -> ManifestError {
@@ -594,6 +678,14 @@ open_files = 64
             (
                 FULL.replace("\"^1\"", "\"banana\""),
                 "dependencies.text-utils",
+            ),
+            (
+                FULL.replace("\"summarise.all\"", "\"two words\""),
+                "plugin.default_method",
+            ),
+            (
+                FULL.replace("author = \"Ada\"", "author = 3"),
+                "plugin.author",
             ),
         ];
         for (text, key) in cases {

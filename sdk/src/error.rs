@@ -102,6 +102,8 @@ pub enum ServeError {
     ClosedDuringHandshake,
     #[error("handshake failed: {0}")]
     Handshake(String),
+    #[error("the plugin could not prepare itself: {0}")]
+    Init(String),
     #[error("the host sent {0} after the handshake")]
     Unexpected(&'static str),
 }
@@ -111,7 +113,8 @@ impl ServeError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ServeError::ChannelUnavailable { .. } | ServeError::BadChannelEnv { .. } => 78, // EX_CONFIG
-            ServeError::Io(_) => 74, // EX_IOERR
+            ServeError::Io(_) => 74,   // EX_IOERR
+            ServeError::Init(_) => 70, // EX_SOFTWARE
             ServeError::Protocol(_)
             | ServeError::ClosedDuringHandshake
             | ServeError::Handshake(_)

@@ -113,7 +113,7 @@ pub mod testing;
 pub use context::Context;
 pub use corral_protocol::message::{InitLimits, LogLevel};
 pub use error::{Error, ServeError, codes};
-pub use plugin::Plugin;
+pub use plugin::{InitInfo, Plugin};
 pub use session::{EndReason, Served};
 
 /// The protocol crate, for hosts in tests and for raw frame access.

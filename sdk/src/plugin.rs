@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::error::{Error, ServeError, codes};
 use crate::session::{Served, Session};
 use corral_protocol::frame::{DEFAULT_MAX_FRAME, HARD_MAX_FRAME};
-use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV};
+use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV, InitLimits};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -16,15 +16,34 @@ const MIN_MAX_FRAME: u32 = 1024;
 
 type RawHandler = Box<dyn FnMut(&mut Context<'_>, &[u8]) -> Result<Vec<u8>, Error>>;
 
-/// Handlers by method name.
+/// Runs once between the host's Init and the plugin's Ready.
+pub(crate) type InitHook = Box<dyn FnOnce(&InitInfo<'_>) -> Result<(), String>>;
+
+/// What the host sent in Init, for a plugin that prepares itself before
+/// it reports Ready (see [`Plugin::on_init`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InitInfo<'a> {
+    /// The plugin's settings as UTF-8 JSON (`{}` when none).
+    pub config: &'a [u8],
+    /// The limits the plugin runs under.
+    pub limits: InitLimits,
+    /// The largest frame either side may send.
+    pub max_frame: u32,
+}
+
+/// Handlers by method name, and the one for every other name.
 #[derive(Default)]
 pub(crate) struct Handlers {
     by_method: HashMap<String, RawHandler>,
+    fallback: Option<RawHandler>,
 }
 
 impl Handlers {
     pub(crate) fn get_mut(&mut self, method: &str) -> Option<&mut RawHandler> {
-        self.by_method.get_mut(method)
+        match self.by_method.get_mut(method) {
+            Some(handler) => Some(handler),
+            None => self.fallback.as_mut(),
+        }
     }
 
     /// The registered methods, sorted, for "unknown method" errors.
@@ -48,6 +67,7 @@ pub struct Plugin {
     version: String,
     max_frame: u32,
     handlers: Handlers,
+    init_hook: Option<InitHook>,
 }
 
 impl Plugin {
@@ -61,6 +81,7 @@ impl Plugin {
             version: version.into(),
             max_frame: DEFAULT_MAX_FRAME,
             handlers: Handlers::default(),
+            init_hook: None,
         }
     }
 
@@ -112,6 +133,32 @@ impl Plugin {
         self
     }
 
+    /// Answers every call whose method no other handler is registered
+    /// under ([`Context::method`] says which), instead of the SDK's
+    /// `unknown_method` reply. For plugins whose methods are only known
+    /// at run time, such as a script runtime serving a script's methods.
+    pub fn fallback<F>(mut self, handler: F) -> Plugin
+    where
+        F: FnMut(&mut Context<'_>, &[u8]) -> Result<Vec<u8>, Error> + 'static,
+    {
+        self.handlers.fallback = Some(Box::new(handler));
+        self
+    }
+
+    /// Runs `hook` once the host's Init has arrived and before the plugin
+    /// reports Ready: the place to prepare what needs the settings or the
+    /// limits. An `Err` ends the start: no Ready is sent, the message goes
+    /// to stderr (which the host logs) and [`Plugin::serve`] exits
+    /// non-zero, so the host reports a failed start instead of a plugin
+    /// that fails every call.
+    pub fn on_init<F>(mut self, hook: F) -> Plugin
+    where
+        F: FnOnce(&InitInfo<'_>) -> Result<(), String> + 'static,
+    {
+        self.init_hook = Some(Box::new(hook));
+        self
+    }
+
     /// Serves the host on the inherited channel and exits the process:
     /// status 0 after Shutdown or when the host closes the channel,
     /// non-zero (with the reason on stderr) when the channel is missing or
@@ -131,7 +178,13 @@ impl Plugin {
     /// tests and for programs that do more after serving.
     pub fn serve_fd(mut self, fd: OwnedFd) -> Result<Served, ServeError> {
         let channel = Channel::new(fd).map_err(ServeError::Io)?;
-        let mut session = Session::handshake(channel, &self.name, &self.version, self.max_frame)?;
+        let mut session = Session::handshake(
+            channel,
+            &self.name,
+            &self.version,
+            self.max_frame,
+            self.init_hook.take(),
+        )?;
         session.run(&mut self.handlers)
     }
 }

@@ -10,7 +10,7 @@
 use crate::channel::{Channel, is_peer_gone};
 use crate::context::Context;
 use crate::error::{Error, ServeError, codes};
-use crate::plugin::Handlers;
+use crate::plugin::{Handlers, InitHook, InitInfo};
 use corral_protocol::frame::{self, FrameBuffer, HANDSHAKE_MAX_FRAME, LENGTH_PREFIX};
 use corral_protocol::message::{
     Call, CallResult, Hello, HostMessage, InitLimits, LogLevel, LogRecord, MAGIC, PluginEvent,
@@ -100,6 +100,7 @@ impl Session {
         name: &str,
         version: &str,
         max_frame: u32,
+        init_hook: Option<InitHook>,
     ) -> Result<Session, ServeError> {
         let hello = PluginMessage::Hello(Hello {
             magic: MAGIC,
@@ -144,6 +145,14 @@ impl Session {
             )));
         }
         inbox.set_max_frame(init.max_frame);
+        if let Some(hook) = init_hook {
+            hook(&InitInfo {
+                config: &init.config,
+                limits: init.limits,
+                max_frame: init.max_frame,
+            })
+            .map_err(ServeError::Init)?;
+        }
         let mut session = Session {
             channel,
             inbox,

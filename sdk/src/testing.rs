@@ -52,6 +52,8 @@ pub enum TestHostError {
 /// How to start the plugin.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Arguments after the program (a script runtime's entry file, say).
+    pub args: Vec<std::ffi::OsString>,
     /// Its environment (cleared otherwise; `CORRAL_CHANNEL_FD=3` is added).
     pub env: Vec<(String, String)>,
     /// `(resource, soft = hard)` set in the child before exec, to stand in
@@ -68,6 +70,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            args: Vec::new(),
             env: Vec::new(),
             rlimits: Vec::new(),
             capture_stdout: false,
@@ -97,6 +100,7 @@ impl TestHost {
         let plugin_fd = plugin.as_raw_fd();
         let mut command = Command::new(program);
         command
+            .args(&options.args)
             .env_clear()
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(corral_protocol::message::CHANNEL_FD_ENV, "3")

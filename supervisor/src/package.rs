@@ -1,8 +1,10 @@
-//! A plugin package on disk: a directory holding `plugin.toml` and the
-//! entry it names.
+//! A plugin package on disk: a directory holding `plugin.toml` (or
+//! `plugin.yaml`, or only `index.js`; see
+//! [`corral_protocol::package_layout`]) and the entry it names.
 
 use corral_protocol::error::{CorralError, ErrorKind};
-use corral_protocol::manifest::{MANIFEST_FILE, Manifest, ManifestError};
+use corral_protocol::manifest::{Manifest, ManifestError};
+use corral_protocol::package_layout;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -14,7 +16,7 @@ pub struct Package {
 }
 
 impl Package {
-    /// Reads and validates `dir/plugin.toml`.
+    /// Reads and validates the package's manifest, in whichever layout.
     pub fn open(dir: &Path) -> Result<Package, CorralError> {
         let dir = dir.canonicalize().map_err(|e| {
             CorralError::new(
@@ -33,10 +35,9 @@ impl Package {
                 reason,
             ));
         }
-        let path = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::load(&path).map_err(manifest_error)?;
+        let (manifest, manifest_file) = package_layout::load(&dir).map_err(manifest_error)?;
         Ok(Package {
-            manifest_file: path.display().to_string(),
+            manifest_file,
             dir,
             manifest,
         })

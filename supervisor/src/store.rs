@@ -11,6 +11,7 @@
 
 use corral_protocol::error::{CorralError, ErrorKind};
 use corral_protocol::manifest::{MANIFEST_FILE, Manifest};
+use corral_protocol::package_layout::{self, Layout};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -91,7 +92,7 @@ impl Store {
             return None;
         }
         let dir = self.root.join(digest);
-        let manifest = Manifest::load(&dir.join(MANIFEST_FILE)).ok()?;
+        let (manifest, _) = package_layout::load(&dir).ok()?;
         Some(StoredPackage {
             digest: digest.to_string(),
             dir,
@@ -127,7 +128,8 @@ impl Store {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         let package_dir =
-            if top.len() == 1 && top[0].is_dir() && !staging.path().join(MANIFEST_FILE).exists() {
+            if top.len() == 1 && top[0].is_dir() && !package_layout::is_package_dir(staging.path())
+            {
                 top.remove(0)
             } else {
                 staging.path().to_path_buf()
@@ -241,10 +243,19 @@ impl Store {
     }
 
     /// Imports a package directory: checks it, computes its digest and
-    /// copies it into the store (unless that digest is already there).
+    /// copies it into the store (unless that digest is already there). A
+    /// bucket-layout folder (only `index.js`) is named after itself, which
+    /// its store directory (named by digest) is not: its copy gets the
+    /// `plugin.toml` it stands for, and the name is part of its digest.
     pub fn import_dir(&self, dir: &Path) -> Result<StoredPackage, CorralError> {
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest = Manifest::load(&manifest_path).map_err(crate::package::manifest_error)?;
+        let layout = package_layout::layout_of(dir).ok_or_else(|| {
+            invalid(format!(
+                "{}: no plugin.toml, plugin.yaml or index.js",
+                dir.display()
+            ))
+        })?;
+        let (manifest, _) = package_layout::load(dir).map_err(crate::package::manifest_error)?;
+        let bare = matches!(layout, Layout::Bare(_));
         let entries = self.scan(dir)?;
         let entry_rel = PathBuf::from(manifest.plugin.entry.as_str());
         let entry_rel: PathBuf = entry_rel
@@ -267,12 +278,19 @@ impl Store {
             }
             _ => {
                 return Err(invalid(format!(
-                    "the entry {} named in plugin.toml is not in the package",
+                    "the entry {} named in the manifest is not in the package",
                     entry_rel.display()
                 )));
             }
         }
-        let digest = digest(dir, &entries)?;
+        let mut digest = digest(dir, &entries)?;
+        if bare {
+            let mut hasher = Sha256::new();
+            hasher.update(digest.as_bytes());
+            hasher.update(b"\0bare\0");
+            hasher.update(manifest.name().as_bytes());
+            digest = hex(&hasher.finalize());
+        }
         let final_dir = self.root.join(&digest);
         if !final_dir.exists() {
             let staging = tempfile::Builder::new()
@@ -280,6 +298,13 @@ impl Store {
                 .tempdir_in(&self.root)
                 .map_err(|e| io_error("creating a staging directory in", &self.root, e))?;
             copy_entries(dir, staging.path(), &entries)?;
+            if bare {
+                let path = staging.path().join(MANIFEST_FILE);
+                std::fs::write(&path, bare_manifest_text(&manifest))
+                    .map_err(|e| io_error("writing", &path, e))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| io_error("setting the mode of", &path, e))?;
+            }
             std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| io_error("setting the mode of", staging.path(), e))?;
             let staged = staging.keep();
@@ -368,6 +393,20 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The `plugin.toml` a bucket-layout package stands for (its name was
+/// checked as a plugin name, so it needs no quoting).
+fn bare_manifest_text(manifest: &Manifest) -> String {
+    let p = &manifest.plugin;
+    format!(
+        "# Written by corral for a folder holding only {entry} (seed 000's layout).\n[plugin]\nname = \"{name}\"\nversion = \"{version}\"\nentry = \"{entry}\"\nruntime = \"{runtime}\"\ndefault_method = \"{method}\"\n",
+        name = p.name,
+        version = p.version,
+        entry = p.entry.as_str(),
+        runtime = p.runtime,
+        method = package_layout::BARE_DEFAULT_METHOD,
+    )
 }
 
 /// An archive path as a relative path with only normal components.
@@ -532,6 +571,49 @@ mod tests {
         std::fs::write(dir.join("bin/p"), b"\x7fELF fake").expect("entry");
         std::fs::set_permissions(dir.join("bin/p"), std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
+    }
+
+    #[test]
+    fn a_bare_index_js_folder_is_stored_with_the_manifest_it_stands_for() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src/my-plugin");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("index.js"), "module.exports = class {};").expect("write");
+        let stored = store.import_dir(&src).expect("import");
+        assert_eq!(stored.manifest.name(), "my-plugin");
+        assert_eq!(
+            stored.manifest.plugin.runtime,
+            corral_protocol::manifest::Runtime::Js
+        );
+        // Read back from the store, where the folder is named by digest.
+        let again = store.get(&stored.digest).expect("stored");
+        assert_eq!(again.manifest, stored.manifest);
+        // The same script under another folder name is another plugin.
+        let other = tmp.path().join("src/other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::copy(src.join("index.js"), other.join("index.js")).expect("copy");
+        let second = store.import_dir(&other).expect("import");
+        assert_ne!(second.digest, stored.digest);
+        assert_eq!(second.manifest.name(), "other");
+    }
+
+    #[test]
+    fn a_plugin_yaml_package_is_stored() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src/y");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(
+            src.join("plugin.yaml"),
+            "name: seed_two\nversion: 1.0.0\nauthor: A\nentry_point: ./plugin.py\n",
+        )
+        .expect("write");
+        std::fs::write(src.join("plugin.py"), "").expect("write");
+        let stored = store.import_dir(&src).expect("import");
+        assert_eq!(stored.manifest.name(), "seed_two");
+        assert_eq!(
+            store.get(&stored.digest).expect("stored").manifest.name(),
+            "seed_two"
+        );
     }
 
     fn store() -> (tempfile::TempDir, Store) {
