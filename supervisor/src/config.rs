@@ -52,11 +52,14 @@ pub struct SourceConfig {
     /// A directory whose subdirectories are packages (each with
     /// plugin.toml).
     pub path: PathBuf,
-    /// Load every package found here at start, unless an operator unloaded
-    /// it.
-    #[serde(default = "yes")]
-    pub load: bool,
-    /// Pick up changed packages while running (inotify) and swap them in.
+    /// Load every package found here, at start and when it appears or
+    /// changes while the daemon runs (with `watch`), unless an operator
+    /// unloaded it. Off: packages are installed, and wait for `corral load`.
+    /// (`load` is the older name of this setting.)
+    #[serde(default = "yes", alias = "load")]
+    pub autoload: bool,
+    /// Pick up new and changed packages while running (inotify): install
+    /// them, and swap in the ones that are loaded.
     #[serde(default = "yes")]
     pub watch: bool,
 }
@@ -68,13 +71,31 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiLimits {
-    /// Connections served at once; further ones wait to be accepted.
+    /// Connections served at once, every peer together.
     pub max_connections: usize,
+    /// Connections one uid that is not an admin may hold at once; more are
+    /// closed as soon as they are accepted (after /v1/health, see
+    /// `health_connections`).
+    pub max_connections_per_uid: usize,
+    /// Of `max_connections`, how many only admins may use, so an operator
+    /// always gets in while other users hold every other slot.
+    pub reserved_connections: usize,
+    /// Connections kept apart for a peer refused a regular slot: each may
+    /// ask `GET /v1/health` once (anything else is answered 503
+    /// `overloaded`), at most two per uid, so monitoring keeps working
+    /// while the API is full.
+    pub health_connections: usize,
     /// Largest request body (uploads included); larger gets 413.
     pub max_request_body: ByteSize,
     /// Time a client gets to send a request's headers (also bounds idle
     /// keep-alive connections).
     pub header_timeout: HumanDuration,
+    /// Time a client gets to send a request's body once its head arrived;
+    /// with `header_timeout` it bounds a whole request.
+    pub request_timeout: HumanDuration,
+    /// Time a response may wait on a client that does not read it (no
+    /// byte accepted by the socket); the connection is then closed.
+    pub write_timeout: HumanDuration,
     /// Calls in flight per plugin; more get 429 `overloaded`.
     pub max_in_flight_per_plugin: u32,
     /// Largest package accepted, unpacked.
@@ -85,8 +106,13 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_connections: 1024,
+            max_connections_per_uid: 64,
+            reserved_connections: 64,
+            health_connections: 32,
             max_request_body: ByteSize(64 << 20),
             header_timeout: HumanDuration(Duration::from_secs(10)),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            write_timeout: HumanDuration(Duration::from_secs(10)),
             max_in_flight_per_plugin: 1024,
             max_package_size: ByteSize(512 << 20),
         }
@@ -109,7 +135,7 @@ impl Default for Config {
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
             sources: vec![SourceConfig {
                 path: PathBuf::from("/usr/lib/corral/plugins"),
-                load: true,
+                autoload: true,
                 watch: true,
             }],
             limits: ApiLimits::default(),
@@ -190,8 +216,13 @@ impl Config {
         keep_running!(sources);
         keep_running!(log_format);
         keep_running!(limits.max_connections);
+        keep_running!(limits.max_connections_per_uid);
+        keep_running!(limits.reserved_connections);
+        keep_running!(limits.health_connections);
         keep_running!(limits.max_request_body);
         keep_running!(limits.header_timeout);
+        keep_running!(limits.request_timeout);
+        keep_running!(limits.write_timeout);
         keep_running!(limits.max_package_size);
         (new, restart_needed)
     }
@@ -249,7 +280,7 @@ impl Config {
                 .map(|p| {
                     vec![SourceConfig {
                         path: p.to_path_buf(),
-                        load: true,
+                        autoload: true,
                         watch: true,
                     }]
                 })
@@ -289,6 +320,21 @@ impl Config {
             .map_err(|e| err("cgroup_base", e.to_string()))?;
         if self.limits.max_connections == 0 {
             return Err(err("limits.max_connections", "must be at least 1".into()));
+        }
+        if self.limits.reserved_connections >= self.limits.max_connections {
+            return Err(err(
+                "limits.reserved_connections",
+                format!(
+                    "must be below max_connections ({})",
+                    self.limits.max_connections
+                ),
+            ));
+        }
+        if self.limits.max_connections_per_uid == 0 {
+            return Err(err(
+                "limits.max_connections_per_uid",
+                "must be at least 1".into(),
+            ));
         }
         if self.limits.max_in_flight_per_plugin == 0 {
             return Err(err(
@@ -345,7 +391,7 @@ mod tests {
         .expect("parse");
         assert_eq!(c.socket_mode_bits(), 0o600);
         assert_eq!(c.sources.len(), 1);
-        assert!(c.sources[0].load && !c.sources[0].watch);
+        assert!(c.sources[0].autoload && !c.sources[0].watch);
         assert_eq!(c.limits.max_in_flight_per_plugin, 8);
         assert_eq!(c.limits.max_connections, 1024, "untouched defaults stay");
     }

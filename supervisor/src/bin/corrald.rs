@@ -80,11 +80,15 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!(
-        "policy: ok ({} and {}/*.toml)",
-        config.policy.display(),
-        config.policy_dir.display()
-    );
+    println!("policy: ok ({})", policy_files(&config));
+    for source in &config.sources {
+        if !source.path.is_dir() {
+            println!(
+                "source {}: warning: not a directory; nothing is installed from it",
+                source.path.display()
+            );
+        }
+    }
     for p in &verdict.plugins {
         let what = match &p.plugin {
             Some((name, version)) => format!("{name} {version}"),
@@ -112,6 +116,68 @@ fn check(config: Option<PathBuf>) -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
+}
+
+/// The policy files the check read, as they are on disk: the built-in
+/// policy always, then whichever of the operator's files exist.
+fn policy_files(config: &Config) -> String {
+    let mut read = vec!["the built-in default".to_string()];
+    let mut missing = Vec::new();
+    if config.policy.is_file() {
+        read.push(config.policy.display().to_string());
+    } else {
+        missing.push(config.policy.display().to_string());
+    }
+    let drop_ins: Vec<String> = std::fs::read_dir(&config.policy_dir)
+        .map(|d| {
+            let mut names: Vec<String> = d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .map(|p| p.display().to_string())
+                .collect();
+            names.sort();
+            names
+        })
+        .unwrap_or_default();
+    if drop_ins.is_empty() {
+        missing.push(format!("{}/*.toml", config.policy_dir.display()));
+    }
+    read.extend(drop_ins);
+    let mut text = read.join(", ");
+    if !missing.is_empty() {
+        text.push_str(&format!("; not present: {}", missing.join(", ")));
+    }
+    text
+}
+
+/// Raises the soft limit on open files to the hard one (every connection
+/// and every plugin's channel is a descriptor; the default soft 1024
+/// would cap both well below `max_connections`). Returns (before, after).
+fn raise_open_files_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let before = limit.rlim_cur;
+    // A million is plenty, and bounds what plugins could inherit if a
+    // policy set none.
+    let wanted = limit.rlim_max.min(1 << 20);
+    if wanted > before {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Some((before, wanted));
+        }
+    }
+    Some((before, before))
 }
 
 fn init_logging(verbose: u8, format: &str) {
@@ -156,6 +222,19 @@ fn run(args: Args) -> Result<()> {
         config.socket = std::path::absolute(socket).context("resolving --socket")?;
     }
     init_logging(args.verbose, &config.log_format);
+    if let Some((before, after)) = raise_open_files_limit() {
+        let needed =
+            (config.limits.max_connections + config.limits.health_connections) as u64 + 256;
+        if after < needed {
+            tracing::warn!(
+                open_files = after,
+                max_connections = config.limits.max_connections,
+                "the open files limit is low for max_connections; raise LimitNOFILE"
+            );
+        } else if after != before {
+            tracing::debug!(from = before, to = after, "raised the open files limit");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("corrald")

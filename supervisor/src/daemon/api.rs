@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message", ...details}}` with a fitting status.
 
 use super::access::{Need, Peer};
+use super::conn_io::ConnState;
 use super::{Daemon, InstallFlags};
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, Request, State};
@@ -45,9 +46,13 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Largest request body, set per server.
+/// Largest request body and the time it may take to arrive, set per
+/// server.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    pub bytes: usize,
+    pub timeout: std::time::Duration,
+}
 
 pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
     Router::new()
@@ -86,9 +91,21 @@ async fn wrong_method(request: Request) -> ApiError {
     }
 }
 
-/// Reads at most `limit` bytes of body.
-async fn read_body(body: Body, limit: BodyLimit) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit.0).await.map_err(|e| {
+/// Reads at most `limit.bytes` of body, within `limit.timeout`; a body
+/// that takes longer closes the connection (noted in `conn`).
+async fn read_body(body: Body, limit: BodyLimit, conn: &ConnState) -> ApiResult<Bytes> {
+    let read = tokio::time::timeout(limit.timeout, axum::body::to_bytes(body, limit.bytes)).await;
+    let Ok(read) = read else {
+        conn.closing("request_timeout");
+        return Err(ApiError {
+            error: CorralError::invalid_input(format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(limit.timeout)
+            )),
+            status: Some(StatusCode::REQUEST_TIMEOUT),
+        });
+    };
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
@@ -96,7 +113,7 @@ async fn read_body(body: Body, limit: BodyLimit) -> ApiResult<Bytes> {
             ApiError {
                 error: CorralError::invalid_input(format!(
                     "the request body is larger than {} bytes",
-                    limit.0
+                    limit.bytes
                 )),
                 status: Some(StatusCode::PAYLOAD_TOO_LARGE),
             }
@@ -239,6 +256,7 @@ async fn install(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
     Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -250,7 +268,7 @@ async fn install(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let bytes = read_body(body, limit).await?;
+    let bytes = read_body(body, limit, &conn).await?;
     let (response, created) = if content_type.starts_with("application/gzip")
         || content_type.starts_with("application/x-gzip")
         || content_type.starts_with("application/octet-stream")
@@ -293,12 +311,13 @@ async fn call(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
     Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Caller, "call plugins")?;
     check_name(&name)?;
-    let bytes = read_body(body, limit).await?;
+    let bytes = read_body(body, limit, &conn).await?;
     let request: CallRequest = parse_json(&bytes, "call request")?;
     Ok(Json(d.call(&name, request, &peer).await?).into_response())
 }

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, text format 0.0.4). Counters are
-//! incremented where things happen; gauges (children, memory) are read
-//! from the live plugins at scrape time.
+//! incremented where things happen; gauges (children, memory, plugin
+//! state, open connections) are read from the live daemon at scrape time.
 
+use super::log_limit::{LineLabel, LogLimiter};
 use crate::runtime::LifecycleObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +31,32 @@ pub struct DeathLabels {
     pub cause: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub plugin: String,
+    /// installed, starting, ready, restarting, quarantined, ...
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+/// What the scrape reads from the live daemon for one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginGauges {
+    pub name: String,
+    pub state: String,
+    pub children: usize,
+    pub memory: u64,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -43,6 +70,15 @@ pub struct Metrics {
     memory: Family<PluginLabel, Gauge>,
     loaded: Gauge,
     denied: Counter,
+    plugin_state: Family<StateLabels, Gauge>,
+    hot_reload_failures: Family<PluginLabel, Counter>,
+    connections_open: Gauge,
+    connections_accepted: Counter,
+    connections_closed: Family<ReasonLabel, Counter>,
+    accept_errors: Counter,
+    http_errors: Family<StatusLabel, Counter>,
+    /// Rate limits for log lines outsiders can cause.
+    pub logs: LogLimiter,
 }
 
 impl Default for Metrics {
@@ -66,6 +102,14 @@ impl Metrics {
         let memory = Family::<PluginLabel, Gauge>::default();
         let loaded = Gauge::default();
         let denied = Counter::default();
+        let plugin_state = Family::<StateLabels, Gauge>::default();
+        let hot_reload_failures = Family::<PluginLabel, Counter>::default();
+        let connections_open = Gauge::default();
+        let connections_accepted = Counter::default();
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        let accept_errors = Counter::default();
+        let http_errors = Family::<StatusLabel, Counter>::default();
+        let log_lines_dropped = Family::<LineLabel, Counter>::default();
         let mut r = Registry::with_prefix("corral");
         r.register(
             "calls",
@@ -109,6 +153,46 @@ impl Metrics {
             "API requests refused by access control",
             denied.clone(),
         );
+        r.register(
+            "plugin_state",
+            "1 for each plugin's current state (installed, starting, ready, restarting, quarantined, ...)",
+            plugin_state.clone(),
+        );
+        r.register(
+            "hot_reload_failures",
+            "Changed packages in a watched source that could not be swapped in",
+            hot_reload_failures.clone(),
+        );
+        r.register(
+            "connections_open",
+            "API connections being served",
+            connections_open.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "API connections accepted",
+            connections_accepted.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "API connections closed, by reason (done, client_closed, header_timeout, request_timeout, write_timeout, uid_limit, full, bad_request, no_credentials, error)",
+            connections_closed.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accept() calls on the API socket (EMFILE and the like)",
+            accept_errors.clone(),
+        );
+        r.register(
+            "http_errors",
+            "API answers with an error status, by status",
+            http_errors.clone(),
+        );
+        r.register(
+            "log_lines_dropped",
+            "Log lines not written by the rate limit, by kind of line",
+            log_lines_dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             calls,
@@ -121,7 +205,56 @@ impl Metrics {
             memory,
             loaded,
             denied,
+            plugin_state,
+            hot_reload_failures,
+            connections_open,
+            connections_accepted,
+            connections_closed,
+            accept_errors,
+            http_errors,
+            logs: LogLimiter::new(log_lines_dropped),
         }
+    }
+
+    pub fn hot_reload_failed(&self, plugin: &str) {
+        self.hot_reload_failures
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_accepted.inc();
+        self.connections_open.inc();
+    }
+
+    /// A served connection ended.
+    pub fn connection_ended(&self, reason: &str) {
+        self.connections_open.dec();
+        self.connection_refused(reason);
+    }
+
+    /// A connection closed without being served (`reason`), or the reason
+    /// a served one ended.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    pub fn http_error(&self, status: u16) {
+        self.http_errors
+            .get_or_create(&StatusLabel {
+                status: status.to_string(),
+            })
+            .inc();
     }
 
     pub fn call(&self, plugin: &str, outcome: &str, took: Duration) {
@@ -142,21 +275,31 @@ impl Metrics {
         self.denied.inc();
     }
 
-    /// Renders the text format, after setting the gauges from `plugins`:
-    /// (name, children alive, memory bytes).
-    pub fn render(&self, plugins: &[(String, usize, u64)]) -> String {
+    /// Renders the text format, after setting the gauges from `plugins`
+    /// (every installed plugin).
+    pub fn render(&self, plugins: &[PluginGauges]) -> String {
         self.children.clear();
         self.memory.clear();
+        self.plugin_state.clear();
         let mut loaded = 0;
-        for (name, children, memory) in plugins {
+        for p in plugins {
+            self.plugin_state
+                .get_or_create(&StateLabels {
+                    plugin: p.name.clone(),
+                    state: p.state.clone(),
+                })
+                .set(1);
+            if p.state == "installed" {
+                continue;
+            }
             let label = PluginLabel {
-                plugin: name.clone(),
+                plugin: p.name.clone(),
             };
-            self.children.get_or_create(&label).set(*children as i64);
+            self.children.get_or_create(&label).set(p.children as i64);
             self.memory
                 .get_or_create(&label)
-                .set(i64::try_from(*memory).unwrap_or(i64::MAX));
-            if *children > 0 {
+                .set(i64::try_from(p.memory).unwrap_or(i64::MAX));
+            if p.children > 0 {
                 loaded += 1;
             }
         }
@@ -211,7 +354,15 @@ mod tests {
         m.call("hello", "timeout", Duration::from_secs(2));
         m.child_died("hello", "memory_limit_exceeded");
         m.child_restarted("hello");
-        let text = m.render(&[("hello".into(), 2, 4096)]);
+        m.http_error(404);
+        m.connection_opened();
+        m.connection_ended("write_timeout");
+        let text = m.render(&[PluginGauges {
+            name: "hello".into(),
+            state: "ready".into(),
+            children: 2,
+            memory: 4096,
+        }]);
         for line in [
             "corral_calls_total{plugin=\"hello\",outcome=\"ok\"} 1",
             "corral_calls_total{plugin=\"hello\",outcome=\"timeout\"} 1",
@@ -222,6 +373,10 @@ mod tests {
             "corral_plugin_memory_bytes{plugin=\"hello\"} 4096",
             "corral_plugins_loaded 1",
             "corral_call_duration_seconds_count{plugin=\"hello\"} 2",
+            "corral_plugin_state{plugin=\"hello\",state=\"ready\"} 1",
+            "corral_http_errors_total{status=\"404\"} 1",
+            "corral_connections_closed_total{reason=\"write_timeout\"} 1",
+            "corral_connections_open 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

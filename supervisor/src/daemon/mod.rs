@@ -8,7 +8,10 @@
 //! ones finish before stopping them: no call fails because of a swap.
 
 pub mod access;
+pub mod admission;
 pub mod api;
+pub mod conn_io;
+pub mod log_limit;
 pub mod metrics;
 pub mod server;
 pub mod watch;
@@ -247,7 +250,7 @@ impl Daemon {
                     Ok(package) => {
                         let name = package.manifest.name().to_string();
                         let previous = state.plugins.get(&name);
-                        let enabled = previous.map(|p| p.enabled).unwrap_or(source.load);
+                        let enabled = previous.map(|p| p.enabled).unwrap_or(source.autoload);
                         let same = entries
                             .get(&name)
                             .is_some_and(|e| e.package.digest == package.digest);
@@ -380,7 +383,13 @@ impl Daemon {
         }
     }
 
-    /// Checks access, logging and counting refusals with the peer's ids.
+    /// Whether the peer is an admin (for connection slots).
+    pub fn is_admin(&self, peer: &Peer) -> bool {
+        self.access.read().is_ok_and(|a| a.is_admin(peer))
+    }
+
+    /// Checks access, logging (rate-limited) and counting refusals with
+    /// the peer's ids.
     pub fn authorize(&self, peer: &Peer, need: Need, what: &str) -> Result<(), CorralError> {
         let allowed = self
             .access
@@ -391,13 +400,16 @@ impl Daemon {
             return Ok(());
         }
         self.metrics.denied();
-        tracing::warn!(
-            uid = peer.uid,
-            gid = peer.gid,
-            pid = peer.pid,
-            operation = what,
-            "request denied"
-        );
+        if let Some(suppressed) = self.metrics.logs.admit("request_denied") {
+            tracing::warn!(
+                uid = peer.uid,
+                gid = peer.gid,
+                pid = peer.pid,
+                operation = what,
+                suppressed,
+                "request denied"
+            );
+        }
         Err(CorralError::new(
             ErrorKind::PermissionDenied {
                 permission: Some(what.to_string()),
@@ -824,13 +836,16 @@ impl Daemon {
             .unwrap_or(false);
         if !may {
             self.metrics.denied();
-            tracing::warn!(
-                uid = peer.uid,
-                gid = peer.gid,
-                pid = peer.pid,
-                plugin = name,
-                "call denied by allowed_callers"
-            );
+            if let Some(suppressed) = self.metrics.logs.admit("call_denied") {
+                tracing::warn!(
+                    uid = peer.uid,
+                    gid = peer.gid,
+                    pid = peer.pid,
+                    plugin = name,
+                    suppressed,
+                    "call denied by allowed_callers"
+                );
+            }
             return Err(CorralError::new(
                 ErrorKind::PermissionDenied {
                     permission: Some(format!("call {name}")),
@@ -1004,19 +1019,28 @@ impl Daemon {
         }
     }
 
-    /// `(name, children alive, memory bytes)` for the metrics gauges.
-    pub fn gauges(&self) -> Vec<(String, usize, u64)> {
+    /// Every installed plugin's state, children and memory, for the
+    /// metrics gauges.
+    pub fn gauges(&self) -> Vec<metrics::PluginGauges> {
         self.entries()
             .iter()
-            .filter_map(|e| e.host().map(|h| (e, h)))
-            .map(|(e, h)| {
-                let children = h.children();
+            .map(|e| {
+                let state = serde_json::to_value(e.state())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let children = e.host().map(|h| h.children()).unwrap_or_default();
                 let memory = children
                     .iter()
                     .filter_map(|c| c.stats())
                     .map(|s| s.memory_current)
                     .sum();
-                (e.name.clone(), children.len(), memory)
+                metrics::PluginGauges {
+                    name: e.name.clone(),
+                    state,
+                    children: children.len(),
+                    memory,
+                }
             })
             .collect()
     }
@@ -1140,6 +1164,13 @@ impl Daemon {
             });
         futures::future::join_all(stops).await;
         self.rt.drain_cgroup_pool();
+        // The base directory itself (in every v1 hierarchy) is ours too:
+        // an empty one left behind is litter.
+        if let Some(driver) = &self.rt.cgroups
+            && let Err(e) = driver.remove_base()
+        {
+            tracing::warn!(error = %e, "cannot remove the cgroup base");
+        }
         tracing::info!("all plugins stopped");
     }
 

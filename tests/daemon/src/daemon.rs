@@ -65,7 +65,24 @@ impl Daemon {
         let log_offset = log.seek(SeekFrom::End(0)).expect("log file offset");
         let _ = writeln!(log, "==== corrald start (daemon {}) ====", setup.id);
         let err = log.try_clone().expect("dup the log fd");
-        let child = Command::new(env.corrald())
+        let mut command = Command::new(env.corrald());
+        if let Some(limit) = setup.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; no allocation.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--config")
             .arg(setup.config_path())
             .env("CORRAL_SANDBOX", &env.sandbox)

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod env;
 pub mod leaks;
 pub mod peer;
+pub mod raw;
 pub mod setup;
 pub mod tarball;
 

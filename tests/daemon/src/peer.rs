@@ -40,6 +40,26 @@ pub struct PeerOutput {
     pub error: Option<String>,
 }
 
+/// What the helper prints in `--hold` mode.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HoldOutput {
+    pub opened: usize,
+}
+
+/// Connections a hostile helper holds open until this is dropped.
+pub struct Held {
+    pub opened: usize,
+    child: tokio::process::Child,
+}
+
+impl Held {
+    /// Closes every connection (the helper exits when its stdin closes).
+    pub async fn release(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait().await;
+    }
+}
+
 /// An answer the helper got, with the helper's pid (the pid the daemon
 /// saw).
 #[derive(Debug)]
@@ -102,7 +122,66 @@ impl Peer {
         }
     }
 
-    async fn run(&self, who: &Identity, socket: &Path, request: &Request) -> (u32, PeerOutput) {
+    /// Makes `request` `times` times as `who` (one connection each);
+    /// the last answer.
+    pub async fn request_repeated(
+        &self,
+        who: &Identity,
+        socket: &Path,
+        request: &Request,
+        times: usize,
+    ) -> PeerAnswer {
+        let mut command = self.command(who, socket, request);
+        command.env("DT_PEER_REPEAT", times.to_string());
+        let (pid, printed) = Self::output(who, command).await;
+        let Some(status) = printed.status else {
+            panic!("dt-peer as {who:?}: no answer: {:?}", printed.error);
+        };
+        PeerAnswer {
+            pid,
+            response: Response {
+                method: request.method.clone(),
+                path: format!("{} (as uid {})", request.path, who.uid),
+                status,
+                content_type: printed.content_type,
+                body: Bytes::from(printed.body),
+            },
+        }
+    }
+
+    /// A hostile client as `who`: `count` connections, each with a head
+    /// never finished (`slow`) or pipelined requests never read
+    /// (`pipeline`), held until [`Held::release`] or drop.
+    pub async fn hold(&self, who: &Identity, socket: &Path, count: usize, mode: &str) -> Held {
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--hold")
+            .arg(socket)
+            .arg(count.to_string())
+            .arg(mode)
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        as_identity(&mut command, who);
+        let mut child = spawn_retrying(&mut command, who).await;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        let line = lines
+            .next_line()
+            .await
+            .expect("reading dt-peer --hold")
+            .unwrap_or_else(|| panic!("dt-peer --hold as {who:?} printed nothing"));
+        let output: HoldOutput = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("dt-peer --hold printed {line:?}: {e}"));
+        Held {
+            opened: output.opened,
+            child,
+        }
+    }
+
+    fn command(&self, who: &Identity, socket: &Path, request: &Request) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.binary);
         command
             .arg(socket)
@@ -114,38 +193,17 @@ impl Peer {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let groups: Vec<libc::gid_t> = who.groups.clone();
-        let (uid, gid) = (who.uid, who.gid);
-        // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls on data prepared before the fork
-        // (no allocation). Groups, then gid, then uid: after setuid the
-        // process could no longer change its groups.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        // ETXTBSY: another test's fork, between its fork and exec, may
-        // still hold a copy of the write fd this binary was copied through
-        // (a known race of copy-then-exec in multi-threaded programs); it
-        // passes as soon as that child execs.
-        let mut attempts = 0;
-        let child = loop {
-            match command.spawn() {
-                Ok(child) => break child,
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
-                    attempts += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("starting dt-peer as {who:?}: {e}"),
-            }
-        };
+        as_identity(&mut command, who);
+        command
+    }
+
+    async fn run(&self, who: &Identity, socket: &Path, request: &Request) -> (u32, PeerOutput) {
+        let command = self.command(who, socket, request);
+        Self::output(who, command).await
+    }
+
+    async fn output(who: &Identity, mut command: tokio::process::Command) -> (u32, PeerOutput) {
+        let child = spawn_retrying(&mut command, who).await;
         let pid = child.id().expect("a pid before waiting");
         let output = child
             .wait_with_output()
@@ -160,5 +218,48 @@ impl Peer {
             )
         });
         (pid, printed)
+    }
+}
+
+/// Makes `command` run as `who`.
+fn as_identity(command: &mut tokio::process::Command, who: &Identity) {
+    let groups: Vec<libc::gid_t> = who.groups.clone();
+    let (uid, gid) = (who.uid, who.gid);
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls on data prepared before the fork
+    // (no allocation). Groups, then gid, then uid: after setuid the
+    // process could no longer change its groups.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns, retrying ETXTBSY (see below).
+async fn spawn_retrying(
+    command: &mut tokio::process::Command,
+    who: &Identity,
+) -> tokio::process::Child {
+    // ETXTBSY: another test's fork, between its fork and exec, may
+    // still hold a copy of the write fd this binary was copied through
+    // (a known race of copy-then-exec in multi-threaded programs); it
+    // passes as soon as that child execs.
+    let mut attempts = 0;
+    loop {
+        match command.spawn() {
+            Ok(child) => break child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("starting dt-peer as {who:?}: {e}"),
+        }
     }
 }

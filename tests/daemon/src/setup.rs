@@ -37,11 +37,13 @@ pub struct Setup {
     /// `key = value` lines of the `[limits]` table, TOML values as text.
     pub limits: Vec<(String, String)>,
     pub shutdown_grace: String,
-    /// `load` and `watch` of the source folder.
+    /// `autoload` and `watch` of the source folder.
     pub load_sources: bool,
     pub watch_sources: bool,
     /// Extra environment for corrald (`CORRAL_MASK_FEATURES`, say).
     pub env: Vec<(String, String)>,
+    /// corrald's open files limit (soft and hard), when a test sets one.
+    pub open_files: Option<u64>,
 }
 
 impl Default for Setup {
@@ -82,6 +84,7 @@ impl Setup {
             load_sources: true,
             watch_sources: true,
             env: Vec::new(),
+            open_files: None,
         };
         for sub in ["sources", "policy.d", "state"] {
             std::fs::create_dir_all(setup.root().join(sub)).expect("create the test layout");
@@ -188,6 +191,7 @@ impl Setup {
         let _ = writeln!(text, "shutdown_grace = {:?}", self.shutdown_grace);
         let _ = writeln!(text, "\n[[sources]]");
         let _ = writeln!(text, "path = {:?}", self.sources().display().to_string());
+        // `load` is the older name of `autoload`, still accepted.
         let _ = writeln!(text, "load = {}", self.load_sources);
         let _ = writeln!(text, "watch = {}", self.watch_sources);
         let _ = writeln!(text, "\n[limits]");
