@@ -91,30 +91,42 @@ fn reading_etc_shadow_is_denied() {
         let mut h = Harness::new();
         let host = h.host("hostile").await;
         // The file is there and readable, to root: only the sandbox says no.
+        // The plugin's minimal root holds no /etc/shadow to name at all.
         std::fs::File::open("/etc/shadow").expect("root reads /etc/shadow on the host");
         attempt(&host, "read_file", json!({"path": "/etc/shadow"}))
             .await
-            .assert_denied(libc::EACCES);
+            .assert_denied(libc::ENOENT);
         h.finish().await;
     });
 }
 
 #[test]
 fn reading_outside_granted_paths_is_denied() {
+    // In the minimal root the path does not exist; with the host's tree
+    // shown (`minimal_root = false`) Landlock alone still refuses it.
+    for (policy, errno) in [("", libc::ENOENT), (HOST_TREE, libc::EACCES)] {
+        reading_outside_granted_paths_is_denied_with(policy, errno);
+    }
+}
+
+/// A policy showing plugins the host's tree, for the Landlock layer alone.
+const HOST_TREE: &str = "[sandbox]\nminimal_root = false\n";
+
+fn reading_outside_granted_paths_is_denied_with(policy: &str, errno: i32) {
     run(async {
         let dir = open_dir();
         let secret = world_readable_file(dir.path(), "secret.txt", "not for plugins\n");
-        let mut h = Harness::new();
+        let mut h = Harness::with_policy(policy);
         let host = h.host("hostile").await;
         let denied = attempt(&host, "read_file", json!({"path": secret})).await;
-        denied.assert_denied(libc::EACCES);
+        denied.assert_denied(errno);
         assert!(
             !denied.detail.contains("not for plugins"),
             "{}",
             denied.detail
         );
         let listed = attempt(&host, "list_dir", json!({"path": dir.path()})).await;
-        listed.assert_denied(libc::EACCES);
+        listed.assert_denied(errno);
         // Control: its own package is readable, so reads work at all.
         let manifest = corral_tests::package_dir("hostile").join("plugin.toml");
         let own = attempt(&host, "read_file", json!({"path": manifest})).await;
@@ -133,7 +145,7 @@ fn writing_outside_scratch_is_denied_and_scratch_is_private() {
         let host = h.host("hostile").await;
         attempt(&host, "write_file", json!({"path": target}))
             .await
-            .assert_denied(libc::EACCES);
+            .assert_denied(libc::ENOENT);
         assert!(
             !target.exists(),
             "the plugin created {} on the host",
@@ -510,3 +522,188 @@ fn raising_a_hard_rlimit_fails() {
 /// The argument checks of the filter.
 #[path = "escape/shaped.rs"]
 mod shaped;
+
+/// The package directory of `hostile` as the plugin sees it.
+fn hostile_package() -> PathBuf {
+    corral_tests::package_dir("hostile")
+        .canonicalize()
+        .expect("the hostile package")
+}
+
+fn mtime(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+#[test]
+fn host_paths_outside_the_root_cannot_be_named() {
+    run(async {
+        let dir = open_dir();
+        let secret = world_readable_file(dir.path(), "secret.txt", "not for plugins\n");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/etc/hostname", &link).expect("symlink");
+        let before = mtime(&secret);
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        // Landlock asks about none of these; the minimal root has no such
+        // path to name.
+        for (op, path) in [
+            ("stat", &secret),
+            ("readlink", &link),
+            ("utime", &secret),
+            ("getxattr", &secret),
+            ("inotify", &secret),
+            ("stat", &dir.path().to_path_buf()),
+            ("inotify", &dir.path().to_path_buf()),
+        ] {
+            attempt(&host, "host_metadata", json!({"op": op, "path": path}))
+                .await
+                .assert_denied(libc::ENOENT);
+        }
+        assert_eq!(mtime(&secret), before, "utimensat reached the host file");
+        // Control: the same calls work on the plugin's own scratch.
+        attempt(&host, "write_file", json!({"path": "/tmp/mine"}))
+            .await
+            .assert_succeeded();
+        for op in ["stat", "utime", "inotify"] {
+            attempt(
+                &host,
+                "host_metadata",
+                json!({"op": op, "path": "/tmp/mine"}),
+            )
+            .await
+            .assert_succeeded();
+        }
+        h.finish().await;
+    });
+}
+
+#[test]
+fn host_files_in_the_root_keep_their_metadata() {
+    run(async {
+        let manifest = hostile_package().join("plugin.toml");
+        let before = mtime(&manifest);
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        // Readable, so nameable: but every bind is read-only, and /dev
+        // holds nodes of the sandbox's own. (setxattr is not in the
+        // system call filter at all.)
+        for path in [manifest.display().to_string(), "/dev/null".to_string()] {
+            attempt(&host, "host_metadata", json!({"op": "utime", "path": path}))
+                .await
+                .assert_denied(libc::EROFS);
+        }
+        attempt(&host, "read_file", json!({"path": manifest}))
+            .await
+            .assert_succeeded();
+        assert_eq!(mtime(&manifest), before, "utimensat reached the package");
+        // Nothing but the granted paths: no /etc, /usr or /home to look at.
+        for path in ["/etc", "/usr", "/home", "/var", "/sys", "/run"] {
+            attempt(&host, "host_metadata", json!({"op": "stat", "path": path}))
+                .await
+                .assert_denied(libc::ENOENT);
+        }
+        h.finish().await;
+    });
+}
+
+#[test]
+fn datagrams_cannot_reach_host_sockets() {
+    run(async {
+        let dir = open_dir();
+        let path = dir.path().join("log.sock");
+        let receiver = std::os::unix::net::UnixDatagram::bind(&path).expect("bind a host socket");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        receiver.set_nonblocking(true).expect("nonblocking");
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        attempt(&host, "datagram_to_path", json!({"path": path}))
+            .await
+            .assert_denied(libc::ENOENT);
+        let mut buf = [0u8; 256];
+        let got = receiver.recv(&mut buf);
+        assert!(
+            matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a datagram reached the host socket: {got:?}"
+        );
+        h.finish().await;
+    });
+}
+
+#[test]
+fn the_mount_table_and_cgroup_are_the_sandbox_own() {
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        let mountinfo = attempt(&host, "read_text", json!({"path": "/proc/self/mountinfo"})).await;
+        mountinfo.assert_succeeded();
+        let package = hostile_package().display().to_string();
+        let allowed = ["/", "/proc", "/tmp", package.as_str()];
+        for line in mountinfo.detail.lines() {
+            let point = line.split(' ').nth(4).unwrap_or_default();
+            assert!(
+                allowed.contains(&point),
+                "the plugin sees mount point {point:?}: {line}"
+            );
+        }
+        assert!(
+            mountinfo.detail.lines().count() >= 3,
+            "{}",
+            mountinfo.detail
+        );
+        let cgroup = attempt(&host, "read_text", json!({"path": "/proc/self/cgroup"})).await;
+        cgroup.assert_succeeded();
+        for line in cgroup.detail.lines() {
+            assert!(line.ends_with(":/"), "a host cgroup path shows: {line}");
+        }
+        h.finish().await;
+    });
+}
+
+#[test]
+fn code_from_memory_or_scratch_cannot_run() {
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        // execve is allowed (the trampoline needs it), so the plugin may
+        // replace its own image: only with what it may execute. (execveat
+        // needs `exec = true`; see the next test.)
+        for input in [
+            json!({"via": "memfd_execve"}),
+            json!({"via": "memfd_execve", "mfd_exec": true}),
+            json!({"via": "file", "path": "/tmp/image"}),
+        ] {
+            attempt(&host, "exec_image", input)
+                .await
+                .assert_denied(libc::EACCES);
+        }
+        // Still the same process, still serving.
+        attempt(&host, "whoami", Value::Null)
+            .await
+            .assert_succeeded();
+        h.finish().await;
+    });
+}
+
+#[test]
+fn with_exec_granted_only_package_files_run() {
+    run(async {
+        let mut h = Harness::with_policy("[plugins.hostile-exec]\ngrant = { exec = true }\n");
+        let host = h.host("hostile-exec").await;
+        for input in [
+            json!({"via": "memfd_execve", "fork": true}),
+            json!({"via": "memfd_execveat", "fork": true}),
+            json!({"via": "memfd_execveat", "mfd_exec": true, "fork": true}),
+            json!({"via": "file", "path": "/tmp/image", "fork": true}),
+        ] {
+            attempt(&host, "exec_image", input)
+                .await
+                .assert_denied(libc::EACCES);
+        }
+        attempt(&host, "whoami", Value::Null)
+            .await
+            .assert_succeeded();
+        h.finish().await;
+    });
+}

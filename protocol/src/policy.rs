@@ -85,6 +85,16 @@ pub struct Namespaces {
     pub net: NamespaceSource,
     pub ipc: NamespaceSource,
     pub uts: NamespaceSource,
+    /// A new cgroup namespace, made by the trampoline once the supervisor
+    /// has put it in the plugin's cgroup, so that `/proc/self/cgroup`
+    /// shows `/` and not the host's cgroup tree.
+    #[serde(default)]
+    pub cgroup: bool,
+    /// Set `vm.memfd_noexec = 2` in the plugin's pid namespace (Linux
+    /// 6.3): no memfd can ever be executed, so code written to memory
+    /// cannot be run as a new program image.
+    #[serde(default)]
+    pub memfd_noexec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +119,31 @@ pub struct Mounts {
     /// `remap`), mounted after the scratch space, parents before children.
     #[serde(default)]
     pub remaps: Vec<Remap>,
+    /// When set, the plugin's `/` is a fresh read-only tmpfs holding only
+    /// these host paths, /proc, the scratch space and the remaps; the
+    /// trampoline pivots into it and detaches the host's tree, so nothing
+    /// else of the host can be named, stat'ed or watched. When unset, the
+    /// plugin sees the host's tree and Landlock alone rules access.
+    #[serde(default)]
+    pub root: Option<MinimalRoot>,
+}
+
+/// The host paths shown in a minimal root, each at its own path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinimalRoot {
+    pub paths: Vec<RootPath>,
+}
+
+/// One host path in the minimal root: bind-mounted at the same path
+/// (symlinks followed), read-only unless `writable`, never setuid, and
+/// executable only when `exec`. A character device (`/dev/null`) is made
+/// afresh as a node of the same kind instead, so that its host inode is
+/// out of reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootPath {
+    pub path: String,
+    pub writable: bool,
+    pub exec: bool,
 }
 
 /// A bind mount of host path `source` at `target` in the plugin's mount

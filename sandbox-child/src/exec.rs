@@ -143,11 +143,14 @@ mod tests {
                 net: NamespaceSource::Fresh,
                 ipc: NamespaceSource::Fresh,
                 uts: NamespaceSource::Fresh,
+                cgroup: false,
+                memfd_noexec: false,
             },
             mounts: Mounts {
                 proc: true,
                 scratch: None,
                 remaps: Vec::new(),
+                root: None,
             },
             credentials: Credentials {
                 uid: 1000,

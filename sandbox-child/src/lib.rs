@@ -28,10 +28,18 @@
 //!    namespace and in a mount namespace that is not the host's (nothing is
 //!    ever mounted into the host's); join the pre-made net/ipc/uts
 //!    namespaces and close their fds; name a fresh UTS namespace `corral`.
+//!    Then a new cgroup namespace (the supervisor has put us in the
+//!    plugin's cgroup by now, so /proc/self/cgroup shows `/`), and
+//!    `vm.memfd_noexec = 2` for the pid namespace while still privileged,
+//!    so that no memfd can ever be executed.
 //! 4. [`mounts`]: make the mount tree private (so nothing propagates to the
 //!    host), mount a fresh /proc for the pid namespace and the tmpfs scratch
-//!    space owned by the plugin's uid. Still root of the initial user
-//!    namespace, which these mounts need.
+//!    space owned by the plugin's uid, `noexec`. With a minimal root in the
+//!    policy, [`root`] builds the plugin's whole tree instead: a tmpfs
+//!    holding only the granted host paths, /proc, the scratch and the
+//!    remaps, pivoted into, the host's tree detached. Still root of the
+//!    initial user namespace, which these mounts need; before Landlock,
+//!    whose rules then name paths of the new tree.
 //! 5. [`credentials`]: empty the capability bounding and ambient sets,
 //!    drop supplementary groups, become the plugin's gid and uid (never 0),
 //!    empty the remaining capability sets and check they are.
@@ -74,6 +82,7 @@ pub mod namespaces;
 pub mod no_new_privs;
 pub mod pdeathsig;
 pub mod rlimits;
+pub mod root;
 pub mod seccomp;
 pub mod user_namespace;
 

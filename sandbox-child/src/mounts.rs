@@ -5,6 +5,13 @@
 //! granted for writing. Then the operator's remaps: host paths shown at
 //! other paths, mount points made only inside the tmpfs, never on the host.
 //!
+//! With a minimal root in the policy, [`crate::root`] builds the plugin's
+//! whole tree instead (the scratch, /proc and the remaps included), and
+//! the host's tree is detached.
+//!
+//! Nothing writable is executable: the scratch tmpfs is `noexec`, and so
+//! is every writable bind mount.
+//!
 //! Everything is mounted while still root of the initial user namespace:
 //! proc and tmpfs mounts need it, and the user namespace created later
 //! could not mount them. The mount namespace came from `clone` and was
@@ -42,14 +49,17 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
     )
     .map_err(|e| SandboxError::sys(Step::Mounts, e, "make / recursively private"))?;
 
+    if mounts.proc && !ns.pid {
+        return Err(SandboxError::new(
+            Step::Mounts,
+            "a fresh /proc needs a private pid namespace; without one it would list the \
+             host's processes",
+        ));
+    }
+    if let Some(root) = &mounts.root {
+        return crate::root::build(mounts, root, creds);
+    }
     if mounts.proc {
-        if !ns.pid {
-            return Err(SandboxError::new(
-                Step::Mounts,
-                "a fresh /proc needs a private pid namespace; without one it would list the \
-                 host's processes",
-            ));
-        }
         mount(
             Some("proc"),
             "/proc",
@@ -62,25 +72,18 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
     // Sources are opened before the tmpfs could hide one of them.
     let remaps = open_remap_sources(&mounts.remaps)?;
     if let Some(scratch) = &mounts.scratch {
-        let options = tmpfs_options(scratch, creds)?;
         // Paths to keep must be reached before the tmpfs hides them.
         let kept = open_kept(scratch)?;
-        mount(
-            Some("tmpfs"),
-            scratch.path.as_str(),
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(options.as_str()),
-        )
-        .map_err(|e| {
-            SandboxError::sys(
-                Step::Mounts,
-                e,
-                format_args!("mount the scratch tmpfs on {} ({options})", scratch.path),
-            )
-        })?;
+        mount_scratch(scratch, Path::new(&scratch.path), creds)?;
         for (fd, kept_path) in kept {
-            bind(&fd, &kept_path.path, kept_path.writable, true)?;
+            // The package is kept read-only and must stay executable.
+            bind(
+                &fd,
+                &kept_path.path,
+                kept_path.writable,
+                !kept_path.writable,
+                true,
+            )?;
         }
     }
     let scratch_root = mounts.scratch.as_ref().map(|s| Path::new(&s.path));
@@ -89,13 +92,44 @@ pub fn apply(mounts: &Mounts, ns: &Namespaces, creds: &Credentials) -> Result<()
         // Only the plugin's own tmpfs may get new mount points.
         let in_scratch =
             scratch_root.is_some_and(|root| target.starts_with(root) && target != root);
-        bind(&fd, &remap.target, remap.writable, in_scratch)?;
+        bind(
+            &fd,
+            &remap.target,
+            remap.writable,
+            !remap.writable,
+            in_scratch,
+        )?;
     }
     Ok(())
 }
 
+/// Mounts the scratch tmpfs described by `scratch` at `at` (its own path,
+/// or that path inside a root being built): bounded, owned by the plugin,
+/// and `noexec`, so that nothing the plugin writes can run.
+pub(crate) fn mount_scratch(
+    scratch: &TmpfsSpec,
+    at: &Path,
+    creds: &Credentials,
+) -> Result<(), SandboxError> {
+    let options = tmpfs_options(scratch, creds)?;
+    mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(options.as_str()),
+    )
+    .map_err(|e| {
+        SandboxError::sys(
+            Step::Mounts,
+            e,
+            format_args!("mount the scratch tmpfs on {} ({options})", scratch.path),
+        )
+    })
+}
+
 /// Opens (O_PATH) every remap's source, checking both paths are absolute.
-fn open_remap_sources(remaps: &[Remap]) -> Result<Vec<(OwnedFd, &Remap)>, SandboxError> {
+pub(crate) fn open_remap_sources(remaps: &[Remap]) -> Result<Vec<(OwnedFd, &Remap)>, SandboxError> {
     remaps
         .iter()
         .map(|r| {
@@ -157,21 +191,25 @@ fn open_kept(scratch: &TmpfsSpec) -> Result<Vec<(OwnedFd, &KeptPath)>, SandboxEr
 }
 
 /// Bind-mounts the file or directory held by `fd` onto `target`:
-/// read-only unless `writable`, never setuid or device files. With
-/// `make_mount_point` the target is created first (inside the tmpfs);
-/// otherwise it must exist and be the same kind of file.
-fn bind(
+/// read-only unless `writable`, executable only when `exec` (and when its
+/// host mount is), never setuid or device files. With `make_mount_point`
+/// the target is created first (inside a tmpfs of ours); otherwise it must
+/// exist and be the same kind of file.
+pub(crate) fn bind(
     fd: &OwnedFd,
-    target: &str,
+    target: impl AsRef<Path>,
     writable: bool,
+    exec: bool,
     make_mount_point: bool,
 ) -> Result<(), SandboxError> {
+    let target_path = target.as_ref();
+    let target = target_path.display();
     let is_dir = |st: nix::sys::stat::FileStat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let source_is_dir = nix::sys::stat::fstat(fd.as_fd()).map(is_dir).map_err(|e| {
         SandboxError::sys(Step::Mounts, e, format_args!("stat the source of {target}"))
     })?;
-    let target_path = Path::new(target);
-    if make_mount_point {
+    let exists = target_path.symlink_metadata().is_ok();
+    if make_mount_point && !exists {
         let made = if source_is_dir {
             std::fs::create_dir_all(target_path)
         } else {
@@ -215,6 +253,13 @@ fn bind(
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if !writable {
         flags |= MsFlags::MS_RDONLY;
+    }
+    // A host mount that is noexec stays so: the operator's choice wins.
+    let host_noexec = nix::sys::statvfs::fstatvfs(fd.as_fd())
+        .map(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+        .unwrap_or(true);
+    if !exec || host_noexec {
+        flags |= MsFlags::MS_NOEXEC;
     }
     mount(None::<&str>, target_path, None::<&str>, flags, None::<&str>)
         .map_err(|e| SandboxError::sys(Step::Mounts, e, format_args!("remount {target}")))

@@ -98,6 +98,43 @@ pub fn apply(ns: &Namespaces) -> Result<(), SandboxError> {
             SandboxError::sys(Step::Namespaces, e, format_args!("set hostname {HOSTNAME}"))
         })?;
     }
+    if ns.cgroup {
+        // Rooted at the cgroup the supervisor put us in before it sent the
+        // bootstrap: the plugin sees `/` there, not the host's tree.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| SandboxError::sys(Step::Namespaces, e, "unshare a cgroup namespace"))?;
+    }
+    if ns.memfd_noexec {
+        memfd_noexec()?;
+    }
+    Ok(())
+}
+
+/// The sysctl that makes every memfd of a pid namespace non-executable.
+pub const MEMFD_NOEXEC: &str = "/proc/sys/vm/memfd_noexec";
+
+/// `vm.memfd_noexec = 2` for our pid namespace: memfd_create refuses
+/// MFD_EXEC and seals every memfd non-executable, so `execve` of
+/// /proc/self/fd/N (or `execveat` of a memfd) cannot run code the plugin
+/// wrote to memory. The sysctl acts on the writer's pid namespace, and a
+/// child namespace cannot lower it. Needs CAP_SYS_ADMIN, so before the
+/// credentials step.
+fn memfd_noexec() -> Result<(), SandboxError> {
+    std::fs::write(MEMFD_NOEXEC, b"2").map_err(|e| {
+        SandboxError::io(
+            Step::Namespaces,
+            &e,
+            format_args!("write 2 to {MEMFD_NOEXEC} (Linux 6.3 or later)"),
+        )
+    })?;
+    let now = std::fs::read_to_string(MEMFD_NOEXEC)
+        .map_err(|e| SandboxError::io(Step::Namespaces, &e, format_args!("read {MEMFD_NOEXEC}")))?;
+    if now.trim() != "2" {
+        return Err(SandboxError::new(
+            Step::Namespaces,
+            format!("{MEMFD_NOEXEC} reads {:?} after writing 2", now.trim()),
+        ));
+    }
     Ok(())
 }
 
@@ -197,6 +234,8 @@ mod tests {
             net,
             ipc,
             uts,
+            cgroup: false,
+            memfd_noexec: false,
         }
     }
 

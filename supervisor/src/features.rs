@@ -10,6 +10,9 @@
 use serde::Serialize;
 use std::collections::BTreeSet;
 
+/// The sysctl the trampoline sets to 2 in the plugin's pid namespace.
+pub const MEMFD_NOEXEC_SYSCTL: &str = "/proc/sys/vm/memfd_noexec";
+
 /// Environment variable listing features to treat as missing.
 pub const MASK_ENV: &str = "CORRAL_MASK_FEATURES";
 
@@ -24,6 +27,7 @@ pub const FEATURE_NAMES: &[&str] = &[
     "cgroup_swap",
     "cgroup_pids",
     "cgroup_cpu",
+    "memfd_noexec",
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -40,6 +44,8 @@ pub struct KernelFeatures {
     pub landlock_abi: u32,
     pub seccomp: bool,
     pub user_namespaces: bool,
+    /// `vm.memfd_noexec` exists (per pid namespace since Linux 6.3).
+    pub memfd_noexec: bool,
     pub cgroup: CgroupFeatures,
     /// Features masked by [`MASK_ENV`].
     pub masked: BTreeSet<String>,
@@ -52,6 +58,7 @@ impl KernelFeatures {
             landlock_abi: landlock_abi(),
             seccomp: seccomp_available(),
             user_namespaces: user_namespaces_available(),
+            memfd_noexec: std::path::Path::new(MEMFD_NOEXEC_SYSCTL).exists(),
             cgroup,
             masked: BTreeSet::new(),
         };
@@ -68,6 +75,7 @@ impl KernelFeatures {
             landlock_abi: 7,
             seccomp: true,
             user_namespaces: true,
+            memfd_noexec: true,
             cgroup: CgroupFeatures {
                 memory: true,
                 swap: true,
@@ -109,6 +117,7 @@ impl KernelFeatures {
             "cgroup_swap" => self.cgroup.swap,
             "cgroup_pids" => self.cgroup.pids,
             "cgroup_cpu" => self.cgroup.cpu,
+            "memfd_noexec" => self.memfd_noexec,
             _ => false,
         }
     }

@@ -495,6 +495,8 @@ pub fn sh(script: &str) -> Confinement {
             net: NamespaceSource::Fresh,
             ipc: NamespaceSource::Fresh,
             uts: NamespaceSource::Fresh,
+            cgroup: false,
+            memfd_noexec: false,
         },
         mounts: Mounts {
             proc: true,
@@ -505,6 +507,7 @@ pub fn sh(script: &str) -> Confinement {
                 keep: Vec::new(),
             }),
             remaps: Vec::new(),
+            root: None,
         },
         credentials: Credentials {
             uid: PLUGIN_ID,

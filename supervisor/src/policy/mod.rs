@@ -226,6 +226,10 @@ pub struct SandboxSettings {
     pub scratch_path: HostPath,
     pub share_empty_namespaces: bool,
     pub swap: ByteSize,
+    /// The plugin's `/` holds only what its policy grants (a tmpfs with
+    /// bind mounts, pivoted into); false shows it the host's tree, with
+    /// Landlock alone ruling access.
+    pub minimal_root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -240,6 +244,7 @@ pub struct FeatureRequirements {
     pub cgroup_swap: Requirement,
     pub cgroup_pids: Requirement,
     pub cgroup_cpu: Requirement,
+    pub memfd_noexec: Requirement,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -19,6 +19,7 @@ pub(super) struct Uses {
     pub landlock_net: bool,
     pub landlock_scope: bool,
     pub seccomp: bool,
+    pub memfd_noexec: bool,
 }
 
 pub(super) fn select(
@@ -40,5 +41,6 @@ pub(super) fn select(
             && rec.feature(features, "landlock_net", req.landlock_net)?,
         landlock_scope: rec.feature(features, "landlock_scope", req.landlock_scope)?,
         seccomp: rec.feature(features, "seccomp", req.seccomp)?,
+        memfd_noexec: rec.feature(features, "memfd_noexec", req.memfd_noexec)?,
     })
 }

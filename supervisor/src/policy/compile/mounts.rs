@@ -1,7 +1,10 @@
-//! Mounts: the parent side of the trampoline's `mounts` step. A fresh
-//! /proc, the plugin's tmpfs scratch space (sized by `limits.disk`), the
-//! host paths beneath the scratch mount point that must stay visible
-//! ("kept": the package, granted paths), and the operator's remaps.
+//! Mounts: the parent side of the trampoline's `mounts` and `root`
+//! modules. A fresh /proc, the plugin's tmpfs scratch space (sized by
+//! `limits.disk`), the operator's remaps, and either the minimal root
+//! (every host path the plugin may reach, each bind-mounted into an
+//! otherwise empty tmpfs root) or, with `sandbox.minimal_root = false`,
+//! the host's tree with the paths beneath the scratch mount point that must
+//! stay visible bound back ("kept": the package, granted paths).
 
 use super::entry::Package;
 use super::limits::Limits;
@@ -9,9 +12,11 @@ use super::permissions::GrantedPath;
 use super::{CompileError, Context, Recorder};
 use crate::policy::Policy;
 use corral_protocol::manifest::HostPath;
-use corral_protocol::policy::{FsAccess, KeptPath, Mounts, Remap, TmpfsSpec};
+use corral_protocol::policy::{
+    FsAccess, KeptPath, MinimalRoot, Mounts, Remap, RootPath, TmpfsSpec,
+};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub(super) fn plan(
     cx: &Context<'_>,
@@ -25,14 +30,20 @@ pub(super) fn plan(
     // The tmpfs hides what lies beneath its mount point; the package and
     // granted paths there are bound back (a remapped path is mounted from
     // its source instead).
+    let root = policy
+        .sandbox
+        .minimal_root
+        .then(|| minimal_root(cx, package, granted, rec));
     let mut keep: Vec<KeptPath> = Vec::new();
-    if package.dir.starts_with(scratch_path) {
+    if root.is_some() {
+        // Everything is bound into the new root, beneath the scratch too.
+    } else if package.dir.starts_with(scratch_path) {
         keep.push(KeptPath {
             path: package.dir.display().to_string(),
             writable: false,
         });
     }
-    for g in granted {
+    for g in granted.iter().filter(|_| !policy.sandbox.minimal_root) {
         if g.path.as_path().starts_with(scratch_path) && !cx.remapped.covers(&g.path) {
             keep.push(KeptPath {
                 path: g.path.to_string(),
@@ -50,6 +61,7 @@ pub(super) fn plan(
             inodes: (disk.0 / 8192).clamp(64, 1 << 20),
             keep: keep.clone(),
         }),
+        root,
         remaps: remaps(
             cx.remapped,
             &cx.manifest.permissions.fs.write,
@@ -79,6 +91,90 @@ pub(super) fn plan(
         "sandbox.scratch_path",
     );
     Ok(mounts)
+}
+
+/// The host paths of the minimal root: the package (read, exec), the
+/// native runtime's files, the loader and libraries of a dynamic entry
+/// (read, exec), and the granted paths (never exec). /proc is mounted
+/// afresh, and remapped paths are mounted from their sources, so neither
+/// is bound from the host. Sorted parents first; a path listed twice gets
+/// the union of its rights, except that nothing writable is executable.
+fn minimal_root(
+    cx: &Context<'_>,
+    package: &Package,
+    granted: &[GrantedPath],
+    rec: &mut Recorder<'_>,
+) -> MinimalRoot {
+    let native = &cx.policy.runtime.native;
+    let mut paths: BTreeMap<Vec<String>, (RootPath, String)> = BTreeMap::new();
+    let mut add = |path: &Path, writable: bool, exec: bool, why: String| {
+        if path.starts_with("/proc") {
+            return;
+        }
+        let key = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let (entry, _) = paths.entry(key).or_insert_with(|| {
+            let path = path.display().to_string();
+            (
+                RootPath {
+                    path,
+                    writable: false,
+                    exec: false,
+                },
+                why,
+            )
+        });
+        entry.writable |= writable;
+        entry.exec = (entry.exec || exec) && !entry.writable;
+    };
+    add(
+        &package.dir,
+        false,
+        true,
+        "corral (the plugin's own package)".into(),
+    );
+    let policy = cx.policy;
+    let existing = |list: &[HostPath]| -> Vec<PathBuf> {
+        list.iter()
+            .filter(|p| p.as_path().exists())
+            .map(|p| p.as_path().to_path_buf())
+            .collect()
+    };
+    for p in existing(&native.read) {
+        add(&p, false, false, policy.cite("runtime.native.read"));
+    }
+    for p in existing(&native.read_write) {
+        add(&p, true, false, policy.cite("runtime.native.read_write"));
+    }
+    if package.dynamic {
+        for p in existing(&native.dynamic_libraries) {
+            let why = policy.cite("runtime.native.dynamic_libraries");
+            add(&p, false, true, why);
+        }
+    }
+    for g in granted.iter().filter(|g| !cx.remapped.covers(&g.path)) {
+        let writable = g.access == FsAccess::ReadWrite;
+        let key = if writable { "fs.write" } else { "fs.read" };
+        let why = format!("{} (permissions.{key})", cx.manifest_file);
+        add(g.path.as_path(), writable, false, why);
+    }
+    let (paths, why): (Vec<RootPath>, Vec<String>) = paths.into_values().unzip();
+    rec.cite_policy(
+        "root",
+        "a read-only tmpfs holding only the paths below, /proc, the scratch and the remaps",
+        "sandbox.minimal_root",
+    );
+    for (p, why) in paths.iter().zip(why) {
+        let mode = match (p.writable, p.exec) {
+            (true, _) => "read-write, not executable",
+            (false, true) => "read-only, executable",
+            (false, false) => "read-only, not executable",
+        };
+        rec.cite(format!("root {}", p.path), mode, why);
+    }
+    MinimalRoot { paths }
 }
 
 /// The operator's remaps for one plugin: target (as the plugin sees it)

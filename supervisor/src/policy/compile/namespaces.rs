@@ -38,6 +38,8 @@ pub(super) fn plan(
         },
         ipc: empty(JOIN_IPC_FD),
         uts: empty(JOIN_UTS_FD),
+        cgroup: true,
+        memfd_noexec: uses.memfd_noexec,
     };
     rec.cite_policy(
         "namespaces.net",
@@ -54,5 +56,17 @@ pub(super) fn plan(
         "sandbox.user_namespace",
     );
     rec.builtin("namespaces.pid,mount", "new", "always");
+    rec.builtin(
+        "namespaces.cgroup",
+        "new",
+        "always: /proc/self/cgroup shows / and not the host's cgroup tree",
+    );
+    if uses.memfd_noexec {
+        rec.builtin(
+            "vm.memfd_noexec",
+            "2 (no memfd is ever executable)",
+            "always: nothing writable is executable",
+        );
+    }
     namespaces
 }

@@ -304,12 +304,14 @@ fn packages_and_paths_under_the_scratch_mount_are_kept_visible() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let fx = Fixture { _dir: dir, package };
-    let p = policy(&["[grantable]\nfs_write = [\"/tmp\"]\n"]);
+    // With the host's tree shown, paths beneath the scratch are kept.
+    let p = policy(&["[grantable]\nfs_write = [\"/tmp\"]\n[sandbox]\nminimal_root = false\n"]);
     let m = manifest(&format!(
         "[permissions]\nfs.write = [\"{}\"]\n",
         data.display()
     ));
     let sp = run(&m, &p, &KernelFeatures::all(), &fx).expect("compile");
+    assert!(sp.confinement.mounts.root.is_none());
     let keep = &sp.confinement.mounts.scratch.expect("scratch").keep;
     let package_dir = fx.package.canonicalize().expect("canonical");
     assert!(
@@ -477,4 +479,60 @@ fn a_remapped_path_is_checked_at_its_source() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_minimal_root_holds_only_what_is_granted() {
+    let fx = fixture();
+    let root = fx.package.parent().expect("fixture root").to_path_buf();
+    let data = root.join("data");
+    let remapped = root.join("remapped");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::create_dir_all(&remapped).expect("mkdir");
+    let m = manifest(&format!(
+        "[permissions.fs]\nread = [\"/tmp/in\"]\nwrite = [\"{}\"]\n",
+        data.display()
+    ));
+    let p = policy(&[&format!(
+        "[plugins.tool]\ngrant = {{ fs_read = [\"/tmp/in\"], fs_write = [\"{data}\"] }}\n\
+         remap = {{ \"/tmp/in\" = \"{remapped}\" }}\n",
+        data = data.display(),
+        remapped = remapped.display()
+    )]);
+    let sp = run(&m, &p, &KernelFeatures::all(), &fx).expect("compile");
+    let mounts = &sp.confinement.mounts;
+    let paths = &mounts
+        .root
+        .as_ref()
+        .expect("a minimal root by default")
+        .paths;
+    let find = |p: &str| paths.iter().find(|r| r.path == p);
+    let package = fx.package.canonicalize().expect("canonical");
+    let pkg = find(&package.display().to_string()).expect("the package");
+    assert!(pkg.exec && !pkg.writable, "{pkg:?}");
+    let granted = find(&data.display().to_string()).expect("the granted path");
+    assert!(
+        granted.writable && !granted.exec,
+        "nothing writable is executable"
+    );
+    // The entry is dynamic: the loader's directories, executable.
+    assert!(find("/usr/lib").is_some_and(|r| r.exec && !r.writable));
+    assert!(find("/dev/null").is_some_and(|r| r.writable && !r.exec));
+    // /proc is mounted afresh, remaps come from their source.
+    assert!(
+        find("/proc").is_none() && find("/tmp/in").is_none(),
+        "{paths:?}"
+    );
+    assert_eq!(mounts.remaps.len(), 1);
+    // Nothing else of the host.
+    assert!(find("/etc").is_none() && find("/usr").is_none() && find("/home").is_none());
+    assert!(mounts.scratch.as_ref().expect("scratch").keep.is_empty());
+    assert!(sp.confinement.namespaces.cgroup && sp.confinement.namespaces.memfd_noexec);
+    assert!(
+        sp.provenance
+            .iter()
+            .any(|p| p.rule == "root" && p.source.contains("sandbox.minimal_root")),
+        "{:?}",
+        sp.provenance
+    );
 }

@@ -14,6 +14,8 @@
 mod attempt;
 mod channel;
 mod fs;
+mod memexec;
+mod metadata;
 mod net;
 mod privilege;
 mod process;
@@ -119,6 +121,16 @@ fn main() {
             Ok(shaped::memfd_exec())
         })
         .json("whoami", |_: &mut Context, (): ()| Ok(whoami()))
+        .json("host_metadata", |_: &mut Context, i| {
+            Ok(metadata::host_metadata(i))
+        })
+        .json("datagram_to_path", |_: &mut Context, i| {
+            Ok(metadata::datagram_to_path(i))
+        })
+        .json("read_text", |_: &mut Context, i| Ok(metadata::read_text(i)))
+        .json("exec_image", |_: &mut Context, i| {
+            Ok(memexec::exec_image(i))
+        })
         .json("exit", |_: &mut Context, i| -> Result<Attempt, Error> {
             process::exit(i)
         })
