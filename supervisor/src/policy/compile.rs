@@ -30,7 +30,8 @@ pub const JOIN_UTS_FD: i32 = 6;
 /// System calls always allowed: the trampoline's last steps after the
 /// filter is installed (chdir, execve) and its failure report (write,
 /// exit_group).
-pub const TRAMPOLINE_SYSCALLS: &[&str] = &["chdir", "execve", "exit_group", "write"];
+pub const TRAMPOLINE_SYSCALLS: &[&str] =
+    &["chdir", "close", "execve", "exit_group", "sendmsg", "write"];
 
 /// CFS bandwidth period used for CPU shares.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -840,7 +841,9 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
                 NetLevel::Connect => SocketRule::TcpOnly,
                 NetLevel::Host => SocketRule::Any,
             },
-            default_action: policy.seccomp.default_action,
+            default_action: rules
+                .and_then(|r| r.seccomp_action)
+                .unwrap_or(policy.seccomp.default_action),
         };
         rec.cite_policy(
             "seccomp.default_action",
