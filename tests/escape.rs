@@ -52,22 +52,46 @@ fn world_readable_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
 }
 
 /// Makes an attack that seccomp must answer by killing the plugin: the
-/// call gets `seccomp_violation`, the supervisor publishes the death with
-/// that code, and the next call is served by a restarted child.
+/// call gets `seccomp_violation` naming the system call, the supervisor
+/// publishes the refused call and the death with that code, and the next
+/// call is served by a restarted child. The method names the system call
+/// it attacks (`raw_syscall`: its input's `name`). Returns the call's error.
 async fn assert_killed_by_seccomp(
     host: &PluginHost,
     events: &mut broadcast::Receiver<Arc<corral_protocol::api::EventRecord>>,
     method: &str,
     input: Value,
-) {
+) -> corral_protocol::error::CorralError {
+    let syscall = input
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(method)
+        .to_string();
+    let syscall = syscall.as_str();
     let before = pid_of(host);
     let err = expect_error(host, method, input.clone()).await;
-    assert_eq!(
-        err.kind,
-        ErrorKind::SeccompViolation { syscall: None },
-        "{method}({input}): {err:?}"
+    let ErrorKind::SeccompViolation {
+        syscall: Some(named),
+        ..
+    } = &err.kind
+    else {
+        panic!("{method}({input}): expected seccomp_violation naming `{syscall}`: {err:?}");
+    };
+    assert_eq!(named, syscall, "{method}({input}): {err:?}");
+    assert!(
+        err.message.contains(&format!("`{syscall}`")),
+        "{}",
+        err.message
     );
     let name = host.name().to_string();
+    let refused = wait_for_event(events, EVENT_WAIT, |e| {
+        matches!(e, Event::SeccompViolation { plugin, syscall: s, killed: true, .. } if *plugin == name && s == syscall)
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "{method}: no SeccompViolation event naming {syscall}"
+    );
     let crashed = wait_for_event(events, EVENT_WAIT, |e| {
         matches!(e, Event::Crashed { plugin, code, .. } if *plugin == name && code == "seccomp_violation")
     })
@@ -83,6 +107,7 @@ async fn assert_killed_by_seccomp(
         before,
         "{method}: the next call should be served by a restarted child"
     );
+    err
 }
 
 #[test]

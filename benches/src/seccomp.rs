@@ -166,6 +166,7 @@ mod tests {
         SeccompProgram {
             instructions: Vec::new(),
             allowed: names.iter().map(|s| s.to_string()).collect(),
+            notify: None,
         }
     }
 

@@ -106,7 +106,13 @@ mod tests {
                 },
                 PLUGIN_ERROR,
             ),
-            (ErrorKind::SeccompViolation { syscall: None }, PLUGIN_ERROR),
+            (
+                ErrorKind::SeccompViolation {
+                    syscall: None,
+                    argument: None,
+                },
+                PLUGIN_ERROR,
+            ),
             (ErrorKind::PluginNotFound { plugin: plugin() }, INVALID),
             (ErrorKind::InvalidInput { reason: "r".into() }, INVALID),
             (

@@ -126,6 +126,18 @@ pub enum Event {
         code: String,
         message: String,
     },
+    /// The seccomp filter refused a system call: by name, with the checked
+    /// arguments where a check refused it; `killed` when the plugin dies
+    /// for it, else the call failed with the policy's errno. Limited per
+    /// child and second, like the log lines.
+    SeccompViolation {
+        plugin: String,
+        instance: u32,
+        syscall: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        argument: Option<String>,
+        killed: bool,
+    },
     /// A child is being restarted after `delay_ms`.
     Restarted {
         plugin: String,
@@ -166,6 +178,7 @@ impl Event {
             | Event::CallFailed { plugin, .. }
             | Event::Crashed { plugin, .. }
             | Event::Restarted { plugin, .. }
+            | Event::SeccompViolation { plugin, .. }
             | Event::Quarantined { plugin, .. }
             | Event::Unloaded { plugin }
             | Event::PolicyChanged { plugin }

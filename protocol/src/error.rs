@@ -48,8 +48,14 @@ pub enum ErrorKind {
     /// The plugin made a system call its policy does not allow and was
     /// killed by seccomp.
     SeccompViolation {
+        /// The system call by name, e.g. `ptrace`; absent where the kernel
+        /// could not hand the refused call to the supervisor.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         syscall: Option<String>,
+        /// The arguments the filter checked and refused, decoded, e.g.
+        /// `family=AF_INET type=SOCK_STREAM protocol=IPPROTO_MPTCP`.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        argument: Option<String>,
     },
     /// The manifest asks for something the policy does not grant, or the
     /// caller may not do this.
@@ -309,7 +315,10 @@ mod tests {
                 signal_name: None,
                 exit_code: None,
             },
-            ErrorKind::SeccompViolation { syscall: None },
+            ErrorKind::SeccompViolation {
+                syscall: Some("ptrace".into()),
+                argument: None,
+            },
         ];
         for kind in kinds {
             let json = serde_json::to_value(&kind).expect("json");

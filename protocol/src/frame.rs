@@ -358,6 +358,13 @@ mod tokio_io {
             }
         }
 
+        /// Before the first read: bytes already taken from the stream by
+        /// other means (a `recvmsg` that also took ancillary data), to be
+        /// decoded ahead of everything read later.
+        pub fn prepend_read(&mut self, bytes: &[u8]) {
+            self.buf.extend(bytes);
+        }
+
         /// Decodes a message already buffered, without waiting for more.
         pub fn try_buffered<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
             self.buf.next_message()

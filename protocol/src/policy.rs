@@ -294,7 +294,43 @@ pub struct SeccompProgram {
     pub instructions: Vec<BpfInstruction>,
     /// Names of allowed syscalls, for display only.
     pub allowed: Vec<String>,
+    /// Set when the program refers refused calls to the supervisor
+    /// (`SECCOMP_RET_USER_NOTIF`) instead of deciding them itself.
+    pub notify: Option<SeccompNotify>,
 }
+
+/// How refused system calls reach the supervisor: the trampoline installs
+/// the filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and hands the
+/// listener over the channel before the plugin runs (PROTOCOL.md, "System
+/// calls").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompNotify {
+    /// What the supervisor does with a refused call.
+    pub action: SeccompAction,
+    /// The `SECCOMP_RET_*` value every `SECCOMP_RET_USER_NOTIF` return of
+    /// the program becomes where the kernel will not create a listener
+    /// (before 5.0, or under a filter that already has one): the kill or
+    /// errno the action stands for.
+    pub fallback: u32,
+}
+
+/// The supervisor's answer to a refused system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompAction {
+    /// Kill the plugin; its death is `seccomp_violation` naming the call.
+    Kill,
+    /// Fail the call with this errno and let the plugin go on.
+    Errno { errno: i32 },
+}
+
+/// The first four bytes the trampoline writes on the channel after
+/// installing a filter with `notify`, in place of a frame length (no frame
+/// is this long): the listener fd rides with them as `SCM_RIGHTS`.
+pub const SECCOMP_LISTENER_ATTACHED: u32 = 0xFFFF_FF5A;
+/// As [`SECCOMP_LISTENER_ATTACHED`] when no listener could be made and the
+/// fallback returns are installed instead.
+pub const SECCOMP_LISTENER_NONE: u32 = 0xFFFF_FF50;
 
 /// One `struct sock_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,14 +58,17 @@
 //! 10. [`landlock`]: filesystem rules, TCP port rules and scopes, each
 //!     part `required` or `best_effort` by policy.
 //! 11. [`seccomp`]: the supervisor's compiled syscall filter, last, since
-//!     it may forbid what the steps above use.
+//!     it may forbid what the steps above use. A filter that refers
+//!     refused calls to the supervisor is installed with a listener, which
+//!     goes to the supervisor over the channel and is closed here.
 //! 12. [`exec`]: chdir to the working directory and execve the entry with
 //!     exactly the policy's argv and environment. The channel stays open on
 //!     fd 3 for the plugin, which speaks the protocol from Hello on.
 //!
 //! Everything `exec` needs, and the memory to report its failure, is
 //! prepared before step 2, so that after seccomp the trampoline makes no
-//! system call but `chdir`, `execve`, `write` and `exit_group`. The
+//! system call but `sendmsg` and `close` (the listener), `chdir`,
+//! `execve`, `write` and `exit_group`. The
 //! process is single-threaded throughout, which `unshare(CLONE_NEWUSER)`,
 //! `setns` and a filter without TSYNC all rely on.
 
@@ -152,5 +155,5 @@ pub fn confine(bootstrap: &Bootstrap, channel: RawFd) -> Result<(), SandboxError
     pdeathsig::apply(c.die_with_parent, channel)?;
     no_new_privs::apply()?;
     landlock::apply(c.landlock.as_ref())?;
-    seccomp::apply(c.seccomp.as_ref())
+    seccomp::apply(c.seccomp.as_ref(), channel)
 }

@@ -3,13 +3,24 @@
 //! The supervisor compiles the program once per policy; this step only
 //! hands the instructions to the kernel. It runs after every other step
 //! because the filter may forbid what they use (mount, setns, prctl,
-//! landlock_*); after it, the trampoline makes only `chdir`, `execve`
-//! and, on failure, `write` and `exit_group`. A single thread needs no
-//! TSYNC.
+//! landlock_*); after it, the trampoline makes only `sendmsg` and `close`
+//! (handing the listener over), `chdir`, `execve` and, on failure, `write`
+//! and `exit_group`. A single thread needs no TSYNC.
+//!
+//! A program with `notify` refers refused calls to the supervisor
+//! (`SECCOMP_RET_USER_NOTIF`): it is installed with
+//! `SECCOMP_FILTER_FLAG_NEW_LISTENER`, and the listener fd is sent on the
+//! channel with `SCM_RIGHTS` behind a four-byte marker, then closed here,
+//! so the plugin never holds it. Where the kernel refuses the flag, those
+//! returns are rewritten to the program's fallback (kill or errno) and the
+//! marker says no listener came.
 
 use crate::error::{SandboxError, Step};
-use corral_protocol::policy::{BpfInstruction, SeccompProgram};
+use corral_protocol::policy::{
+    BpfInstruction, SECCOMP_LISTENER_ATTACHED, SECCOMP_LISTENER_NONE, SeccompProgram,
+};
 use nix::errno::Errno;
+use std::os::fd::RawFd;
 
 /// The kernel's limit on instructions in one filter (BPF_MAXINSNS).
 pub const MAX_INSTRUCTIONS: usize = 4096;
@@ -45,13 +56,11 @@ pub fn to_sock_filters(
         .collect())
 }
 
-pub fn apply(program: Option<&SeccompProgram>) -> Result<(), SandboxError> {
-    let Some(program) = program else {
-        return Ok(());
-    };
-    let mut filters = to_sock_filters(&program.instructions)?;
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, filters)`: the listener fd
+/// with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, else 0.
+fn install(filters: &mut [libc::sock_filter], flags: libc::c_ulong) -> Result<i64, Errno> {
     let prog = libc::sock_fprog {
-        // Bounded by MAX_INSTRUCTIONS above.
+        // Bounded by MAX_INSTRUCTIONS (to_sock_filters).
         len: filters.len() as libc::c_ushort,
         filter: filters.as_mut_ptr(),
     };
@@ -61,21 +70,123 @@ pub fn apply(program: Option<&SeccompProgram>) -> Result<(), SandboxError> {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0 as libc::c_uint,
+            flags,
             &prog as *const libc::sock_fprog,
         )
     };
-    if rc != 0 {
-        return Err(SandboxError::sys(
+    if rc < 0 { Err(Errno::last()) } else { Ok(rc) }
+}
+
+/// Rewrites every `ret SECCOMP_RET_USER_NOTIF` to `ret fallback`.
+pub fn without_notify(filters: &mut [libc::sock_filter], fallback: u32) {
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    for f in filters.iter_mut() {
+        if f.code == RET_K && f.k == libc::SECCOMP_RET_USER_NOTIF {
+            f.k = fallback;
+        }
+    }
+}
+
+/// Sends the marker on `channel`, with `listener` as `SCM_RIGHTS` when
+/// there is one. No allocation: the filter is already in force.
+fn send_listener(channel: RawFd, listener: Option<RawFd>) -> Result<(), Errno> {
+    let marker = match listener {
+        Some(_) => SECCOMP_LISTENER_ATTACHED,
+        None => SECCOMP_LISTENER_NONE,
+    }
+    .to_le_bytes();
+    let mut iov = libc::iovec {
+        iov_base: marker.as_ptr() as *mut libc::c_void,
+        iov_len: marker.len(),
+    };
+    // Room for one cmsghdr and one int, aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain old data; every field used is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = listener {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32),
+                libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32),
+            )
+        };
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds CMSG_SPACE(int) bytes (32 >= 24),
+        // so the first header and its int payload lie inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = len as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        }
+    }
+    loop {
+        // SAFETY: msg points at live buffers for the whole call.
+        let n = unsafe { libc::sendmsg(channel, &msg, libc::MSG_NOSIGNAL) };
+        if n == marker.len() as isize {
+            return Ok(());
+        }
+        let errno = Errno::last();
+        if n < 0 && errno == Errno::EINTR {
+            continue;
+        }
+        // A unix stream socket takes four bytes whole or not at all.
+        return Err(if n < 0 { errno } else { Errno::EIO });
+    }
+}
+
+/// Installs `program` (no program: nothing to do). `channel` carries the
+/// listener to the supervisor when the program refers calls to it.
+pub fn apply(program: Option<&SeccompProgram>, channel: RawFd) -> Result<(), SandboxError> {
+    let Some(program) = program else {
+        return Ok(());
+    };
+    let mut filters = to_sock_filters(&program.instructions)?;
+    let installed = |e: Errno| {
+        SandboxError::sys(
             Step::Seccomp,
-            Errno::last(),
+            e,
             format_args!(
                 "install the seccomp filter ({} instructions)",
-                filters.len()
+                program.instructions.len()
             ),
-        ));
+        )
+    };
+    let Some(notify) = program.notify else {
+        install(&mut filters, 0).map_err(installed)?;
+        return Ok(());
+    };
+    match install(&mut filters, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER) {
+        Ok(listener) => {
+            let listener = listener as RawFd;
+            let sent = send_listener(channel, Some(listener));
+            // SAFETY: closing the listener this step created; the
+            // supervisor holds its own copy now.
+            unsafe { libc::close(listener) };
+            sent.map_err(|e| {
+                SandboxError::sys(
+                    Step::Seccomp,
+                    e,
+                    "hand the seccomp listener to the supervisor",
+                )
+            })
+        }
+        // No listener here (an old kernel, or a filter above us that has
+        // one): the program decides alone.
+        Err(Errno::EINVAL | Errno::EBUSY) => {
+            without_notify(&mut filters, notify.fallback);
+            install(&mut filters, 0).map_err(installed)?;
+            send_listener(channel, None).map_err(|e| {
+                SandboxError::sys(Step::Seccomp, e, "tell the supervisor no listener exists")
+            })
+        }
+        Err(e) => Err(installed(e)),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -96,6 +207,31 @@ mod tests {
             (filters[0].code, filters[0].jt, filters[0].jf, filters[0].k),
             (0x06, 1, 2, 0x7fff_0000)
         );
+    }
+
+    #[test]
+    fn without_notify_rewrites_only_user_notif_returns() {
+        let ret = |k| libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let mut filters = [
+            ret(libc::SECCOMP_RET_USER_NOTIF),
+            ret(libc::SECCOMP_RET_ALLOW),
+            // A load whose operand happens to equal the value.
+            libc::sock_filter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_USER_NOTIF,
+            },
+        ];
+        without_notify(&mut filters, libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(filters[0].k, libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(filters[1].k, libc::SECCOMP_RET_ALLOW);
+        assert_eq!(filters[2].k, libc::SECCOMP_RET_USER_NOTIF);
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn allow_only(syscalls: &[i64]) -> SeccompProgram {
             })
             .collect(),
         allowed: Vec::new(),
+        notify: None,
     }
 }
 
@@ -169,6 +170,7 @@ fn an_empty_program_is_a_seccomp_failure() {
     confinement.seccomp = Some(SeccompProgram {
         instructions: Vec::new(),
         allowed: Vec::new(),
+        notify: None,
     });
     let out = run(Spawn::bootstrap(confinement));
     let failure = out.failure();

@@ -42,6 +42,9 @@ pub trait LifecycleObserver: Send + Sync + std::fmt::Debug {
     fn child_died(&self, plugin: &str, cause: &str);
     /// A child was restarted successfully.
     fn child_restarted(&self, plugin: &str);
+    /// The seccomp filter refused `syscall`; the plugin is being killed
+    /// for it, or the call failed with an errno (`killed` false).
+    fn seccomp_refused(&self, _plugin: &str, _syscall: &str, _killed: bool) {}
 }
 
 #[derive(Debug, Clone)]

@@ -47,7 +47,19 @@ fn a_tcp_grant_allows_tcp_sockets_only() {
         ];
         for (family, ty, protocol) in refused {
             let input = raw("socket", &[family as u64, ty as u64, protocol as u64]);
-            assert_killed_by_seccomp(&host, &mut events, "raw_syscall", input).await;
+            let err = assert_killed_by_seccomp(&host, &mut events, "raw_syscall", input).await;
+            // The refused arguments are named.
+            let ErrorKind::SeccompViolation {
+                argument: Some(argument),
+                ..
+            } = &err.kind
+            else {
+                panic!("no argument named: {err:?}");
+            };
+            assert!(argument.starts_with("family="), "{argument}");
+            if protocol == libc::IPPROTO_MPTCP {
+                assert!(argument.contains("protocol=IPPROTO_MPTCP"), "{argument}");
+            }
         }
         h.finish().await;
     });
@@ -213,6 +225,43 @@ fn never_allowed_system_calls_kill_and_cannot_be_granted() {
         ] {
             assert_killed_by_seccomp(&host, &mut events, "raw_syscall", raw(name, &[])).await;
         }
+        h.finish().await;
+    });
+}
+
+/// Under `seccomp_action = "errno"` a refused call fails with EPERM and
+/// the plugin goes on; the refusal is still published, naming the call.
+#[test]
+fn errno_action_fails_the_call_and_the_plugin_goes_on() {
+    run(async {
+        let mut h = Harness::with_policy("[plugins.hostile]\nseccomp_action = \"errno\"\n");
+        let mut events = h.events();
+        let host = h.host("hostile").await;
+        let before = pid_of(&host);
+        attempt(&host, "ptrace", json!({"pid": std::process::id()}))
+            .await
+            .assert_denied(libc::EPERM);
+        let mptcp = raw(
+            "socket",
+            &[
+                libc::AF_INET as u64,
+                libc::SOCK_STREAM as u64,
+                libc::IPPROTO_MPTCP as u64,
+            ],
+        );
+        attempt(&host, "raw_syscall", mptcp)
+            .await
+            .assert_denied(libc::EPERM);
+        let name = host.name().to_string();
+        for syscall in ["ptrace", "socket"] {
+            let refused = wait_for_event(&mut events, EVENT_WAIT, |e| {
+                matches!(e, Event::SeccompViolation { plugin, syscall: s, killed: false, .. }
+                    if *plugin == name && s == syscall)
+            })
+            .await;
+            assert!(refused.is_some(), "no SeccompViolation event for {syscall}");
+        }
+        assert_eq!(pid_of(&host), before, "the plugin was restarted");
         h.finish().await;
     });
 }

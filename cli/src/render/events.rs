@@ -49,6 +49,27 @@ fn describe(event: &Event) -> (&'static str, String) {
             "restarted",
             format!("instance {instance}, attempt {attempt}, after {delay_ms} ms"),
         ),
+        Event::SeccompViolation {
+            instance,
+            syscall,
+            argument,
+            killed,
+            ..
+        } => (
+            "syscall refused",
+            format!(
+                "instance {instance}: {syscall}{}{}",
+                argument
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default(),
+                if *killed {
+                    "; killed"
+                } else {
+                    "; the call failed"
+                }
+            ),
+        ),
         Event::Quarantined {
             failures,
             window_ms,

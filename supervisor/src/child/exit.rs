@@ -23,6 +23,15 @@ impl ExitStatus {
     }
 }
 
+/// A refused system call, as the filter's listener reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// By name, e.g. `ptrace` (or `syscall 1234` for a number unknown here).
+    pub syscall: String,
+    /// The checked arguments, decoded, where an argument check refused it.
+    pub argument: Option<String>,
+}
+
 /// What the supervisor knows about a child's death.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeathCause {
@@ -30,8 +39,11 @@ pub enum DeathCause {
     OutOfMemory { limit_bytes: u64, peak_bytes: u64 },
     /// The child hit its pids limit and then died or hung.
     PidsLimit { limit: u64 },
-    /// Killed by SIGSYS: a system call outside its seccomp allow-list.
-    Seccomp,
+    /// A system call outside its seccomp allow-list: killed by the
+    /// supervisor, which read the call from the filter's listener
+    /// (`violation`), or by the kernel's SIGSYS where no listener exists
+    /// (`None`: the call is unknown).
+    Seccomp { violation: Option<Violation> },
     /// The supervisor killed it because call `call_id` exceeded `limit_ms`.
     CallTimeout { call_id: u64, limit_ms: u64 },
     /// The child broke the protocol and was killed.
@@ -56,7 +68,7 @@ impl DeathCause {
         match self {
             DeathCause::OutOfMemory { .. } => "memory_limit_exceeded",
             DeathCause::PidsLimit { .. } => "pids_limit_exceeded",
-            DeathCause::Seccomp => "seccomp_violation",
+            DeathCause::Seccomp { .. } => "seccomp_violation",
             DeathCause::CallTimeout { .. } => "timeout",
             DeathCause::ProtocolViolation { .. } => "protocol_violation",
             DeathCause::Unresponsive { .. } => "unresponsive",
@@ -86,11 +98,30 @@ impl DeathCause {
                 ErrorKind::PidsLimitExceeded { limit: *limit },
                 format!("plugin {plugin} hit its limit of {limit} processes and threads"),
             ),
-            DeathCause::Seccomp => CorralError::new(
-                ErrorKind::SeccompViolation { syscall: None },
+            DeathCause::Seccomp { violation: None } => CorralError::new(
+                ErrorKind::SeccompViolation {
+                    syscall: None,
+                    argument: None,
+                },
                 format!(
                     "plugin {plugin} was killed by seccomp: it made a system call its policy does not allow"
                 ),
+            ),
+            DeathCause::Seccomp { violation: Some(v) } => CorralError::new(
+                ErrorKind::SeccompViolation {
+                    syscall: Some(v.syscall.clone()),
+                    argument: v.argument.clone(),
+                },
+                match &v.argument {
+                    Some(arg) => format!(
+                        "plugin {plugin} was killed for calling `{}` ({arg}), which its policy does not allow",
+                        v.syscall
+                    ),
+                    None => format!(
+                        "plugin {plugin} was killed for calling `{}`, which its policy does not allow",
+                        v.syscall
+                    ),
+                },
             ),
             DeathCause::CallTimeout {
                 call_id: timed_out,
@@ -177,7 +208,12 @@ impl Evidence {
         if let Some(ExitStatus::Signaled(sig)) = self.status
             && sig == libc::SIGSYS
         {
-            return DeathCause::Seccomp;
+            return DeathCause::Seccomp { violation: None };
+        }
+        // The supervisor's kill for a refused call, before the pids-limit
+        // guess: it knows the call.
+        if let Some(cause @ DeathCause::Seccomp { .. }) = &self.supervisor_kill {
+            return cause.clone();
         }
         if self.pids_limit_hits > 0
             && let Some(limit) = self.pids_limit
@@ -228,6 +264,35 @@ mod tests {
         assert_eq!(
             e.classify().error_for_call(0, "p").code(),
             "seccomp_violation"
+        );
+    }
+
+    #[test]
+    fn a_reported_violation_names_the_call_and_its_argument() {
+        let e = Evidence {
+            status: Some(ExitStatus::Signaled(libc::SIGKILL)),
+            supervisor_kill: Some(DeathCause::Seccomp {
+                violation: Some(Violation {
+                    syscall: "socket".into(),
+                    argument: Some("family=AF_NETLINK".into()),
+                }),
+            }),
+            pids_limit_hits: 1,
+            pids_limit: Some(8),
+            ..Evidence::default()
+        };
+        let err = e.classify().error_for_call(0, "p");
+        assert_eq!(
+            err.kind,
+            ErrorKind::SeccompViolation {
+                syscall: Some("socket".into()),
+                argument: Some("family=AF_NETLINK".into())
+            }
+        );
+        assert!(
+            err.message.contains("`socket` (family=AF_NETLINK)"),
+            "{}",
+            err.message
         );
     }
 

@@ -10,6 +10,7 @@
 
 pub mod exit;
 pub mod output;
+pub mod seccomp_notify;
 
 use crate::events::EventBus;
 use crate::runtime::Runtime;
@@ -535,7 +536,6 @@ impl Child {
                 .map_err(|e| internal("channel", e))?;
             let stream = UnixStream::from_std(host_end).map_err(|e| internal("channel", e))?;
             let (read_half, mut write_half) = stream.into_split();
-            let mut reader = AsyncFrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
             let mut confinement = policy.confinement.clone();
             confinement.credentials.uid = uid;
             confinement.credentials.gid = uid;
@@ -548,6 +548,9 @@ impl Child {
                 .write_all(&bootstrap)
                 .await
                 .map_err(|e| internal("sending the bootstrap", e))?;
+            let handoff = take_seccomp_listener(rt, &shared, &policy, read_half.as_ref()).await?;
+            let mut reader = AsyncFrameReader::new(read_half, HANDSHAKE_MAX_FRAME);
+            reader.prepend_read(&handoff.frame_bytes);
             let max_frame = handshake(&shared, &mut reader, &mut write_half, &spec).await?;
             reader.set_max_frame(max_frame);
             Ok::<_, StartError>((reader, write_half))
@@ -597,6 +600,37 @@ impl Child {
     }
 }
 
+/// With a filter that refers refused calls to the supervisor: takes the
+/// listener the trampoline sends first and starts serving it.
+async fn take_seccomp_listener(
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+    policy: &SandboxPolicy,
+    channel: &UnixStream,
+) -> Result<seccomp_notify::Handoff, StartError> {
+    let Some(notify) = policy.confinement.seccomp.as_ref().and_then(|s| s.notify) else {
+        return Ok(seccomp_notify::Handoff::default());
+    };
+    let mut handoff = seccomp_notify::receive_listener(channel)
+        .await
+        .map_err(|e| internal("receiving the seccomp listener", e))?;
+    if let Some(listener) = handoff.listener.take() {
+        seccomp_notify::watch(
+            listener,
+            seccomp_notify::Context {
+                plugin: shared.plugin.clone(),
+                instance: shared.instance,
+                action: notify.action,
+                events: shared.events.clone(),
+                observer: rt.observer.clone(),
+                kill: shared.kill.clone(),
+                death: shared.death.clone(),
+            },
+        );
+    }
+    Ok(handoff)
+}
+
 /// A start failed after the process existed: make sure it is dead and
 /// cleaned up, and prefer the kernel's verdict (an OOM or seccomp kill
 /// during start-up) over the handshake's view of it.
@@ -609,7 +643,9 @@ async fn shared_start_failure(shared: &Arc<Shared>, error: StartError) -> StartE
     .wait()
     .await;
     match cause {
-        DeathCause::OutOfMemory { .. } | DeathCause::Seccomp | DeathCause::PidsLimit { .. } => {
+        DeathCause::OutOfMemory { .. }
+        | DeathCause::Seccomp { .. }
+        | DeathCause::PidsLimit { .. } => {
             StartError::Failed(cause.error_for_call(0, &shared.plugin))
         }
         _ => error,

@@ -57,6 +57,12 @@ pub struct PluginGauges {
     pub memory: u64,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyscallLabels {
+    pub plugin: String,
+    pub syscall: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -66,6 +72,8 @@ pub struct Metrics {
     deaths: Family<DeathLabels, Counter>,
     oom_kills: Family<PluginLabel, Counter>,
     seccomp_violations: Family<PluginLabel, Counter>,
+    seccomp_kills: Family<SyscallLabels, Counter>,
+    seccomp_denials: Family<SyscallLabels, Counter>,
     children: Family<PluginLabel, Gauge>,
     memory: Family<PluginLabel, Gauge>,
     loaded: Gauge,
@@ -98,6 +106,8 @@ impl Metrics {
         let deaths = Family::<DeathLabels, Counter>::default();
         let oom_kills = Family::<PluginLabel, Counter>::default();
         let seccomp_violations = Family::<PluginLabel, Counter>::default();
+        let seccomp_kills = Family::<SyscallLabels, Counter>::default();
+        let seccomp_denials = Family::<SyscallLabels, Counter>::default();
         let children = Family::<PluginLabel, Gauge>::default();
         let memory = Family::<PluginLabel, Gauge>::default();
         let loaded = Gauge::default();
@@ -140,6 +150,16 @@ impl Metrics {
             "seccomp_violations",
             "Children killed for a system call outside their allow-list",
             seccomp_violations.clone(),
+        );
+        r.register(
+            "seccomp_kills",
+            "Plugins killed for a refused system call, by the call",
+            seccomp_kills.clone(),
+        );
+        r.register(
+            "seccomp_denials",
+            "Refused system calls failed with an errno (the plugin went on), by the call",
+            seccomp_denials.clone(),
         );
         r.register("children_alive", "Children running", children.clone());
         r.register(
@@ -201,6 +221,8 @@ impl Metrics {
             deaths,
             oom_kills,
             seccomp_violations,
+            seccomp_kills,
+            seccomp_denials,
             children,
             memory,
             loaded,
@@ -332,6 +354,20 @@ impl LifecycleObserver for Metrics {
             }
             _ => {}
         }
+    }
+
+    fn seccomp_refused(&self, plugin: &str, syscall: &str, killed: bool) {
+        let family = if killed {
+            &self.seccomp_kills
+        } else {
+            &self.seccomp_denials
+        };
+        family
+            .get_or_create(&SyscallLabels {
+                plugin: plugin.to_string(),
+                syscall: syscall.to_string(),
+            })
+            .inc();
     }
 
     fn child_restarted(&self, plugin: &str) {

@@ -171,6 +171,9 @@ pub struct PluginRules {
     pub allowed_callers: Option<Vec<String>>,
     #[serde(default)]
     pub syscalls: Vec<String>,
+    /// This plugin's answer to a refused system call, in place of
+    /// `seccomp.default_action`.
+    pub seccomp_action: Option<ViolationAction>,
     /// Paths as the plugin sees them → the host paths shown there (bind
     /// mounts in its mount namespace). Grants name the plugin's paths.
     #[serde(default)]
@@ -250,8 +253,13 @@ pub struct FeatureRequirements {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ViolationAction {
+    /// Kill the plugin; the death is `seccomp_violation` naming the call.
     Kill,
+    /// Fail the call with EPERM, log and count it, and go on.
     Errno,
+    /// Fail the call with ENOSYS (as if the kernel lacked it), log and
+    /// count it, and go on.
+    Enosys,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -24,7 +24,7 @@
 use super::ViolationAction;
 use super::seccomp_args::{self, ArgRule, Otherwise};
 use super::syscalls::sysno;
-use corral_protocol::policy::{BpfInstruction, SeccompProgram};
+use corral_protocol::policy::{BpfInstruction, SeccompAction, SeccompNotify, SeccompProgram};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How `socket` is shaped by the network permission.
@@ -58,6 +58,7 @@ const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 const RET_ALLOW: u32 = 0x7FFF_0000;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
+const RET_USER_NOTIF: u32 = 0x7FC0_0000;
 
 /// Offsets in `struct seccomp_data`; the low 32 bits of argument `i` are at
 /// `ARGS + 8 * i` on the little-endian architectures supported.
@@ -235,10 +236,23 @@ fn one_of_block(rule: &ArgRule, otherwise: u32) -> Option<Vec<BpfInstruction>> {
 /// Builds the program for `plan`.
 pub fn build(plan: &SeccompPlan) -> Result<SeccompProgram, String> {
     let arch = audit_arch()?;
-    let violation = match plan.default_action {
-        ViolationAction::Kill => RET_KILL_PROCESS,
-        ViolationAction::Errno => RET_ERRNO | libc::EPERM as u32,
+    // Every refused call is referred to the supervisor, which names it and
+    // answers as the policy says; where no listener can be made the
+    // trampoline puts the fallback in its place.
+    let (action, fallback) = match plan.default_action {
+        ViolationAction::Kill => (SeccompAction::Kill, RET_KILL_PROCESS),
+        ViolationAction::Errno => (
+            SeccompAction::Errno { errno: libc::EPERM },
+            RET_ERRNO | libc::EPERM as u32,
+        ),
+        ViolationAction::Enosys => (
+            SeccompAction::Errno {
+                errno: libc::ENOSYS,
+            },
+            RET_ERRNO | libc::ENOSYS as u32,
+        ),
     };
+    let violation = RET_USER_NOTIF;
     if let Some(never) = seccomp_args::NEVER_ALLOWED
         .iter()
         .find(|n| plan.allowed.contains(**n))
@@ -306,6 +320,7 @@ pub fn build(plan: &SeccompPlan) -> Result<SeccompProgram, String> {
     Ok(SeccompProgram {
         instructions: program.insns,
         allowed: shown,
+        notify: Some(SeccompNotify { action, fallback }),
     })
 }
 
@@ -366,6 +381,20 @@ mod tests {
         }
     }
 
+    /// The program as the kernel runs it where no listener can be made:
+    /// referred calls get the fallback. The verdicts below are read off
+    /// this view; `refused_calls_are_referred_to_the_supervisor` checks
+    /// the referral itself.
+    fn decided(mut p: SeccompProgram) -> SeccompProgram {
+        let fallback = p.notify.expect("notify").fallback;
+        for i in &mut p.instructions {
+            if i.code == RET_K && i.k == RET_USER_NOTIF {
+                i.k = fallback;
+            }
+        }
+        p
+    }
+
     const X86_64: u32 = 0xC000_003E;
     const ALLOW: u32 = 0x7FFF_0000;
     const KILL_PROCESS: u32 = 0x8000_0000;
@@ -384,7 +413,37 @@ mod tests {
             socket,
             default_action: ViolationAction::Kill,
         })
+        .map(decided)
         .expect("build")
+    }
+
+    #[test]
+    fn refused_calls_are_referred_to_the_supervisor() {
+        let p = build(&SeccompPlan {
+            allowed: ["read".to_string()].into_iter().collect(),
+            processes: false,
+            socket: SocketRule::TcpOnly,
+            default_action: ViolationAction::Errno,
+        })
+        .expect("build");
+        let notify = p.notify.expect("notify");
+        assert_eq!(notify.action, SeccompAction::Errno { errno: libc::EPERM });
+        assert_eq!(notify.fallback, RET_ERRNO | libc::EPERM as u32);
+        let mptcp = [2, 1, libc::IPPROTO_MPTCP as u64, 0, 0, 0];
+        assert_eq!(
+            run(&p.instructions, nr("mount"), X86_64, [0; 6]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            run(&p.instructions, nr("socket"), X86_64, mptcp),
+            RET_USER_NOTIF
+        );
+        assert_eq!(run(&p.instructions, nr("read"), X86_64, [0; 6]), ALLOW);
+        // A foreign architecture never reaches the supervisor.
+        assert_eq!(
+            run(&p.instructions, nr("read"), 0x4000_0003, [0; 6]),
+            KILL_PROCESS
+        );
     }
 
     #[test]
@@ -524,6 +583,7 @@ mod tests {
             socket,
             default_action: ViolationAction::Kill,
         })
+        .map(decided)
         .expect("build")
     }
 
@@ -731,6 +791,7 @@ mod tests {
             socket: SocketRule::Deny,
             default_action: ViolationAction::Errno,
         })
+        .map(decided)
         .expect("build");
         assert_eq!(
             run(&p.instructions, nr("mount"), X86_64, [0; 6]),
@@ -836,6 +897,7 @@ mod tests {
         let mismatch = match plan.default_action {
             ViolationAction::Kill => SeccompAction::KillProcess,
             ViolationAction::Errno => SeccompAction::Errno(libc::EPERM as u32),
+            ViolationAction::Enosys => SeccompAction::Errno(libc::ENOSYS as u32),
         };
         let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
             .expect("filter");
@@ -960,14 +1022,18 @@ mod tests {
             .collect();
         for processes in [false, true] {
             for socket in [SocketRule::Deny, SocketRule::TcpOnly, SocketRule::Any] {
-                for default_action in [ViolationAction::Kill, ViolationAction::Errno] {
+                for default_action in [
+                    ViolationAction::Kill,
+                    ViolationAction::Errno,
+                    ViolationAction::Enosys,
+                ] {
                     let plan = SeccompPlan {
                         allowed: base.clone(),
                         processes,
                         socket,
                         default_action,
                     };
-                    let tree = build(&plan).expect("build").instructions;
+                    let tree = build(&plan).map(decided).expect("build").instructions;
                     let linear = reference(&plan);
                     assert!(
                         tree.len() < linear.len(),
@@ -1010,7 +1076,7 @@ mod tests {
             socket: SocketRule::Any,
             default_action: ViolationAction::Kill,
         };
-        let program = build(&plan).expect("build").instructions;
+        let program = build(&plan).map(decided).expect("build").instructions;
         assert!(
             program.iter().any(|i| i.code == JMP_JA && i.k > 255),
             "a far jump is used"

@@ -15,7 +15,8 @@ use std::collections::BTreeSet;
 /// System calls always allowed: the trampoline's last steps after the
 /// filter is installed (chdir, execve) and its failure report (write,
 /// exit_group).
-pub const TRAMPOLINE_SYSCALLS: &[&str] = &["chdir", "execve", "exit_group", "write"];
+pub const TRAMPOLINE_SYSCALLS: &[&str] =
+    &["chdir", "close", "execve", "exit_group", "sendmsg", "write"];
 
 pub(super) fn plan(
     cx: &Context<'_>,
@@ -80,13 +81,23 @@ pub(super) fn plan(
             NetLevel::Connect => SocketRule::TcpOnly,
             NetLevel::Host => SocketRule::Any,
         },
-        default_action: policy.seccomp.default_action,
+        default_action: cx
+            .rules
+            .and_then(|r| r.seccomp_action)
+            .unwrap_or(policy.seccomp.default_action),
     };
-    rec.cite_policy(
-        "seccomp.default_action",
-        format!("{:?}", policy.seccomp.default_action).to_lowercase(),
-        "seccomp.default_action",
-    );
+    match cx.rules.and_then(|r| r.seccomp_action) {
+        Some(action) => rec.cite_policy(
+            "seccomp.default_action",
+            format!("{action:?}").to_lowercase(),
+            &cx.rules_key("seccomp_action"),
+        ),
+        None => rec.cite_policy(
+            "seccomp.default_action",
+            format!("{:?}", policy.seccomp.default_action).to_lowercase(),
+            "seccomp.default_action",
+        ),
+    }
     crate::policy::seccomp::build(&plan)
         .map(Some)
         .map_err(CompileError::Seccomp)
