@@ -251,7 +251,7 @@ pub fn hostile_helper(args: &[String]) -> Result<()> {
     let mut held: Vec<UnixStream> = Vec::new();
     while Instant::now() < until {
         // Drop what the daemon closed, then top up.
-        held.retain(|s| still_open(s));
+        held.retain(still_open);
         while held.len() < count {
             let Ok(mut s) = UnixStream::connect(socket) else {
                 break;
