@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 pub struct DaemonDir {
     pub dir: tempfile::TempDir,
     pub cgroup_base: String,
+    /// The socket's mode ("0600": the benchmark's own uid only).
+    pub socket_mode: String,
+    /// Groups (gids as text) whose members may call.
+    pub caller_groups: Vec<String>,
 }
 
 impl DaemonDir {
@@ -30,6 +34,8 @@ impl DaemonDir {
         Ok(DaemonDir {
             dir,
             cgroup_base: crate::corral::cgroup_base(tag),
+            socket_mode: "0600".into(),
+            caller_groups: Vec::new(),
         })
     }
 
@@ -68,13 +74,13 @@ impl DaemonDir {
         let text = format!(
             r#"# corrald configuration of one benchmark run.
 socket = "{d}/corral.sock"
-socket_mode = "0600"
+socket_mode = "{mode}"
 socket_group = "root"
 state_dir = "{d}/state"
 policy = "{d}/policy.toml"
 policy_dir = "{d}/policy.d"
 admin_groups = []
-caller_groups = []
+caller_groups = [{callers}]
 cgroup_base = "{base}"
 shutdown_grace = "10s"
 
@@ -82,7 +88,14 @@ shutdown_grace = "10s"
 path = "{d}/plugins"
 watch = false
 "#,
-            base = self.cgroup_base
+            base = self.cgroup_base,
+            mode = self.socket_mode,
+            callers = self
+                .caller_groups
+                .iter()
+                .map(|g| format!("{g:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let path = self.path().join("corrald.toml");
         std::fs::write(&path, text)?;

@@ -17,6 +17,8 @@ pub fn dispatch(args: &[String]) {
         "__rr-server" => rr_server(&args[1..]),
         "__exec-in-cgroup" => exec_in_cgroup(&args[1..]),
         "__seccomp-install" => crate::seccomp::install_helper(),
+        "__soak-hostile" => crate::soak::hostile_helper(&args[1..]),
+        "__soak-clients" => crate::soak::clients_helper(&args[1..]),
         _ => return,
     };
     match result {

@@ -15,6 +15,7 @@ mod machine;
 mod memory;
 mod report;
 mod seccomp;
+mod soak;
 mod stats;
 mod warm_call;
 
@@ -80,6 +81,11 @@ struct Args {
     /// away, 0 for the built-in policy) and print the median start.
     #[arg(long, value_name = "LEVEL")]
     profile_starts: Option<usize>,
+    /// Only run the soak for this many seconds: 64 well-behaved clients
+    /// against corrald while a hostile peer holds connections; prints its
+    /// report (for benches/RESULTS.md) and fails on any failed call.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
     /// Worker threads of the async runtime (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -165,6 +171,10 @@ fn run(args: Args) -> Result<bool> {
             .collect()
     };
     let mut env = env::Env::from_environment()?;
+    if let Some(seconds) = args.soak {
+        soak::run(&env, seconds, &command_line(&argv))?;
+        return Ok(true);
+    }
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -106,7 +106,7 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_connections: 1024,
-            max_connections_per_uid: 64,
+            max_connections_per_uid: 128,
             reserved_connections: 64,
             health_connections: 32,
             max_request_body: ByteSize(64 << 20),
