@@ -9,7 +9,7 @@ use super::seccomp::{SeccompPlan, SocketRule};
 use super::{NetLevel, PermissionName, PluginRules, Policy};
 use crate::features::KernelFeatures;
 use corral_protocol::error::{CorralError, ErrorKind};
-use corral_protocol::manifest::{HostPath, Manifest, NetPermission, Runtime};
+use corral_protocol::manifest::{HostPath, Manifest, NetPermission};
 use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV};
 use corral_protocol::policy::{
     Confinement, Credentials, FsAccess, FsRule, KeptPath, LandlockSpec, Mounts, NamespaceSource,
@@ -230,15 +230,6 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             ),
         ));
     }
-    if manifest.plugin.runtime != Runtime::Native {
-        return Err(manifest_error(
-            "plugin.runtime",
-            format!(
-                "runtime `{}` has no adapter in this corrald; package a native executable",
-                manifest.plugin.runtime
-            ),
-        ));
-    }
     let package_dir = package_dir
         .canonicalize()
         .map_err(|e| manifest_error("(package)", format!("{}: {e}", package_dir.display())))?;
@@ -262,10 +253,18 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             writable: false,
         });
     }
-    let entry = check_entry(&package_dir, manifest.plugin.entry.as_str())
-        .map_err(|reason| manifest_error("plugin.entry", reason))?;
-    let dynamic =
-        elf_is_dynamic(&entry).map_err(|reason| manifest_error("plugin.entry", reason))?;
+    // A script plugin's entry is data its runtime's program runs.
+    let script = super::runtimes::prepare(manifest, manifest_file, &package_dir, policy)?;
+    let (entry, dynamic) = match &script {
+        Some(launch) => (launch.entry.clone(), launch.dynamic),
+        None => {
+            let entry = check_entry(&package_dir, manifest.plugin.entry.as_str())
+                .map_err(|reason| manifest_error("plugin.entry", reason))?;
+            let dynamic =
+                elf_is_dynamic(&entry).map_err(|reason| manifest_error("plugin.entry", reason))?;
+            (entry, dynamic)
+        }
+    };
     rec.cite_manifest("entry", entry.display(), "plugin.entry");
 
     // Permissions: granted by [grantable] or this plugin's [plugins.<name>.grant],
@@ -796,6 +795,9 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             sources.push(("seccomp.network".into(), &policy.seccomp.network));
         }
         sources.push(("seccomp.allow".into(), &policy.seccomp.allow));
+        if let Some(launch) = &script {
+            sources.push((launch.syscalls.0.clone(), &launch.syscalls.1));
+        }
         if let Some(r) = rules {
             sources.push((rules_key("syscalls"), &r.syscalls));
         }
@@ -900,7 +902,7 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
         );
     }
 
-    Ok(SandboxPolicy {
+    let mut compiled = SandboxPolicy {
         plugin: name.to_string(),
         version: manifest.plugin.version.to_string(),
         confinement: Confinement {
@@ -925,7 +927,11 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
         allowed_callers,
         provenance: rec.provenance,
         warnings: rec.warnings,
-    })
+    };
+    if let Some(launch) = script {
+        launch.finish(policy, &mut compiled);
+    }
+    Ok(compiled)
 }
 
 /// Resolves the entry inside the package and checks plugin uids can run it.
@@ -1060,7 +1066,7 @@ fn check_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
 
 /// True when the ELF executable asks for a program interpreter (is
 /// dynamically linked).
-fn elf_is_dynamic(path: &Path) -> Result<bool, String> {
+pub(super) fn elf_is_dynamic(path: &Path) -> Result<bool, String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut header = [0u8; 64];
