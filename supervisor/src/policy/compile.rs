@@ -925,12 +925,11 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             .unwrap_or(corral_protocol::frame::HARD_MAX_FRAME),
         instances,
         allowed_callers,
+        default_method: None,
         provenance: rec.provenance,
         warnings: rec.warnings,
     };
-    if let Some(launch) = script {
-        launch.finish(policy, &mut compiled);
-    }
+    super::runtimes::finish(script, manifest, policy, &mut compiled);
     Ok(compiled)
 }
 

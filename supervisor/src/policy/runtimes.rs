@@ -18,7 +18,8 @@
 //!
 //! The compiler calls [`prepare`] before it builds the rules, adds the
 //! syscalls of [`ScriptLaunch::syscalls`] to the seccomp allow-list, and
-//! calls [`ScriptLaunch::finish`] on the compiled policy.
+//! calls [`finish`] on the compiled policy (which also carries the
+//! manifest's `default_method`, for every runtime).
 
 use super::compile::CompileError;
 use super::{Policy, ScriptRuntime};
@@ -168,12 +169,33 @@ fn bootstrap_of(runtime: Runtime) -> Option<&'static str> {
     }
 }
 
+/// The last step of compiling any plugin: the manifest's default method,
+/// and for a script plugin its launch.
+pub fn finish(
+    script: Option<ScriptLaunch>,
+    manifest: &Manifest,
+    policy: &Policy,
+    out: &mut SandboxPolicy,
+) {
+    if let Some(method) = &manifest.plugin.default_method {
+        out.default_method = Some(method.as_str().to_string());
+        out.provenance.push(Provenance {
+            rule: "default_method".into(),
+            value: method.as_str().to_string(),
+            source: "the manifest (plugin.default_method)".into(),
+        });
+    }
+    if let Some(launch) = script {
+        launch.finish(policy, out);
+    }
+}
+
 impl ScriptLaunch {
     /// Merges the launch into the compiled policy: the program and argv,
     /// the environment the runtime contract promises, the interpreter's
     /// grants, the package as data, and tasks for the interpreter's
     /// threads.
-    pub fn finish(self, policy: &Policy, out: &mut SandboxPolicy) {
+    fn finish(self, policy: &Policy, out: &mut SandboxPolicy) {
         let cite = |rule: &str, value: String, source: String| Provenance {
             rule: rule.into(),
             value,
@@ -534,6 +556,21 @@ mod tests {
                 .contains(&("CORRAL_PLUGIN_NAME".to_string(), "script".to_string()))
         );
         assert!(sp.provenance.iter().any(|p| p.rule == "runtime"));
+        assert_eq!(sp.default_method, None);
+        let with_default = fx
+            .compile(
+                &manifest(
+                    "js",
+                    "index.js",
+                    "default_method = \"codeGeneration.generateCode\"\n",
+                ),
+                &fx.policy(""),
+            )
+            .expect("compile");
+        assert_eq!(
+            with_default.default_method.as_deref(),
+            Some("codeGeneration.generateCode")
+        );
     }
 
     #[test]
