@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallRequest {
+    /// The method; empty (or absent) for the plugin's `default_method`.
+    #[serde(default)]
     pub method: String,
     /// Any JSON value; the plugin receives it as UTF-8 JSON bytes.
     #[serde(default)]

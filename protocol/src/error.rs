@@ -27,7 +27,9 @@ pub enum ErrorKind {
     Timeout {
         limit_ms: u64,
     },
-    /// The kernel's OOM killer stopped the plugin at its cgroup limit.
+    /// The kernel's OOM killer stopped the plugin at its cgroup limit, or
+    /// the plugin's runtime stopped the call at its own limit just under
+    /// it (the embedded JavaScript engine; the child lives on).
     MemoryLimitExceeded {
         limit_bytes: u64,
         peak_bytes: u64,

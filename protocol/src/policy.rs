@@ -34,6 +34,10 @@ pub struct SandboxPolicy {
     /// Unix groups (or `uid:N`) allowed to call the plugin; `None` means
     /// whoever the daemon-wide caller rule admits.
     pub allowed_callers: Option<Vec<String>>,
+    /// The method a call that names none is served by (the manifest's
+    /// `default_method`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_method: Option<String>,
     /// Where each rule came from, in the order the compiler applied them.
     pub provenance: Vec<Provenance>,
     /// Features the kernel lacks that the policy marked `best_effort`.

@@ -162,13 +162,25 @@ impl PluginHost {
     }
 
     /// Routes a call to a ready instance, waiting (within the call's
-    /// timeout) for one that is restarting.
+    /// timeout) for one that is restarting. An empty `method` is the
+    /// plugin's `default_method`.
     pub async fn call(
         &self,
         method: &str,
         input: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<CallOutput, CorralError> {
+        // A call that names no method goes to the manifest's default.
+        let method = match (method, self.policy.default_method.as_deref()) {
+            ("", Some(default)) => default,
+            ("", None) => {
+                return Err(CorralError::invalid_input(format!(
+                    "name a method: plugin {} has no default_method",
+                    self.name
+                )));
+            }
+            (named, _) => named,
+        };
         let limit = match timeout {
             Some(t) => t.min(self.policy.timeouts.call),
             None => self.policy.timeouts.call,

@@ -61,6 +61,7 @@ fn main() -> Result<()> {
             let built = package(&root, release)?;
             println!("packages in {}", built.packages.display());
             println!("static trampoline {}", built.sandbox.display());
+            println!("static JavaScript runtime {}", built.js.display());
         }
         Task::Dev { args } => dev(&root, &args)?,
         Task::Test {
@@ -128,6 +129,9 @@ enum PluginBuild {
     Crate(String),
     /// A directory of C files without a Cargo.toml, built by `cc`.
     C(Vec<PathBuf>),
+    /// A script plugin (`index.js`, `plugin.py`, ...): the directory is
+    /// the package, copied as it is; a runtime corral ships runs it.
+    Script(PathBuf),
 }
 
 #[derive(serde::Deserialize)]
@@ -152,8 +156,10 @@ struct PluginSection {
 }
 
 /// Crates under examples/plugins and tests/plugins with a plugin.toml, or
-/// packages/<variant>/plugin.toml for several packages of one binary; and
-/// directories there with a plugin.toml and `*.c` files but no Cargo.toml.
+/// packages/<variant>/plugin.toml for several packages of one binary;
+/// directories there with a plugin.toml and `*.c` files but no Cargo.toml;
+/// and script plugins: a directory with a manifest (plugin.toml or
+/// plugin.yaml) naming a script runtime, or holding only `index.js`.
 fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
     let mut sources = Vec::new();
     for parent in ["examples/plugins", "tests/plugins"] {
@@ -164,6 +170,14 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
         dirs.sort();
         for dir in dirs {
             let cargo_toml = dir.join("Cargo.toml");
+            if !cargo_toml.exists() && is_script_plugin(&dir)? {
+                sources.push(PluginSource {
+                    build: PluginBuild::Script(dir.clone()),
+                    manifests: Vec::new(),
+                    example: parent == "examples/plugins",
+                });
+                continue;
+            }
             if !cargo_toml.exists() {
                 let c_files = c_files(&dir)?;
                 if dir.join("plugin.toml").exists() && !c_files.is_empty() {
@@ -202,6 +216,42 @@ fn plugin_sources(root: &Path) -> Result<Vec<PluginSource>> {
     Ok(sources)
 }
 
+/// A directory whose package runs on a script runtime.
+fn is_script_plugin(dir: &Path) -> Result<bool> {
+    match corral_protocol::package_layout::load(dir) {
+        Ok((manifest, _)) => Ok(manifest.plugin.runtime.is_script()),
+        Err(e) if corral_protocol::package_layout::is_package_dir(dir) => {
+            bail!("{e}")
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// Copies a script plugin's directory: regular files and directories,
+/// readable by the plugin uids, nothing executable.
+fn copy_script_package(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    set_mode(to, 0o755)?;
+    let mut entries: Vec<_> = std::fs::read_dir(from)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || name == "node_modules" {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        let dest = to.join(&name);
+        if kind.is_dir() {
+            copy_script_package(&entry.path(), &dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &dest)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+            set_mode(&dest, 0o644)?;
+        }
+    }
+    Ok(())
+}
+
 /// The `*.c` files directly in `dir`, sorted so the build is reproducible.
 fn c_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -238,6 +288,8 @@ struct Built {
     packages: PathBuf,
     /// The static trampoline.
     sandbox: PathBuf,
+    /// The static embedded JavaScript runtime.
+    js: PathBuf,
     /// Where `corral` and `corrald` are.
     bin_dir: PathBuf,
 }
@@ -247,6 +299,7 @@ impl Built {
     fn env(&self, cmd: &mut Command) {
         cmd.env("CORRAL_TEST_PACKAGES", &self.packages);
         cmd.env("CORRAL_SANDBOX", &self.sandbox);
+        cmd.env("CORRAL_JS", &self.js);
         cmd.env("CORRAL_BIN_DIR", &self.bin_dir);
     }
 }
@@ -271,8 +324,9 @@ fn package(root: &Path, release: bool) -> Result<Built> {
     let sources = plugin_sources(root)?;
     let triple = host_triple()?;
     let plugin_profile = if release { "plugin" } else { "plugin-test" };
-    // The plugins, and the trampoline again: static executables start
-    // faster (no dynamic loader; ~0.3 ms a start for the trampoline).
+    // The plugins, the trampoline again and the embedded JavaScript
+    // runtime: static executables start faster (no dynamic loader; ~0.3 ms
+    // a start for the trampoline) and need no libraries in the sandbox.
     let mut plugins = cargo(&[
         "build",
         "--target",
@@ -281,6 +335,8 @@ fn package(root: &Path, release: bool) -> Result<Built> {
         plugin_profile,
         "-p",
         "corral-sandbox",
+        "-p",
+        "corral-js",
     ]);
     for s in &sources {
         if let PluginBuild::Crate(name) = &s.build {
@@ -319,9 +375,17 @@ fn package(root: &Path, release: bool) -> Result<Built> {
         }
     }
     for source in &sources {
-        let bin_dir = match source.build {
+        let bin_dir = match &source.build {
             PluginBuild::Crate(_) => &crate_bin_dir,
             PluginBuild::C(_) => &c_bin_dir,
+            PluginBuild::Script(dir) => {
+                let (manifest, _) = corral_protocol::package_layout::load(dir)?;
+                copy_script_package(dir, &out.join(manifest.name()))?;
+                if let (true, Some(examples)) = (source.example, &examples) {
+                    copy_script_package(dir, &examples.join(manifest.name()))?;
+                }
+                continue;
+            }
         };
         for manifest_path in &source.manifests {
             let manifest = read_plugin_manifest(manifest_path)?;
@@ -369,6 +433,7 @@ fn package(root: &Path, release: bool) -> Result<Built> {
     Ok(Built {
         packages: out,
         sandbox: crate_bin_dir.join("corral-sandbox"),
+        js: crate_bin_dir.join("corral-js"),
         bin_dir: target.join(host_profile),
     })
 }
@@ -388,6 +453,7 @@ fn dev(root: &Path, args: &[String]) -> Result<()> {
     }
     let mut cmd = Command::new(corrald);
     cmd.env("CORRAL_SANDBOX", &built.sandbox);
+    cmd.env("CORRAL_JS", &built.js);
     cmd.arg("--dev").arg("--plugins").arg(&packages).args(args);
     run(cmd)
 }

@@ -10,6 +10,7 @@
 
 pub mod exit;
 pub mod output;
+pub mod reply;
 pub mod seccomp_notify;
 
 use crate::events::EventBus;
@@ -1031,15 +1032,10 @@ fn handle_message(
             };
             let result = match reply.result {
                 CallResult::Ok(output) => Ok(CallOutput { output, usage }),
-                CallResult::Err(e) => Err(CorralError::new(
-                    ErrorKind::PluginError {
-                        plugin_code: e.code.clone(),
-                    },
-                    if e.message.is_empty() {
-                        e.code
-                    } else {
-                        e.message
-                    },
+                CallResult::Err(e) => Err(reply::error_of(
+                    e,
+                    shared.policy.resources.memory_max,
+                    usage.peak_memory_bytes,
                 )),
             };
             let _ = pending.reply.send(result);

@@ -55,6 +55,7 @@ mod syscall_filter;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use entry::elf_is_dynamic;
 pub use limits::CPU_PERIOD_US;
 pub use namespaces::{JOIN_IPC_FD, JOIN_NET_FD, JOIN_UTS_FD};
 pub use syscall_filter::TRAMPOLINE_SYSCALLS;
@@ -203,14 +204,14 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
     let credentials = credentials::credentials(&cx, &mut rec);
     let rlimits = credentials::rlimits(&limits, &uses, &mut rec);
     let landlock = landlock::plan(&cx, &package, &grants.fs, &uses, &mut rec);
-    let seccomp = syscall_filter::plan(&cx, &grants, &uses, &mut rec)?;
+    let seccomp = syscall_filter::plan(&cx, &package, &grants, &uses, &mut rec)?;
     let env = environment::plan(&cx);
     let timeouts = lifecycle::timeouts(&cx, &limits, &mut rec);
     let restart = lifecycle::restart(&cx, &mut rec);
     let allowed_callers = lifecycle::allowed_callers(&cx, &mut rec);
 
     let entry = package.entry.display().to_string();
-    Ok(SandboxPolicy {
+    let mut compiled = SandboxPolicy {
         plugin: name.to_string(),
         version: input.manifest.plugin.version.to_string(),
         confinement: Confinement {
@@ -233,7 +234,12 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
             .unwrap_or(corral_protocol::frame::HARD_MAX_FRAME),
         instances: limits.instances,
         allowed_callers,
+        default_method: None,
         provenance: rec.provenance,
         warnings: rec.warnings,
-    })
+    };
+    // Last: a script plugin's interpreter becomes the program, with its
+    // grants; and the manifest's default method, for every runtime.
+    crate::policy::runtimes::finish(package.script, input.manifest, input.policy, &mut compiled);
+    Ok(compiled)
 }

@@ -5,6 +5,7 @@
 //! can say why a thing is allowed or denied.
 
 pub mod compile;
+pub mod runtimes;
 pub mod seccomp;
 pub mod seccomp_args;
 pub mod syscalls;
@@ -277,6 +278,35 @@ pub struct SeccompSettings {
 #[serde(deny_unknown_fields)]
 pub struct Runtimes {
     pub native: NativeRuntime,
+    pub js: ScriptRuntime,
+    pub node: ScriptRuntime,
+    pub python: ScriptRuntime,
+}
+
+/// A script runtime's profile (see [`runtimes`]): the interpreter corral
+/// execs with the plugin's entry, and what it needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptRuntime {
+    /// Absolute path of the interpreter; `""` for corral's own (js).
+    pub program: String,
+    /// Arguments before the bootstrap and the entry.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// corral's bootstrap script for the interpreter; `""` for the one
+    /// shipped with corral.
+    #[serde(default)]
+    pub bootstrap: String,
+    /// Files and directories the interpreter reads (missing ones are
+    /// skipped).
+    #[serde(default)]
+    pub read: Vec<HostPath>,
+    /// System calls or groups the interpreter needs beyond `seccomp.base`.
+    #[serde(default)]
+    pub syscalls: Vec<String>,
+    /// Threads the interpreter starts itself; the plugin's task limit is
+    /// at least this plus one.
+    pub threads: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -448,6 +478,16 @@ impl Policy {
             ("seccomp.allow".into(), &self.seccomp.allow),
             ("seccomp.deny".into(), &self.seccomp.deny),
         ];
+        for (name, profile) in [
+            ("js", &self.runtime.js),
+            ("node", &self.runtime.node),
+            ("python", &self.runtime.python),
+        ] {
+            lists.push((format!("runtime.{name}.syscalls"), &profile.syscalls));
+        }
+        if let Err((key, reason)) = runtimes::validate(self) {
+            return Err(err(self, &key, reason));
+        }
         for (name, rules) in &self.plugins {
             lists.push((format!("plugins.{name}.syscalls"), &rules.syscalls));
             for target in rules.remap.keys() {

@@ -49,8 +49,10 @@ impl TestEnv {
     /// The built package of plugin `name`.
     pub fn package(&self, name: &str) -> PathBuf {
         let dir = self.packages.join(name);
+        // plugin.toml, seed 002's plugin.yaml, or seed 000's bare index.js.
+        let layout = ["plugin.toml", "plugin.yaml", "index.js"];
         assert!(
-            dir.join("plugin.toml").is_file(),
+            layout.iter().any(|f| dir.join(f).is_file()),
             "package {name} is missing from {} ({PACKAGES_ENV}): {HOW}",
             self.packages.display()
         );

@@ -5,7 +5,7 @@
 //! decides whether the loader and libraries are reachable.
 
 use super::{CompileError, Context, Recorder};
-use corral_protocol::manifest::Runtime;
+use crate::policy::runtimes::{self, ScriptLaunch};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +16,12 @@ pub(super) struct Package {
     pub dir: PathBuf,
     /// Canonical path of the entry, inside `dir`.
     pub entry: PathBuf,
-    /// The entry asks for a program interpreter (ld.so).
+    /// The entry (or a script's interpreter) asks for a program
+    /// interpreter (ld.so).
     pub dynamic: bool,
+    /// How a script plugin's runtime runs its entry; `None` for a native
+    /// plugin, whose entry is the program.
+    pub script: Option<ScriptLaunch>,
 }
 
 pub(super) fn resolve(
@@ -33,15 +37,6 @@ pub(super) fn resolve(
             format!(
                 "`{}` does not include this corrald ({engine})",
                 plugin.engine
-            ),
-        ));
-    }
-    if plugin.runtime != Runtime::Native {
-        return Err(cx.manifest_error(
-            "plugin.runtime",
-            format!(
-                "runtime `{}` has no adapter in this corrald; package a native executable",
-                plugin.runtime
             ),
         ));
     }
@@ -61,15 +56,24 @@ pub(super) fn resolve(
             ),
         ));
     }
-    let entry = check_entry(&dir, plugin.entry.as_str())
-        .map_err(|reason| cx.manifest_error("plugin.entry", reason))?;
-    let dynamic =
-        elf_is_dynamic(&entry).map_err(|reason| cx.manifest_error("plugin.entry", reason))?;
+    // A script plugin's entry is data its runtime's program runs.
+    let script = runtimes::prepare(cx.manifest, cx.manifest_file, &dir, cx.policy)?;
+    let (entry, dynamic) = match &script {
+        Some(launch) => (launch.entry.clone(), launch.dynamic),
+        None => {
+            let entry = check_entry(&dir, plugin.entry.as_str())
+                .map_err(|reason| cx.manifest_error("plugin.entry", reason))?;
+            let dynamic = elf_is_dynamic(&entry)
+                .map_err(|reason| cx.manifest_error("plugin.entry", reason))?;
+            (entry, dynamic)
+        }
+    };
     rec.cite_manifest("entry", entry.display(), "plugin.entry");
     Ok(Package {
         dir,
         entry,
         dynamic,
+        script,
     })
 }
 
@@ -116,7 +120,7 @@ fn check_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
 
 /// True when the ELF executable asks for a program interpreter (is
 /// dynamically linked).
-fn elf_is_dynamic(path: &Path) -> Result<bool, String> {
+pub(crate) fn elf_is_dynamic(path: &Path) -> Result<bool, String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut header = [0u8; 64];

@@ -129,12 +129,19 @@ fn minimal_root(
         entry.writable |= writable;
         entry.exec = (entry.exec || exec) && !entry.writable;
     };
+    // A script plugin's package is data; its interpreter is the program.
     add(
         &package.dir,
         false,
-        true,
+        package.script.is_none(),
         "corral (the plugin's own package)".into(),
     );
+    if let Some(launch) = &package.script {
+        for (rule, why) in &launch.grants {
+            let exec = rule.access == FsAccess::ReadExec;
+            add(Path::new(&rule.path), false, exec, why.clone());
+        }
+    }
     let policy = cx.policy;
     let existing = |list: &[HostPath]| -> Vec<PathBuf> {
         list.iter()

@@ -4,6 +4,7 @@
 //! with the argument rules for processes and sockets. The BPF program
 //! itself is built by [`crate::policy::seccomp`].
 
+use super::entry::Package;
 use super::features::Uses;
 use super::permissions::Grants;
 use super::{CompileError, Context, Recorder};
@@ -20,6 +21,7 @@ pub const TRAMPOLINE_SYSCALLS: &[&str] =
 
 pub(super) fn plan(
     cx: &Context<'_>,
+    package: &Package,
     grants: &Grants,
     uses: &Uses,
     rec: &mut Recorder<'_>,
@@ -38,6 +40,9 @@ pub(super) fn plan(
         sources.push(("seccomp.network".into(), &policy.seccomp.network));
     }
     sources.push(("seccomp.allow".into(), &policy.seccomp.allow));
+    if let Some(launch) = &package.script {
+        sources.push((launch.syscalls.0.clone(), &launch.syscalls.1));
+    }
     if let Some(r) = cx.rules {
         sources.push((cx.rules_key("syscalls"), &r.syscalls));
     }
