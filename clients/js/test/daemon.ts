@@ -159,8 +159,10 @@ export class TestDaemon {
       }
       if (Date.now() > deadline) throw new Error(`corrald did not answer within ${READY_WAIT_MS} ms; its log:\n${this.log}`);
       try {
+        // corrald answers before it installs its signal handlers; its log
+        // says when startup is complete (tests/daemon/src/daemon.rs).
         const health = await this.client.health();
-        if (health.status === 'ok') return;
+        if (health.status === 'ok' && this.log.includes('corrald ready')) return;
       } catch {
         // Not listening yet.
       }
@@ -174,9 +176,9 @@ export class TestDaemon {
     const child = this.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
-      const exited = await Promise.race([this.exited, sleep(EXIT_WAIT_MS).then(() => 'late' as const)]);
-      if (exited === 'late') child.kill('SIGKILL');
+      const late = setTimeout(() => child.kill('SIGKILL'), EXIT_WAIT_MS);
       await this.exited;
+      clearTimeout(late);
     }
     killUidRange(this.uidFirst, this.uidLast);
     await removeCgroupBase(this.cgroupBase);
