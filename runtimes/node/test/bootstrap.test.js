@@ -46,6 +46,21 @@ test('a log record with fields and an event match PROTOCOL.md byte for byte', ()
     assert.equal(reply.json, null);
   }));
 
+test('node flags a supervisor may pass (--jitless, a small heap, one V8 worker) change nothing', () =>
+  withHost('greeter.js', {
+    nodeFlags: ['--jitless', '--max-old-space-size=24', '--v8-pool-size=1', '--disallow-code-generation-from-strings'],
+    env: { CORRAL_PLUGIN_NAME: 'hello', CORRAL_PLUGIN_VERSION: '0.1.0' },
+  }, async (host) => {
+    assert.deepEqual(await host.frame(), golden.hello);
+    host.send(golden.init);
+    assert.deepEqual(await host.frame(), golden.ready);
+    host.send(golden.call);
+    assert.deepEqual(await host.frame(), golden['reply-ok']);
+    assert.deepEqual((await host.call(2, 'later', { ms: 1 })).json, { waited: 1 });
+    host.send(golden.shutdown);
+    assert.deepEqual(await host.exited, { code: 0, signal: null });
+  }));
+
 test('Hello names the plugin from CORRAL_PLUGIN when CORRAL_PLUGIN_NAME is absent', () =>
   withHost('greeter.js', { env: { CORRAL_PLUGIN_NAME: '', CORRAL_PLUGIN: 'from-protocol-env' } }, async (host) => {
     const hello = await host.message();

@@ -97,10 +97,10 @@ function decodePluginFrame(frame) {
 }
 
 class FakeHost {
-  /** Spawns the bootstrap on `fixture` (a path under test/fixtures). */
-  constructor(fixture, { env = {}, args } = {}) {
+  /** Spawns `node <nodeFlags> bootstrap.js <fixture>` (a path under test/fixtures, or `args` instead). */
+  constructor(fixture, { env = {}, args, nodeFlags = [] } = {}) {
     const entry = path.isAbsolute(fixture) ? fixture : path.join(FIXTURES, fixture);
-    this.child = spawn(process.execPath, [BOOTSTRAP, ...(args || [entry])], {
+    this.child = spawn(process.execPath, [...nodeFlags, BOOTSTRAP, ...(args || [entry])], {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH, CORRAL_PLUGIN_NAME: 'greeter', CORRAL_PLUGIN_VERSION: '1.0.0', ...env },
     });
