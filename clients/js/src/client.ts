@@ -136,7 +136,8 @@ export class CorralClient {
     const query = new URLSearchParams();
     if (options.load) query.set('load', 'true');
     if (options.replace) query.set('replace', 'true');
-    const suffix = query.size > 0 ? `?${query}` : '';
+    const text = query.toString();
+    const suffix = text ? `?${text}` : '';
     return this.transport.json({
       method: 'POST', path: `/v1/plugins${suffix}`,
       body: Buffer.isBuffer(archive) ? archive : Buffer.from(archive), contentType: 'application/gzip',
