@@ -541,8 +541,16 @@ function methodPaths(instance, prefix = '', depth = 0, out = []) {
   return out;
 }
 
-/** "<Name>: <message>" for whatever a method threw. */
+/** "<Name>: <message>" for whatever a method threw; never throws itself. */
 function describeThrown(thrown) {
+  try {
+    return describeValue(thrown);
+  } catch {
+    return 'Error: (a thrown value that cannot be described)';
+  }
+}
+
+function describeValue(thrown) {
   if (thrown instanceof Error || (thrown !== null && typeof thrown === 'object' && 'message' in thrown)) {
     let name = typeof thrown.name === 'string' && thrown.name ? thrown.name : 'Error';
     // `class MyError extends Error {}` keeps the name "Error"; its class says more.
@@ -744,14 +752,15 @@ class Session {
     try {
       result = method.fn.call(method.holder, input, context);
     } catch (err) {
-      return this.finish(call.id, null, err);
+      return this.finish(call.id, { thrown: err });
     }
-    if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
-      Promise.resolve(result).then((value) => this.finish(call.id, value, undefined),
-        (err) => this.finish(call.id, null, err === undefined ? new Error('rejected with undefined') : err));
+    if (result !== null && (typeof result === 'object' || typeof result === 'function') &&
+        typeof result.then === 'function') {
+      Promise.resolve(result).then((value) => this.finish(call.id, { value }),
+        (err) => this.finish(call.id, { thrown: err }));
       return undefined;
     }
-    return this.finish(call.id, result, undefined);
+    return this.finish(call.id, { value: result });
   }
 
   /** The second argument of every method: what this runtime adds to seed 000's contract. */
@@ -779,15 +788,15 @@ class Session {
     };
   }
 
-  /** A call's outcome: replied unless the call was cancelled meanwhile. */
-  finish(id, value, thrown) {
+  /** A call's outcome (`{ value }` or `{ thrown }`): replied unless the call was cancelled meanwhile. */
+  finish(id, outcome) {
     if (!this.inFlight.delete(id)) return; // cancelled: its reply went out already
-    if (thrown !== undefined) {
-      this.reply(id, null, { code: codes.PLUGIN_ERROR, message: describeThrown(thrown) });
+    if ('thrown' in outcome) {
+      this.reply(id, null, { code: codes.PLUGIN_ERROR, message: describeThrown(outcome.thrown) });
     } else {
       let output;
       try {
-        output = outputBytes(value);
+        output = outputBytes(outcome.value);
       } catch (err) {
         this.reply(id, null, { code: codes.INVALID_OUTPUT, message: `the result is not JSON: ${describeThrown(err)}` });
         return this.maybeExit();

@@ -48,7 +48,8 @@ test('a log record with fields and an event match PROTOCOL.md byte for byte', ()
 
 test('node flags a supervisor may pass (--jitless, a small heap, one V8 worker) change nothing', () =>
   withHost('greeter.js', {
-    nodeFlags: ['--jitless', '--max-old-space-size=24', '--v8-pool-size=1', '--disallow-code-generation-from-strings'],
+    nodeFlags: ['--jitless', '--no-expose-wasm', '--max-old-space-size=24', '--v8-pool-size=1',
+      '--disallow-code-generation-from-strings'],
     env: { CORRAL_PLUGIN_NAME: 'hello', CORRAL_PLUGIN_VERSION: '0.1.0' },
   }, async (host) => {
     assert.deepEqual(await host.frame(), golden.hello);
@@ -59,6 +60,8 @@ test('node flags a supervisor may pass (--jitless, a small heap, one V8 worker) 
     assert.deepEqual((await host.call(2, 'later', { ms: 1 })).json, { waited: 1 });
     host.send(golden.shutdown);
     assert.deepEqual(await host.exited, { code: 0, signal: null });
+    // --jitless alone warns that it disables WebAssembly; --no-expose-wasm says so first.
+    assert.equal(host.stderr, '');
   }));
 
 test('Hello names the plugin from CORRAL_PLUGIN when CORRAL_PLUGIN_NAME is absent', () =>
@@ -139,6 +142,8 @@ test('thrown errors and rejections are plugin_error "<Name>: <message>"', () =>
       [{}, 'RangeError: out of range'],
       [{ kind: 'custom' }, 'NotFriendly: go away'],
       [{ kind: 'string' }, 'Error: plain string'],
+      [{ kind: 'undefined' }, 'Error: undefined'],
+      [{ kind: 'hostile' }, 'Error: (a thrown value that cannot be described)'],
     ];
     let id = 1;
     for (const [input, message] of cases) {
