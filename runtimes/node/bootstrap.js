@@ -815,8 +815,11 @@ class Session {
       };
     }
     if (error) {
-      const code = cutText(error.code, MAX_ERROR_CODE);
-      const message = cutText(error.message, MAX_ERROR_MESSAGE);
+      // Cut to fit: a frame may be as small as 1024 bytes (variant, id,
+      // result, two lengths: 32 bytes; " [truncated]": 12).
+      const code = cutText(error.code, Math.min(MAX_ERROR_CODE, Math.floor(this.maxFrame / 4)));
+      const room = this.maxFrame - 32 - Buffer.byteLength(code) - 12;
+      const message = cutText(error.message, Math.min(MAX_ERROR_MESSAGE, room));
       this.channel.send(encode.replyErr(id, code, message));
     } else {
       this.channel.send(encode.replyOk(id, output));

@@ -190,6 +190,11 @@ test('a reply larger than Init.max_frame is reply_too_large, and the next call w
     assert.equal(fits.json.length, 1024 - 24 - 2);
     const tooLarge = await host.call(2, 'big', { bytes: 1024 });
     assert.equal(tooLarge.code, 'reply_too_large');
+    // An error message longer than the frame is cut between characters to fit.
+    const long = await host.call(4, 'fail', { kind: 'long', chars: 5000 });
+    assert.equal(long.code, 'plugin_error');
+    assert.match(long.message, /^Error: (é)+ \[truncated\]$/);
+    assert.ok(Buffer.byteLength(long.message) <= 1024 - 32 - 'plugin_error'.length);
     assert.equal((await host.call(3, 'greet', { name: 'x' })).json.greeting, 'Hello, x!');
   }));
 
