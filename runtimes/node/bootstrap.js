@@ -25,8 +25,9 @@
 //
 // Exit statuses (sysexits.h, as the Rust SDK): 0 after Shutdown or at end of
 // stream; 76 when the host breaks the protocol; 74 when the channel fails;
-// 64 for a bad command line; 1 when the plugin cannot start (ENTRY missing,
-// a syntax error, no class exported, its constructor threw).
+// 64 for a bad command line; 78 when fd 3 is not a socket; 1 when the
+// plugin cannot start (ENTRY missing, a syntax error, no class exported,
+// its constructor threw).
 
 const net = require('net');
 const path = require('path');
@@ -56,6 +57,7 @@ const EX_START_FAILED = 1;
 const EX_USAGE = 64;
 const EX_IOERR = 74;
 const EX_PROTOCOL = 76;
+const EX_CONFIG = 78;
 
 /** Codes this runtime puts in Err replies (the Rust SDK's, where it has one). */
 const codes = Object.freeze({
@@ -628,7 +630,12 @@ class Session {
   }
 
   start() {
-    this.channel = new Channel(CHANNEL_FD, (chunk) => this.onData(chunk), () => this.onEnd());
+    try {
+      this.channel = new Channel(CHANNEL_FD, (chunk) => this.onData(chunk), () => this.onEnd());
+    } catch (err) {
+      fatal(EX_CONFIG, `fd ${CHANNEL_FD} is not a channel to corral (${err.message}): ` +
+        'corrald starts this script with its socket there');
+    }
     logSink = (level, message, fields) => this.log(level, message, fields);
     this.channel.send(encode.hello(this.name, this.version, OUR_MAX_FRAME));
     this.channel.flush();

@@ -375,3 +375,9 @@ test('a bad command line exits 64', () =>
     assert.equal((await host.exited).code, 64);
     assert.match(host.stderr, /usage/);
   }));
+
+test('without a socket on fd 3 it says so and exits 78', () =>
+  withHost('greeter.js', { channel: 'ignore' }, async (host) => {
+    assert.equal((await host.exited).code, 78);
+    assert.match(host.stderr, /fd 3 is not a channel to corral/);
+  }));

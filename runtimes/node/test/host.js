@@ -98,13 +98,13 @@ function decodePluginFrame(frame) {
 
 class FakeHost {
   /** Spawns `node <nodeFlags> bootstrap.js <fixture>` (a path under test/fixtures, or `args` instead). */
-  constructor(fixture, { env = {}, args, nodeFlags = [] } = {}) {
+  constructor(fixture, { env = {}, args, nodeFlags = [], channel = 'pipe' } = {}) {
     const entry = path.isAbsolute(fixture) ? fixture : path.join(FIXTURES, fixture);
     this.child = spawn(process.execPath, [...nodeFlags, BOOTSTRAP, ...(args || [entry])], {
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', channel],
       env: { PATH: process.env.PATH, CORRAL_PLUGIN_NAME: 'greeter', CORRAL_PLUGIN_VERSION: '1.0.0', ...env },
     });
-    this.channel = this.child.stdio[3];
+    this.channel = this.child.stdio[3] || new (require('stream').PassThrough)();
     this.stderr = '';
     this.child.stderr.on('data', (d) => { this.stderr += d; });
     this.child.stdout.resume();
