@@ -88,9 +88,11 @@ export class Transport {
       throw errorFromResponse(status, parseJson({ status, headers: response.headers, body }), options.pluginName);
     }
     let pending = '';
+    // Decoded as a stream: a character split between two chunks stays whole.
+    response.setEncoding('utf8');
     try {
-      for await (const chunk of response as AsyncIterable<Buffer>) {
-        pending += chunk.toString('utf8');
+      for await (const chunk of response as AsyncIterable<string>) {
+        pending += chunk;
         if (pending.length > this.maxResponseBytes) {
           throw new ResponseError('an event line is longer than maxResponseBytes', { code: 'bad_response', status });
         }
