@@ -118,7 +118,22 @@ export class Transport {
     this.agent.destroy();
   }
 
-  private open(options: RequestOptions): Promise<http.IncomingMessage> {
+  /**
+   * Sends the request. A kept-alive connection that corrald closed while
+   * idle can fail the request written on it before corrald read a byte
+   * (ECONNRESET on a reused socket): that one is sent again, once, on a
+   * fresh connection.
+   */
+  private async open(options: RequestOptions): Promise<http.IncomingMessage> {
+    try {
+      return await this.openOnce(options);
+    } catch (err) {
+      if (err instanceof StaleConnection) return this.openOnce(options);
+      throw err;
+    }
+  }
+
+  private openOnce(options: RequestOptions): Promise<http.IncomingMessage> {
     if (this.closed) {
       return Promise.reject(new CorralError('this client was disposed', { code: 'disposed' }));
     }
@@ -142,7 +157,10 @@ export class Transport {
         ...(options.signal ? { signal: options.signal } : {}),
       });
       request.once('response', resolve);
-      request.once('error', (err: NodeJS.ErrnoException) => reject(this.requestError(err, options)));
+      request.once('error', (err: NodeJS.ErrnoException) => {
+        if (request.reusedSocket && err.code === 'ECONNRESET') reject(new StaleConnection());
+        else reject(this.requestError(err, options));
+      });
       request.end(body);
     });
   }
@@ -158,6 +176,9 @@ export class Transport {
       this.socketPath, err);
   }
 }
+
+/** A reused connection was closed under the request: send it again. */
+class StaleConnection extends Error {}
 
 function readBody(response: http.IncomingMessage, max: number, signal?: AbortSignal): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CorralClient, ResponseError, PluginNotFoundError } from '../src/index';
@@ -75,4 +76,36 @@ test('an error answer is typed, and names the plugin asked about', async () => {
   await assert.rejects(client.info('p'), (err: unknown) =>
     err instanceof PluginNotFoundError && err.status === 404 && err.pluginName === 'p');
   client.close();
+});
+
+test('a request on a kept-alive connection the server closed is sent again on a fresh one', async () => {
+  const rawSocket = path.join(dir, 'raw.sock');
+  let connections = 0;
+  // A server that answers the first request of its first connection and
+  // drops that connection when the second request arrives on it.
+  const raw = net.createServer((socket) => {
+    const n = ++connections;
+    let requests = 0;
+    socket.on('data', (data) => {
+      for (let i = data.indexOf('\r\n\r\n'); i >= 0; i = data.indexOf('\r\n\r\n', i + 4)) {
+        requests++;
+        if (n === 1 && requests === 2) {
+          socket.destroy();
+          return;
+        }
+        const body = JSON.stringify({ status: 'ok', connection: n });
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => raw.listen(rawSocket, resolve));
+  try {
+    const client = new CorralClient({ socketPath: rawSocket });
+    const first = (await client.health()) as unknown as { connection: number };
+    const second = (await client.health()) as unknown as { connection: number };
+    assert.deepEqual([first.connection, second.connection], [1, 2]);
+    client.close();
+  } finally {
+    await new Promise((resolve) => raw.close(resolve));
+  }
 });
