@@ -558,7 +558,8 @@ function describeValue(thrown) {
     // `class MyError extends Error {}` keeps the name "Error"; its class says more.
     const ctor = thrown.constructor && thrown.constructor.name;
     if (name === 'Error' && typeof ctor === 'string' && ctor && ctor !== 'Object') name = ctor;
-    return `${name}: ${String(thrown.message)}`;
+    const message = String(thrown.message);
+    return message ? `${name}: ${message}` : name;
   }
   if (typeof thrown === 'string') return `Error: ${thrown}`;
   return `Error: ${util.inspect(thrown, { depth: 2, breakLength: Infinity })}`;

@@ -143,6 +143,7 @@ test('thrown errors and rejections are plugin_error "<Name>: <message>"', () =>
       [{ kind: 'custom' }, 'NotFriendly: go away'],
       [{ kind: 'string' }, 'Error: plain string'],
       [{ kind: 'undefined' }, 'Error: undefined'],
+      [{ kind: 'empty' }, 'SyntaxError'],
       [{ kind: 'hostile' }, 'Error: (a thrown value that cannot be described)'],
     ];
     let id = 1;
