@@ -31,7 +31,7 @@ export interface PluginEngineOptions {
   memoryLimit?: number;
   /** Logs each request with console.debug. */
   debug?: boolean;
-  /** The method getExecutionResult calls (default `codeGeneration.generateCode`). */
+  /** The method getExecutionResult calls (default: the plugin's `default_method`, else `codeGeneration.generateCode`). */
   method?: string;
   /** Accepted for seed 000 compatibility; packages are found by corrald's configured sources. */
   basePath?: string;
@@ -65,6 +65,8 @@ export interface PluginMetadata {
   name: string;
   version: string;
   description: string;
+  author: string | undefined;
+  license: string | undefined;
   state: PluginState;
   runtime: string;
   /** The entry file (index.js, plugin.py, bin/...). */
@@ -137,6 +139,8 @@ export class PluginEngine {
       name: detail.name,
       version: detail.version,
       description: detail.description,
+      author: detail.manifest.plugin.author,
+      license: detail.manifest.plugin.license,
       state: detail.state,
       runtime: detail.manifest.plugin.runtime ?? 'native',
       entry,
@@ -166,13 +170,13 @@ export class PluginEngine {
   }
 
   /**
-   * Runs the plugin's `codeGeneration.generateCode` (or the `method`
-   * option) with `settings` as its input. Failures throw the typed errors:
+   * Runs the `method` option, else the plugin's `default_method`, else
+   * `codeGeneration.generateCode`, with `settings` as its input. Failures throw the typed errors:
    * PluginNotFoundError, TimeoutError, MemoryLimitError, ExecutionError, ...
    */
   async getExecutionResult(name: string, settings: unknown = {}): Promise<ExecutionResult> {
     this.checkOpen();
-    const method = this.options.method ?? DEFAULT_METHOD;
+    const method = this.options.method ?? await this.defaultMethod(name);
     const callOptions = this.options.executionTimeout === undefined ? {} : { timeoutMs: this.options.executionTimeout };
     this.debug(`calling ${name}.${method}`);
     const response = await this.withBucket(this.client.call(name, method, settings, callOptions));
@@ -197,6 +201,12 @@ export class PluginEngine {
     if (this.disposed) return;
     this.disposed = true;
     if (this.ownsClient) this.client.close();
+  }
+
+  /** The plugin's `default_method`, else seed 000's `codeGeneration.generateCode`. */
+  private async defaultMethod(name: string): Promise<string> {
+    const detail = await this.withBucket(this.client.info(name));
+    return detail.manifest.plugin.default_method ?? DEFAULT_METHOD;
   }
 
   private checkOpen(): void {

@@ -63,7 +63,10 @@ export interface Manifest {
     name: string;
     version: string;
     description?: string;
+    author?: string;
+    license?: string;
     entry: string;
+    /** `native`, `js`, `node` or `python`. */
     runtime?: string;
     default_method?: string;
     engine?: string;

@@ -110,6 +110,27 @@ test('getExecutionResult returns { code, metadata }', async () => {
   await text.dispose();
 });
 
+test("without a method option, getExecutionResult calls the plugin's default_method, else generateCode", async () => {
+  const dir = daemon.copyPackage('hello', path.join(daemon.scratchDir('defaults'), 'greeter'), 'greeter');
+  const manifest = path.join(dir, 'plugin.toml');
+  fs.writeFileSync(manifest, fs.readFileSync(manifest, 'utf8').replace(/^entry = /m, 'default_method = "greet"\nentry = '));
+  await daemon.client.install(dir, { load: true });
+  const plain = createPluginEngine({ socketPath: daemon.socket });
+  try {
+    const result = await plain.getExecutionResult('greeter', { name: 'Default' });
+    assert.equal(result.metadata.method, 'greet');
+    assert.equal(result.code, '{"greeting":"Hello, Default!"}');
+    // hello names no default: seed 000's method, which it does not have.
+    const err = await plain.getExecutionResult('hello', {}).catch((e: unknown) => e);
+    assert.ok(err instanceof PluginError, String(err));
+    assert.equal(err.pluginCode, 'unknown_method');
+    assert.match(err.message, /codeGeneration\.generateCode/);
+  } finally {
+    await plain.dispose();
+    await daemon.client.remove('greeter');
+  }
+});
+
 test("seed 000's error classes catch what they used to", async () => {
   const legacy = createPluginEngine({ region: 'us-east-1' }, 'my-plugins-bucket',
     { socketPath: daemon.socket, method: 'fail', executionTimeout: 60_000 });
