@@ -3,6 +3,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import * as errors from '../src/errors';
 
 const {
@@ -90,4 +93,14 @@ test('an unknown code stays a CorralError carrying it; a body that is not an err
   assert.equal(html.code, 'bad_response');
   assert.match(String(html.details.body), /bad gateway/);
   assert.ok(errorFromResponse(500, { error: 'nope' }) instanceof ResponseError);
+});
+
+test('ESM code imports the classes by name', () => {
+  const index = pathToFileURL(path.join(__dirname, '..', 'src', 'index.js')).href;
+  const names = ['createPluginEngine', 'CorralClient', 'PluginNotFoundError', 'ExecutionError', 'TimeoutError',
+    'MemoryLimitError', 'ConfigurationError'];
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e',
+    `import { ${names.join(', ')} } from ${JSON.stringify(index)};\n` +
+    `console.log([${names.join(', ')}].map((v) => typeof v).join(' '));`]).toString().trim();
+  assert.equal(out, names.map(() => 'function').join(' '));
 });
