@@ -65,6 +65,7 @@ export class TestDaemon {
   readonly uidLast: number;
   readonly env: TestEnv;
   readonly client: CorralClient;
+  private readonly packages: string[];
   private child: ChildProcess | undefined;
   private exited: Promise<number | null> | undefined;
 
@@ -103,6 +104,7 @@ export class TestDaemon {
       'watch = false',
       '',
     ].join('\n'));
+    this.packages = packages;
     for (const name of packages) this.copyPackage(name, path.join(this.sources, name));
     this.client = new CorralClient({ socketPath: this.socket });
   }
@@ -162,12 +164,28 @@ export class TestDaemon {
         // corrald answers before it installs its signal handlers; its log
         // says when startup is complete (tests/daemon/src/daemon.rs).
         const health = await this.client.health();
-        if (health.status === 'ok' && this.log.includes('corrald ready')) return;
+        if (health.status === 'ok' && this.log.includes('corrald ready')) break;
       } catch {
         // Not listening yet.
       }
       await sleep(50);
     }
+    await this.checkLoaded();
+  }
+
+  /**
+   * Every package of the source folder is loaded once corrald is ready; a
+   * test then fails here, with the reason, rather than later and vaguely
+   * (a trampoline older than corrald, say: rebuild with `cargo xtask package`).
+   */
+  private async checkLoaded(): Promise<void> {
+    const notReady = (await this.client.list()).filter((p) => this.packages.includes(p.name) && p.state !== 'ready');
+    if (notReady.length === 0) return;
+    const reasons = await Promise.all(notReady.map(async (p) => {
+      const info = await this.client.info(p.name);
+      return `${p.name} is ${p.state}: ${info.last_error ? `${info.last_error.code}: ${info.last_error.message}` : '?'}`;
+    }));
+    throw new Error(`corrald did not load its packages (${reasons.join('; ')}); its log:\n${this.log}`);
   }
 
   /** Stops corrald (SIGTERM, SIGKILL past EXIT_WAIT_MS) and removes everything it made. */
