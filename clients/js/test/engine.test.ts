@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  ConfigurationError, CorralError, ExecutionError, PluginError, PluginNotFoundError, TimeoutError,
+  ConfigurationError, CorralError, ExecutionError, MemoryLimitError, PluginError, PluginNotFoundError, TimeoutError,
   createPluginEngine, isMissingEndpoint, type PluginEngine,
 } from '../src/index';
 import { TestDaemon } from './daemon';
@@ -173,14 +173,14 @@ test('dispose closes the engine; a shared client stays open', async () => {
 });
 
 /**
- * Installs seed 000's README plugin from a folder holding only index.js
- * (`manifest` adds a plugin.toml). Returns why it cannot run here when
+ * Installs seed 000's README plugin (or another fixture) from a folder
+ * holding only index.js (`manifest` adds a plugin.toml). Returns why it cannot run here when
  * this corrald refuses such packages.
  */
-async function installSeedPlugin(name: string, manifest?: string): Promise<string | undefined> {
+async function installSeedPlugin(name: string, manifest?: string, fixture = 'my-plugin'): Promise<string | undefined> {
   const dir = path.join(daemon.scratchDir('seed'), name);
   fs.mkdirSync(dir, { mode: 0o755 });
-  fs.copyFileSync(path.join(FIXTURES, 'my-plugin', 'index.js'), path.join(dir, 'index.js'));
+  fs.copyFileSync(path.join(FIXTURES, fixture, 'index.js'), path.join(dir, 'index.js'));
   fs.chmodSync(path.join(dir, 'index.js'), 0o644);
   if (manifest) fs.writeFileSync(path.join(dir, 'plugin.toml'), manifest, { mode: 0o644 });
   try {
@@ -223,5 +223,36 @@ test("seed 000's README plugin runs under runtime = \"node\"", async (t) => {
   ].join('\n'));
   if (refused) return t.skip(refused);
   await checkSeedPlugin('my-node-plugin');
+  return undefined;
+});
+
+test("a Node.js plugin's error, endless loop and memory bomb are typed, and the next call works", async (t) => {
+  const refused = await installSeedPlugin('node-limits', [
+    '[plugin]', 'name = "node-limits"', 'version = "1.0.0"', 'entry = "index.js"', 'runtime = "node"', '',
+    '[limits]', 'memory = "128MiB"', 'timeout = "5s"', '',
+  ].join('\n'), 'node-limits');
+  if (refused) return t.skip(refused);
+  const client = daemon.client;
+  const greet = () => client.invoke('node-limits', 'greet', { name: 'again' });
+  try {
+    assert.deepEqual(await greet(), { greeting: 'Hello, again!' });
+
+    const failed = await client.call('node-limits', 'fail').catch((e: unknown) => e);
+    assert.ok(failed instanceof PluginError, String(failed));
+    assert.equal(failed.message, 'TypeError: not today');
+    assert.deepEqual(await greet(), { greeting: 'Hello, again!' });
+
+    const spun = await client.call('node-limits', 'spin', null, { timeoutMs: 300 }).catch((e: unknown) => e);
+    assert.ok(spun instanceof TimeoutError, String(spun));
+    assert.equal(spun.timeoutMs, 300);
+    assert.deepEqual(await greet(), { greeting: 'Hello, again!' });
+
+    const bombed = await client.call('node-limits', 'bomb').catch((e: unknown) => e);
+    assert.ok(bombed instanceof MemoryLimitError, String(bombed));
+    assert.equal(bombed.limitMB, 128);
+    assert.deepEqual(await greet(), { greeting: 'Hello, again!' });
+  } finally {
+    await client.remove('node-limits');
+  }
   return undefined;
 });
