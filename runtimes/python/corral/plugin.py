@@ -86,6 +86,9 @@ class Plugin:
         self.handlers: dict[str, Handler] = {}
         self.init_hooks: list[Callable[..., Any]] = []
         self.shutdown_hooks: list[Callable[..., Any]] = []
+        #: The settings and limits from the host's Init, once it came.
+        self.config: Any = None
+        self.limits: wire.InitLimits | None = None
         _created.append(self)
 
     def method(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

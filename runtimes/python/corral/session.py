@@ -108,6 +108,7 @@ class Session:
             self.config = json.loads(self.config_bytes.decode("utf-8"))
         except ValueError as e:
             die(EX_CONFIG, f"the plugin's settings from the host are not JSON: {e}")
+        plugin.config, plugin.limits = self.config, self.limits
         workers = 8 if init.limits.pids == 0 else min(8, init.limits.pids - 2)
         self._pool = WorkerPool(self, max(0, workers))
         if any(h.is_async for h in plugin.handlers.values()):
