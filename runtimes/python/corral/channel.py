@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
+from _thread import allocate_lock
 
 from . import wire
 
@@ -40,7 +40,7 @@ class HostGone(Exception):
 class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._write_lock = threading.Lock()
+        self._write_lock = allocate_lock()
         self._inbox = wire.FrameBuffer(wire.HANDSHAKE_MAX_FRAME)
         #: Largest payload the plugin may send now: the handshake limit
         #: until Init, then the smaller of it and Init.max_frame until

@@ -4,7 +4,6 @@ settings and limits, and the way back to the host for logs and events."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from . import wire
@@ -107,6 +106,8 @@ class Context:
         if isinstance(payload, (bytes, bytearray, memoryview)):
             data = bytes(payload)
         else:
+            import json
+
             data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(
                 "utf-8", "replace")
         self._session.emit(topic, data)

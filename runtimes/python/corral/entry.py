@@ -23,11 +23,20 @@ EX_NOINPUT = 66
 EX_SOFTWARE = 70
 
 
+try:
+    # importlib.util's functions, from the import system's own frozen
+    # modules (always loaded): importing importlib.util costs a little of
+    # every start.
+    from _frozen_importlib import module_from_spec as _module_from_spec
+    from _frozen_importlib_external import spec_from_file_location as _spec_from_file_location
+except ImportError:  # pragma: no cover - another Python implementation
+    from importlib.util import module_from_spec as _module_from_spec
+    from importlib.util import spec_from_file_location as _spec_from_file_location
+
+
 def load_module(path: str) -> ModuleType:
     """Imports ``path`` as a module named after its file, with its
     directory on ``sys.path`` (for its own imports)."""
-    import importlib.util
-
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         die(EX_NOINPUT, f"the entry {path} does not exist or is not a file")
@@ -37,10 +46,10 @@ def load_module(path: str) -> ModuleType:
     name = os.path.splitext(os.path.basename(path))[0] or "plugin"
     if not name.isidentifier():
         name = "corral_entry"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = _spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         die(EX_CONFIG, f"{path} cannot be imported as Python (name it *.py)")
-    module = importlib.util.module_from_spec(spec)
+    module = _module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)

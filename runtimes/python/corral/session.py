@@ -20,10 +20,9 @@ Order of a plugin's life (PROTOCOL.md section 5):
 from __future__ import annotations
 
 import contextvars
-import json
 import sys
-import threading
 import time
+from _thread import allocate_lock
 
 from . import errors, logbridge, wire
 from .channel import EX_CONFIG, Channel, HostGone, die
@@ -72,10 +71,11 @@ class Session:
         self.limits = wire.InitLimits()
         self.max_frame = wire.HANDSHAKE_MAX_FRAME
         self._in_flight: dict[int, Context] = {}
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
+        self._lock = allocate_lock()
+        #: Notified when the last call in flight ends (made at Shutdown).
+        self._drained: Any = None
         self._pool: WorkerPool | None = None
-        self._async: AsyncRunner | None = None
+        self._async: AsyncRunner | bool | None = None
 
     # ------------------------------------------------------------ handshake
 
@@ -104,13 +104,14 @@ class Session:
         self.channel.send_limit = min(self.max_frame, wire.HANDSHAKE_MAX_FRAME)
         self.limits = init.limits
         self.config_bytes = init.config or b"{}"
-        try:
-            self.config = json.loads(self.config_bytes.decode("utf-8"))
-        except ValueError as e:
-            die(EX_CONFIG, f"the plugin's settings from the host are not JSON: {e}")
+        if self.config_bytes.strip() != b"{}":  # `{}` needs no JSON parser yet
+            import json
+
+            try:
+                self.config = json.loads(self.config_bytes.decode("utf-8"))
+            except ValueError as e:
+                die(EX_CONFIG, f"the plugin's settings from the host are not JSON: {e}")
         plugin.config, plugin.limits = self.config, self.limits
-        workers = 8 if init.limits.pids == 0 else min(8, init.limits.pids - 2)
-        self._pool = WorkerPool(self, max(0, workers))
         if any(h.is_async for h in plugin.handlers.values()):
             self.async_runner()
         logbridge.install_if_logging(self)
@@ -122,6 +123,13 @@ class Session:
                 die(EX_SOFTWARE)
         self.channel.send(wire.Ready())
         self.channel.send_limit = self.max_frame
+        # Every call needs the JSON codec and the worker threads; importing
+        # them costs more than the rest of the start, so it happens once the
+        # host has Ready (and is busy with it) rather than before.
+        import json  # noqa: F401
+
+        workers = 8 if init.limits.pids == 0 else min(8, init.limits.pids - 2)
+        self._pool = WorkerPool(self, max(0, workers))
 
     # ------------------------------------------------------------ the loop
 
@@ -159,8 +167,12 @@ class Session:
         ctx = Context(self, call.id, call.method, deadline)
         with self._lock:
             self._in_flight[call.id] = ctx
-        if handler.is_async:
-            self.async_runner().submit(handler, ctx, call.input)
+        runner = self.async_runner() if handler.is_async else None
+        if runner is not None:
+            runner.submit(handler, ctx, call.input)
+        elif handler.is_async:  # no thread for an event loop: one loop per call
+            assert self._pool is not None
+            self._pool.submit(self.run_async_here, handler, ctx, call.input)
         else:
             assert self._pool is not None
             self._pool.submit(self.run_sync, handler, ctx, call.input)
@@ -171,12 +183,15 @@ class Session:
         if ctx is None:
             return  # answered already: the Cancel crossed the reply
         ctx._cancel()
-        if ctx._task is not None and self._async is not None:
+        if ctx._task is not None and isinstance(self._async, AsyncRunner):
             self._async.cancel(ctx)
 
     def _shutdown(self, grace_ms: int) -> NoReturn:
+        import threading
+
         deadline = time.monotonic() + grace_ms / 1000
         with self._lock:
+            self._drained = threading.Condition(self._lock)
             while self._in_flight:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -200,7 +215,13 @@ class Session:
         try:
             result = handler.invoke(ctx, decode_input(ctx.method, raw))
             if hasattr(result, "__await__"):  # a plain function returned a coroutine
-                result = self.async_runner().wait(result)
+                runner = self.async_runner()
+                if runner is not None:
+                    result = runner.wait(result)
+                else:
+                    import asyncio
+
+                    result = asyncio.run(_await(result))
             self.finish(ctx, output=result)
         except SystemExit as e:
             die(_exit_code(e))
@@ -226,6 +247,12 @@ class Session:
         except BaseException as e:  # noqa: BLE001
             self.finish(ctx, error=error_of(e))
 
+    def run_async_here(self, handler: Handler, ctx: Context, raw: bytes) -> None:
+        """Runs an ``async def`` handler on this thread's own event loop."""
+        import asyncio
+
+        asyncio.run(self.run_async(handler, ctx, raw))
+
     def finish(self, ctx: Context, output: Any = None,
                error: tuple[str, str] | None = None) -> None:
         """Sends the reply to ``ctx``'s call, once."""
@@ -240,7 +267,7 @@ class Session:
                 error = (e.code, e.message)
         self._send_reply(ctx.call_id, data, error)
         with self._lock:
-            if not self._in_flight:
+            if not self._in_flight and self._drained is not None:
                 self._drained.notify_all()
 
     def _send_reply(self, call_id: int, data: bytes | None,
@@ -259,11 +286,16 @@ class Session:
             self.channel.send(wire.Reply(call_id, error=(
                 errors.REPLY_TOO_LARGE, "the error reply does not fit in a frame")))
 
-    def async_runner(self) -> AsyncRunner:
+    def async_runner(self) -> AsyncRunner | None:
+        """The event loop thread; None when no thread can be started (at the
+        pids limit)."""
         with self._lock:
             if self._async is None:
-                self._async = AsyncRunner(self)
-            return self._async
+                try:
+                    self._async = AsyncRunner(self)
+                except RuntimeError:  # "can't start new thread"
+                    self._async = False
+            return self._async or None
 
     # ------------------------------------------------------------ logs and events
 
@@ -297,6 +329,8 @@ def decode_input(method: str, raw: bytes) -> Any:
     """The call's input: JSON, or None when empty."""
     if not raw:
         return None
+    import json
+
     try:
         return json.loads(raw.decode("utf-8"))
     except ValueError as e:
@@ -309,6 +343,8 @@ def encode_output(method: str, value: Any) -> bytes:
     else as JSON (None is ``null``)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
+    import json
+
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as e:
@@ -340,16 +376,21 @@ class WorkerPool:
     allows."""
 
     def __init__(self, session: Session, limit: int) -> None:
+        import threading
         from _queue import SimpleQueue  # queue.SimpleQueue, without importing queue
 
+        self._threading = threading
         self._jobs: SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._limit = limit
         self._threads = 0
         self._idle = 0
         self._backlog = 0
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
+        if self._limit == 0:
+            func(*args)
+            return
         with self._lock:
             start = False
             if self._idle > 0:
@@ -372,7 +413,7 @@ class WorkerPool:
 
     def _start(self) -> bool:
         try:
-            threading.Thread(target=self._work, name="corral-worker", daemon=True).start()
+            self._threading.Thread(target=self._work, name="corral-worker", daemon=True).start()
             return True
         except RuntimeError:  # "can't start new thread": at the pids limit
             return False
@@ -393,6 +434,7 @@ class AsyncRunner:
 
     def __init__(self, session: Session) -> None:
         import asyncio
+        import threading
 
         self._asyncio = asyncio
         self._session = session
@@ -425,6 +467,10 @@ class AsyncRunner:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _call_with_optional(func: Callable[..., Any], arg: Any) -> Any:

@@ -110,6 +110,18 @@ class FakeHost:
             else:
                 return m
 
+    def wait_log(self, message: str) -> wire.Log:
+        """Reads until a Log with ``message`` arrives (a handler started)."""
+        while True:
+            m = self.read()
+            assert isinstance(m, (wire.Log, wire.Event)), (m, self.stderr())
+            if isinstance(m, wire.Event):
+                self.events.append(m)
+                continue
+            self.logs.append(m)
+            if m.message == message:
+                return m
+
     def handshake(self, *, config: bytes = b"{}", max_frame: int = 1 << 20,
                   limits: wire.InitLimits | None = None) -> wire.Hello:
         hello = self.read_skipping_logs()

@@ -104,6 +104,7 @@ def test_plain_calls_run_concurrently(ready):
 
 def test_cancel_sets_the_flag_of_a_plain_handler(ready):
     ready.call(7, "wait_for_cancel")
+    ready.wait_log("waiting for cancel")
     # Ping is answered while the handler runs: the loop is not blocked.
     ready.send(wire.HostPing(9))
     assert ready.read_skipping_logs() == wire.Pong(9)
@@ -116,8 +117,7 @@ def test_cancel_sets_the_flag_of_a_plain_handler(ready):
 
 def test_cancel_cancels_an_async_handler(ready):
     ready.call(1, "async_wait")
-    ready.send(wire.HostPing(1))  # the call has been read once this answers
-    assert ready.read_skipping_logs() == wire.Pong(1)
+    ready.wait_log("waiting for cancel")
     ready.send(wire.Cancel(1))
     code, _ = err(ready.reply(1))
     assert code == "cancelled"
@@ -200,6 +200,28 @@ def test_a_version_not_offered_is_refused(host):
     host.read()
     host.send(wire.Init(2, 4096, b"{}", wire.InitLimits()))
     assert host.wait_exit() == 76
+
+
+def test_a_call_cancelled_before_its_handler_starts_never_runs(host):
+    # pids = 3 leaves room for one worker thread: call 2 waits behind call 1
+    # and is cancelled before it starts.
+    host.handshake(limits=wire.InitLimits(64 << 20, 10_000, 3, 64))
+    host.call(1, "wait_for_cancel")
+    host.wait_log("waiting for cancel")
+    host.call(2, "wait_for_cancel")
+    host.send(wire.Cancel(2))
+    host.send(wire.Cancel(1))
+    replies = host.replies(2)
+    assert out(replies[1]) == {"cancelled": True}
+    assert err(replies[2]) == ("cancelled", "cancelled before the handler started")
+    assert [log.message for log in host.logs].count("waiting for cancel") == 1
+
+
+def test_without_room_for_threads_calls_run_on_the_serve_loop(host):
+    host.handshake(limits=wire.InitLimits(64 << 20, 10_000, 2, 64))
+    assert out(host.roundtrip(1, "echo", b'"inline"')) == "inline"
+    assert err(host.roundtrip(2, "boom")) == ("plugin_error", "ValueError: no good")
+    assert out(host.roundtrip(3, "async_add", b'{"a":1,"b":1}')) == 2
 
 
 def test_a_call_before_init_is_refused(host):

@@ -69,6 +69,7 @@ def logs(ctx, input):
 @plugin.method()
 def wait_for_cancel(ctx, input):
     """Runs until the host cancels it (a plain handler polls the flag)."""
+    ctx.info("waiting for cancel")
     deadline = time.monotonic() + 20
     while not ctx.cancelled and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -78,6 +79,7 @@ def wait_for_cancel(ctx, input):
 @plugin.method()
 async def async_wait(ctx, input):
     """Awaits until the host cancels it: the task is cancelled."""
+    ctx.info("waiting for cancel")
     try:
         await asyncio.sleep(20)
     except asyncio.CancelledError:
