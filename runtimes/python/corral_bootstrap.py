@@ -16,6 +16,12 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.stderr.write("usage: python3 -I -B corral_bootstrap.py <ENTRY>\n")
         sys.exit(64)  # EX_USAGE
+    # The host keeps stdout line by line in its log: a line printed should
+    # get there when printed, not when a block buffer fills.
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
     here = os.path.dirname(os.path.abspath(__file__))
     if sys.path[:1] != [here]:
         sys.path.insert(0, here)

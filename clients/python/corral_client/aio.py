@@ -3,9 +3,12 @@ and the event stream as an async iterator."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Dict, List, Optional, Union
+import builtins
+from collections.abc import AsyncIterator
+from typing import Any
 
-from . import core, transport as http
+from . import core
+from . import transport as http
 from .core import PathLike
 from .types import CallResult, Event, Health, InstallResult, PluginDetail, PluginSummary
 
@@ -18,8 +21,8 @@ class AsyncClient:
     calls may run concurrently (``asyncio.gather``).
     """
 
-    def __init__(self, socket: Optional[PathLike] = None, *,
-                 timeout: Optional[float] = None) -> None:
+    def __init__(self, socket: PathLike | None = None, *,
+                 timeout: float | None = None) -> None:
         self.socket = http.socket_path(socket)
         self.timeout = timeout
 
@@ -40,10 +43,10 @@ class AsyncClient:
         http.check(status, body)
         return body.decode("utf-8")
 
-    async def reload_configuration(self) -> Dict[str, Any]:
+    async def reload_configuration(self) -> dict[str, Any]:
         return await self._json("POST", "/v1/reload")  # type: ignore[no-any-return]
 
-    async def list(self) -> List[PluginSummary]:
+    async def list(self) -> builtins.list[PluginSummary]:
         return await self._json("GET", "/v1/plugins")  # type: ignore[no-any-return]
 
     async def info(self, name: str) -> PluginDetail:
@@ -59,7 +62,7 @@ class AsyncClient:
             return False
         return True
 
-    async def policy(self, name: str) -> Dict[str, Any]:
+    async def policy(self, name: str) -> dict[str, Any]:
         return await self._json(  # type: ignore[no-any-return]
             "GET", http.path_of("v1", "plugins", name, "policy"))
 
@@ -76,7 +79,7 @@ class AsyncClient:
             "POST", http.path_of("v1", "plugins", name, "reload"))
 
     async def call(self, name: str, method: str, input: Any = None, *,
-                   timeout_ms: Optional[int] = None) -> CallResult:
+                   timeout_ms: int | None = None) -> CallResult:
         """As ``Client.call``."""
         return core.call_result(*await self._request(*core.call_request(name, method, input,
                                                                         timeout_ms)))
@@ -86,16 +89,16 @@ class AsyncClient:
         return await self._json(  # type: ignore[no-any-return]
             *core.install_request(path, load, replace))
 
-    async def upload(self, package: Union[bytes, PathLike], *, load: bool = False,
+    async def upload(self, package: bytes | PathLike, *, load: bool = False,
                      replace: bool = False) -> InstallResult:
         return await self._json(  # type: ignore[no-any-return]
             *core.upload_request(package, load, replace))
 
-    async def delete(self, name: str) -> Dict[str, Any]:
+    async def delete(self, name: str) -> dict[str, Any]:
         return await self._json(  # type: ignore[no-any-return]
             "DELETE", http.path_of("v1", "plugins", name))
 
-    def events(self, plugin: Optional[str] = None) -> AsyncEventStream:
+    def events(self, plugin: str | None = None) -> AsyncEventStream:
         """The event stream as an async iterator, to use in an ``async
         with`` block (or ``await close()``). Bound a wait with
         ``asyncio.wait_for(stream.__anext__(), seconds)``."""
@@ -106,7 +109,7 @@ class AsyncEventStream:
     def __init__(self, socket_path: str, target: str) -> None:
         self._socket = socket_path
         self._target = target
-        self._response: Optional[http.AsyncResponse] = None
+        self._response: http.AsyncResponse | None = None
 
     async def _open(self) -> http.AsyncResponse:
         if self._response is None:

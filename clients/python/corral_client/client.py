@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Union
+import builtins
+from collections.abc import Iterator
+from typing import Any
 
-from . import core, transport as http
+from . import core
+from . import transport as http
 from .core import PathLike
 from .types import CallResult, Event, Health, InstallResult, PluginDetail, PluginSummary
 
@@ -19,8 +22,8 @@ class Client:
     one client may be used from several threads.
     """
 
-    def __init__(self, socket: Optional[PathLike] = None, *,
-                 timeout: Optional[float] = None) -> None:
+    def __init__(self, socket: PathLike | None = None, *,
+                 timeout: float | None = None) -> None:
         self.socket = http.socket_path(socket)
         self.timeout = timeout
 
@@ -44,13 +47,13 @@ class Client:
         http.check(status, body)
         return body.decode("utf-8")
 
-    def reload_configuration(self) -> Dict[str, Any]:
+    def reload_configuration(self) -> dict[str, Any]:
         """``POST /v1/reload``: re-read corrald.toml and the policy (admin)."""
         return self._json("POST", "/v1/reload")  # type: ignore[no-any-return]
 
     # -- plugins
 
-    def list(self) -> List[PluginSummary]:
+    def list(self) -> builtins.list[PluginSummary]:
         """``GET /v1/plugins``."""
         return self._json("GET", "/v1/plugins")  # type: ignore[no-any-return]
 
@@ -68,7 +71,7 @@ class Client:
             return False
         return True
 
-    def policy(self, name: str) -> Dict[str, Any]:
+    def policy(self, name: str) -> dict[str, Any]:
         """``GET /v1/plugins/{name}/policy``: the compiled sandbox (admin)."""
         return self._json(  # type: ignore[no-any-return]
             "GET", http.path_of("v1", "plugins", name, "policy"))
@@ -86,7 +89,7 @@ class Client:
             "POST", http.path_of("v1", "plugins", name, "reload"))
 
     def call(self, name: str, method: str, input: Any = None, *,
-             timeout_ms: Optional[int] = None) -> CallResult:
+             timeout_ms: int | None = None) -> CallResult:
         """Calls ``method`` of plugin ``name`` with ``input`` (any JSON
         value). ``timeout_ms`` shortens the policy's per-call limit. A
         failure raises the error class of its code (``PluginError``,
@@ -101,19 +104,19 @@ class Client:
         the same name (refused with ``AlreadyExists`` otherwise)."""
         return self._json(*core.install_request(path, load, replace))  # type: ignore[no-any-return]
 
-    def upload(self, package: Union[bytes, PathLike], *, load: bool = False,
+    def upload(self, package: bytes | PathLike, *, load: bool = False,
                replace: bool = False) -> InstallResult:
         """Installs a package sent in the request: ``.tar.gz`` bytes or file,
         or a package directory (packed here)."""
         return self._json(*core.upload_request(package, load, replace))  # type: ignore[no-any-return]
 
-    def delete(self, name: str) -> Dict[str, Any]:
+    def delete(self, name: str) -> dict[str, Any]:
         """``DELETE /v1/plugins/{name}``: stops and removes it."""
         return self._json(  # type: ignore[no-any-return]
             "DELETE", http.path_of("v1", "plugins", name))
 
-    def events(self, plugin: Optional[str] = None, *,
-               timeout: Optional[float] = None) -> EventStream:
+    def events(self, plugin: str | None = None, *,
+               timeout: float | None = None) -> EventStream:
         """The event stream (``GET /v1/events``), optionally of one plugin:
         an iterator of events, to use in a ``with`` block (or ``close()``).
         ``timeout``: seconds to wait for the next event before
@@ -124,7 +127,7 @@ class Client:
 class EventStream:
     """Events as they happen, one dict per event (see ``types.Event``)."""
 
-    def __init__(self, socket_path: str, target: str, timeout: Optional[float]) -> None:
+    def __init__(self, socket_path: str, target: str, timeout: float | None) -> None:
         self._conn = http.UnixHTTPConnection(socket_path, timeout)
         try:
             self._response = http.open_response(self._conn, "GET", target)

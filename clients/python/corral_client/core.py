@@ -7,7 +7,7 @@ import io
 import json
 import os
 import tarfile
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 from . import transport as http
 from .types import CallResult
@@ -15,12 +15,12 @@ from .types import CallResult
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: (method, target, body, content type)
-Request = Tuple[str, str, Optional[bytes], Optional[str]]
+Request = tuple[str, str, Optional[bytes], Optional[str]]
 
 
 def call_request(name: str, method: str, input: Any = None,
-                 timeout_ms: Optional[int] = None) -> Request:
-    body: Dict[str, Any] = {"method": method, "input": input}
+                 timeout_ms: int | None = None) -> Request:
+    body: dict[str, Any] = {"method": method, "input": input}
     if timeout_ms is not None:
         body["timeout_ms"] = int(timeout_ms)
     return ("POST", http.path_of("v1", "plugins", name, "call"), http.json_body(body),
@@ -40,7 +40,7 @@ def install_request(path: PathLike, load: bool, replace: bool) -> Request:
             "application/json")
 
 
-def upload_request(package: Union[bytes, PathLike], load: bool, replace: bool) -> Request:
+def upload_request(package: bytes | PathLike, load: bool, replace: bool) -> Request:
     """An upload of a ``.tar.gz`` (bytes or a file), or of a package
     directory packed here."""
     if isinstance(package, (bytes, bytearray)):
@@ -73,11 +73,11 @@ def _deterministic(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def events_target(plugin: Optional[str]) -> str:
+def events_target(plugin: str | None) -> str:
     return http.path_of("v1", "events", query={"plugin": plugin})
 
 
-def event_of(line: bytes) -> Optional[Dict[str, Any]]:
+def event_of(line: bytes) -> dict[str, Any] | None:
     line = line.strip()
     if not line:
         return None

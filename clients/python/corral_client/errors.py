@@ -12,7 +12,7 @@ plain ``CorralError`` with its ``code``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional, Type
+from typing import Any, ClassVar
 
 
 class CorralError(Exception):
@@ -64,7 +64,7 @@ class InvalidInput(CorralError):
 
     code = "invalid_input"
     detail_keys = ("reason",)
-    reason: Optional[str]
+    reason: str | None
 
 
 class InvalidManifest(CorralError):
@@ -72,9 +72,9 @@ class InvalidManifest(CorralError):
 
     code = "invalid_manifest"
     detail_keys = ("file", "key", "reason")
-    file: Optional[str]
-    key: Optional[str]
-    reason: Optional[str]
+    file: str | None
+    key: str | None
+    reason: str | None
 
 
 class InvalidPolicy(CorralError):
@@ -82,9 +82,9 @@ class InvalidPolicy(CorralError):
 
     code = "invalid_policy"
     detail_keys = ("file", "key", "reason")
-    file: Optional[str]
-    key: Optional[str]
-    reason: Optional[str]
+    file: str | None
+    key: str | None
+    reason: str | None
 
 
 class InvalidConfig(CorralError):
@@ -92,9 +92,9 @@ class InvalidConfig(CorralError):
 
     code = "invalid_config"
     detail_keys = ("file", "key", "reason")
-    file: Optional[str]
-    key: Optional[str]
-    reason: Optional[str]
+    file: str | None
+    key: str | None
+    reason: str | None
 
 
 class InvalidPackage(CorralError):
@@ -102,7 +102,7 @@ class InvalidPackage(CorralError):
 
     code = "invalid_package"
     detail_keys = ("reason",)
-    reason: Optional[str]
+    reason: str | None
 
 
 class DependencyMissing(CorralError):
@@ -110,8 +110,8 @@ class DependencyMissing(CorralError):
 
     code = "dependency_missing"
     detail_keys = ("dependency", "requirement")
-    dependency: Optional[str]
-    requirement: Optional[str]
+    dependency: str | None
+    requirement: str | None
 
 
 class PermissionDenied(CorralError):
@@ -120,7 +120,7 @@ class PermissionDenied(CorralError):
 
     code = "permission_denied"
     detail_keys = ("permission",)
-    permission: Optional[str]
+    permission: str | None
 
 
 class PluginNotFound(CorralError):
@@ -128,7 +128,7 @@ class PluginNotFound(CorralError):
 
     code = "plugin_not_found"
     detail_keys = ("plugin",)
-    plugin: Optional[str]
+    plugin: str | None
 
 
 class NotLoaded(CorralError):
@@ -136,7 +136,7 @@ class NotLoaded(CorralError):
 
     code = "not_loaded"
     detail_keys = ("plugin",)
-    plugin: Optional[str]
+    plugin: str | None
 
 
 class AlreadyExists(CorralError):
@@ -144,9 +144,9 @@ class AlreadyExists(CorralError):
 
     code = "already_exists"
     detail_keys = ("plugin", "installed_version", "installed_digest")
-    plugin: Optional[str]
-    installed_version: Optional[str]
-    installed_digest: Optional[str]
+    plugin: str | None
+    installed_version: str | None
+    installed_digest: str | None
 
 
 class Quarantined(CorralError):
@@ -154,9 +154,9 @@ class Quarantined(CorralError):
 
     code = "quarantined"
     detail_keys = ("plugin", "failures", "window_ms")
-    plugin: Optional[str]
-    failures: Optional[int]
-    window_ms: Optional[int]
+    plugin: str | None
+    failures: int | None
+    window_ms: int | None
 
 
 class PluginError(CorralError):
@@ -166,7 +166,7 @@ class PluginError(CorralError):
 
     code = "plugin_error"
     detail_keys = ("plugin_code",)
-    plugin_code: Optional[str]
+    plugin_code: str | None
 
 
 class Overloaded(CorralError):
@@ -174,7 +174,7 @@ class Overloaded(CorralError):
 
     code = "overloaded"
     detail_keys = ("limit",)
-    limit: Optional[int]
+    limit: int | None
 
 
 class Cancelled(CorralError):
@@ -194,7 +194,7 @@ class FeatureUnavailable(CorralError):
 
     code = "feature_unavailable"
     detail_keys = ("feature",)
-    feature: Optional[str]
+    feature: str | None
 
 
 class Crashed(PluginDied):
@@ -203,9 +203,9 @@ class Crashed(PluginDied):
 
     code = "crashed"
     detail_keys = ("signal", "signal_name", "exit_code")
-    signal: Optional[int]
-    signal_name: Optional[str]
-    exit_code: Optional[int]
+    signal: int | None
+    signal_name: str | None
+    exit_code: int | None
 
 
 class MemoryLimitExceeded(PluginDied):
@@ -213,8 +213,8 @@ class MemoryLimitExceeded(PluginDied):
 
     code = "memory_limit_exceeded"
     detail_keys = ("limit_bytes", "peak_bytes")
-    limit_bytes: Optional[int]
-    peak_bytes: Optional[int]
+    limit_bytes: int | None
+    peak_bytes: int | None
 
     @property
     def limit_mb(self) -> float | None:
@@ -232,7 +232,7 @@ class PidsLimitExceeded(PluginDied):
 
     code = "pids_limit_exceeded"
     detail_keys = ("limit",)
-    limit: Optional[int]
+    limit: int | None
 
 
 class SeccompViolation(PluginDied):
@@ -240,7 +240,7 @@ class SeccompViolation(PluginDied):
 
     code = "seccomp_violation"
     detail_keys = ("syscall",)
-    syscall: Optional[str]
+    syscall: str | None
 
 
 class ProtocolViolation(PluginDied):
@@ -248,7 +248,7 @@ class ProtocolViolation(PluginDied):
 
     code = "protocol_violation"
     detail_keys = ("reason",)
-    reason: Optional[str]
+    reason: str | None
 
 
 class Timeout(CorralError):
@@ -257,7 +257,7 @@ class Timeout(CorralError):
 
     code = "timeout"
     detail_keys = ("limit_ms",)
-    limit_ms: Optional[int]
+    limit_ms: int | None
 
 
 class SandboxSetupFailed(CorralError):
@@ -265,8 +265,8 @@ class SandboxSetupFailed(CorralError):
 
     code = "sandbox_setup_failed"
     detail_keys = ("step", "errno")
-    step: Optional[str]
-    errno: Optional[int]
+    step: str | None
+    errno: int | None
 
 
 class ShuttingDown(CorralError):
@@ -280,11 +280,11 @@ class StartTimeout(CorralError):
 
     code = "start_timeout"
     detail_keys = ("limit_ms",)
-    limit_ms: Optional[int]
+    limit_ms: int | None
 
 
 #: Every class by its code.
-BY_CODE: Dict[str, Type[CorralError]] = {
+BY_CODE: dict[str, type[CorralError]] = {
     cls.code: cls
     for cls in (InvalidInput, InvalidManifest, InvalidPolicy, InvalidConfig, InvalidPackage,
                 DependencyMissing, PermissionDenied, PluginNotFound, NotLoaded, AlreadyExists,

@@ -11,7 +11,7 @@ import http.client
 import json
 import os
 import socket
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from .errors import CorralError, DaemonUnavailable, error_from_body
@@ -33,7 +33,7 @@ def socket_path(socket_arg: str | os.PathLike[str] | None) -> str:
     return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
 
 
-def path_of(*parts: str, query: Optional[Dict[str, Any]] = None) -> str:
+def path_of(*parts: str, query: dict[str, Any] | None = None) -> str:
     """``/v1/...`` with each part escaped, and a query string."""
     path = "/" + "/".join(quote(p, safe="") if i else p for i, p in enumerate(parts))
     if query:
@@ -70,7 +70,7 @@ def parse_json(status: int, body: bytes) -> Any:
 class UnixHTTPConnection(http.client.HTTPConnection):
     """``http.client`` on a Unix socket."""
 
-    def __init__(self, path: str, timeout: Optional[float]) -> None:
+    def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("corral", timeout=timeout)
         self.socket_path = path
 
@@ -85,9 +85,9 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def request(path: str, timeout: Optional[float], method: str, target: str,
+def request(path: str, timeout: float | None, method: str, target: str,
             body: bytes | None = None, content_type: str | None = None
-            ) -> Tuple[int, bytes]:
+            ) -> tuple[int, bytes]:
     """One request on its own connection: (status, body)."""
     conn = UnixHTTPConnection(path, timeout)
     try:
@@ -125,14 +125,14 @@ class AsyncResponse:
     read whole (``read``) or line by line (``readline``, for events)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 status: int, headers: Dict[str, str]) -> None:
+                 status: int, headers: dict[str, str]) -> None:
         self._reader = reader
         self._writer = writer
         self.status = status
         self.headers = headers
         self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length = headers.get("content-length")
-        self._left: Optional[int] = int(length) if length is not None else None
+        self._left: int | None = int(length) if length is not None else None
         self._chunk_left = 0
         self._done = False
         self._pending = b""
@@ -235,7 +235,7 @@ async def open_async_response(path: str, method: str, target: str, body: bytes |
         parts = status_line.decode("latin-1").split(None, 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
             raise CorralError(f"not an HTTP answer: {status_line[:80]!r}", code="bad_answer")
-        headers: Dict[str, str] = {}
+        headers: dict[str, str] = {}
         size = 0
         while True:
             line = await reader.readline()
@@ -255,10 +255,10 @@ async def open_async_response(path: str, method: str, target: str, body: bytes |
     return AsyncResponse(reader, writer, int(parts[1]), headers)
 
 
-async def async_request(path: str, timeout: Optional[float], method: str, target: str,
+async def async_request(path: str, timeout: float | None, method: str, target: str,
                         body: bytes | None = None, content_type: str | None = None
-                        ) -> Tuple[int, bytes]:
-    async def run() -> Tuple[int, bytes]:
+                        ) -> tuple[int, bytes]:
+    async def run() -> tuple[int, bytes]:
         response = await open_async_response(path, method, target, body, content_type)
         try:
             return response.status, await response.read()

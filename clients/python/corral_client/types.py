@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
-
-try:
-    from typing import TypedDict
-except ImportError:  # pragma: no cover - Python < 3.8
-    TypedDict = dict  # type: ignore[assignment,misc]
+from typing import Any, TypedDict
 
 
 @dataclass(frozen=True)
@@ -26,7 +21,7 @@ class Usage:
     peak_memory_bytes: int
 
     @classmethod
-    def from_json(cls, value: Dict[str, Any]) -> Usage:
+    def from_json(cls, value: dict[str, Any]) -> Usage:
         return cls(float(value.get("wall_ms", 0.0)), float(value.get("cpu_ms", 0.0)),
                    int(value.get("peak_memory_bytes", 0)))
 
@@ -40,10 +35,10 @@ class CallResult:
     output: Any
     usage: Usage
     #: ``"base64"`` when ``output`` holds the reply base64-encoded.
-    output_encoding: Optional[str] = None
+    output_encoding: str | None = None
 
     @classmethod
-    def from_json(cls, value: Dict[str, Any]) -> CallResult:
+    def from_json(cls, value: dict[str, Any]) -> CallResult:
         return cls(value.get("output"), Usage.from_json(value.get("usage") or {}),
                    value.get("output_encoding"))
 
@@ -68,7 +63,7 @@ class Health(TypedDict, total=False):
     children_alive: int
     cgroup: str
     landlock_abi: int
-    features_unavailable: List[str]
+    features_unavailable: list[str]
 
 
 class PluginSummary(TypedDict, total=False):
@@ -90,11 +85,11 @@ class PluginSummary(TypedDict, total=False):
 class PluginDetail(PluginSummary, total=False):
     source: str
     digest: str
-    manifest: Dict[str, Any]
-    policy: Optional[Dict[str, Any]]
-    policy_error: Optional[Dict[str, Any]]
-    processes: List[Dict[str, Any]]
-    last_error: Optional[Dict[str, Any]]
+    manifest: dict[str, Any]
+    policy: dict[str, Any] | None
+    policy_error: dict[str, Any] | None
+    processes: list[dict[str, Any]]
+    last_error: dict[str, Any] | None
 
 
 class InstallResult(TypedDict, total=False):

@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 from corral_client import Client, CorralError
 
@@ -62,7 +61,7 @@ class TestEnv:
         return self.packages / name
 
 
-def copy_package(src: Path, dest: Path, name: Optional[str] = None) -> Path:
+def copy_package(src: Path, dest: Path, name: str | None = None) -> Path:
     """A copy of a built package, renamed in its manifest when ``name``."""
     shutil.copytree(src, dest)
     if name is not None:
@@ -147,7 +146,7 @@ class Daemon:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait()
-                    raise AssertionError(f"corrald did not stop within {EXIT_WAIT}s")
+                    raise AssertionError(f"corrald did not stop within {EXIT_WAIT}s") from None
             assert self.process.returncode == 0, (
                 f"corrald exited with {self.process.returncode}; its log:\n{self.log()}")
             assert not self.socket.exists(), "the socket is left after a clean stop"

@@ -45,7 +45,7 @@ from .plugin import Plugin
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
-    from typing import Any, Dict, List, Optional
+    from typing import Any
 
     from .context import Context
 
@@ -63,13 +63,13 @@ class PluginManifest:
     author: str = ""
     description: str = ""
     license: str = ""
-    dependencies: List[str] = field(default_factory=list)
-    node_types: List[str] = field(default_factory=list)
-    permissions: List[str] = field(default_factory=list)
+    dependencies: list[str] = field(default_factory=list)
+    node_types: list[str] = field(default_factory=list)
+    permissions: list[str] = field(default_factory=list)
     entry_point: str = ""
     min_engine_version: str = ""
-    max_engine_version: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+    max_engine_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], fallback_name: str,
@@ -118,7 +118,7 @@ class ParameterSpecification:
     display_name: str = ""
     description: str = ""
     default: Any = None
-    constraints: Optional[Dict[str, Any]] = None
+    constraints: dict[str, Any] | None = None
     ui_component: str = "input"
 
 
@@ -128,12 +128,12 @@ class NodeSpecification:
     display_name: str = ""
     category: str = ""
     description: str = ""
-    icon: Optional[str] = None
-    color: Optional[str] = None
-    inputs: List[PortSpecification] = field(default_factory=list)
-    outputs: List[PortSpecification] = field(default_factory=list)
-    parameters: List[ParameterSpecification] = field(default_factory=list)
-    resource_requirements: Optional[ResourceRequirement] = None
+    icon: str | None = None
+    color: str | None = None
+    inputs: list[PortSpecification] = field(default_factory=list)
+    outputs: list[PortSpecification] = field(default_factory=list)
+    parameters: list[ParameterSpecification] = field(default_factory=list)
+    resource_requirements: ResourceRequirement | None = None
 
 
 @dataclass
@@ -142,7 +142,7 @@ class PluginContext:
 
     engine_version: str
     available_resources: ResourcePool
-    config: Dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 class BasePlugin:

@@ -61,7 +61,7 @@ def _shape(func: Callable[..., Any]) -> tuple[int, bool]:
     # import cost is paid only here).
     import inspect
 
-    call = getattr(func, "__call__", None)
+    call = type(func).__call__ if callable(func) else None
     is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
     try:
         params = inspect.signature(func).parameters.values()
@@ -97,7 +97,7 @@ class Plugin:
         if callable(name):  # used bare: @plugin.method
             func = name
             self.add_method(func.__name__, func)
-            return func  # type: ignore[return-value]
+            return func
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             self.add_method(name or func.__name__, func)

@@ -295,7 +295,7 @@ class Session:
                     self._async = AsyncRunner(self)
                 except RuntimeError:  # "can't start new thread"
                     self._async = False
-            return self._async or None
+            return self._async if isinstance(self._async, AsyncRunner) else None
 
     # ------------------------------------------------------------ logs and events
 

@@ -277,7 +277,7 @@ def encode_frame(message: Message) -> bytes:
     return frame(encode(message))
 
 
-def frame_length(prefix: bytes) -> int:
+def frame_length(prefix: bytes | bytearray) -> int:
     return int(_U32.unpack_from(prefix)[0])
 
 

@@ -7,8 +7,9 @@ import logging
 import threading
 import time
 
-import corral
 import helper  # from this directory: the entry's directory is on sys.path
+
+import corral
 
 plugin = corral.Plugin("hello", "0.1.0")
 log = logging.getLogger("hello")
