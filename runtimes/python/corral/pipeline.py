@@ -38,6 +38,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from . import errors
+from .channel import EX_CONFIG, die
 from .context import Context as _Context
 from .errors import PluginError
 from .plugin import Plugin
@@ -232,8 +233,7 @@ def find_plugin_class(module: ModuleType) -> type | None:
     leaves = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
     if len(leaves) > 1:
         names = ", ".join(sorted(c.__name__ for c in leaves))
-        raise SystemExit(f"corral: {module.__name__} defines several plugin classes ({names}); "
-                         "keep one")
+        die(EX_CONFIG, f"{module.__name__} defines several plugin classes ({names}); keep one")
     return leaves[0] if leaves else None
 
 
@@ -253,9 +253,9 @@ def load_manifest(entry: str) -> PluginManifest:
                 with open(path, encoding="utf-8") as f:
                     data = miniyaml.loads(f.read())
             except (OSError, ValueError) as e:
-                raise SystemExit(f"corral: {path}: {e}") from None
+                die(EX_CONFIG, f"{path}: {e}")
             if not isinstance(data, dict):
-                raise SystemExit(f"corral: {path} is not a mapping of keys")
+                die(EX_CONFIG, f"{path} is not a mapping of keys")
             return PluginManifest.from_dict(data, fallback_name, fallback_version)
         if os.path.isfile(os.path.join(directory, "plugin.toml")):
             break  # the package root, which has no plugin.yaml

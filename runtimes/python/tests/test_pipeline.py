@@ -120,6 +120,8 @@ def test_the_manifest_and_context_come_from_plugin_yaml_and_init(edge):
     ("no_plugin", "defines no corral.Plugin"),
     ("syntax_error", "SyntaxError"),
     ("missing", "does not exist"),
+    ("bad_yaml", "plugin.yaml: line 2: `name` appears twice"),
+    ("two_classes", "several plugin classes (One, Two)"),
 ])
 def test_a_plugin_that_cannot_start_exits_non_zero_before_ready(plugin, why):
     host = FakeHost(PLUGINS / plugin / "plugin.py")
