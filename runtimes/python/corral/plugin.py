@@ -34,12 +34,16 @@ _CO_COROUTINE = 0x0080
 class Handler:
     """A registered function and how to call it."""
 
-    __slots__ = ("method", "func", "arity", "is_async")
+    __slots__ = ("method", "func", "arity", "is_async", "inline")
 
-    def __init__(self, method: str, func: Callable[..., Any]) -> None:
+    def __init__(self, method: str, func: Callable[..., Any], inline: bool = False) -> None:
         self.method = method
         self.func = func
         self.arity, self.is_async = _shape(func)
+        if inline and self.is_async:
+            raise ValueError(f"method {method!r}: an async handler cannot run inline")
+        #: Run on the serve loop's own thread (see Plugin.method).
+        self.inline = inline
 
     def invoke(self, ctx: Context, value: Any) -> Any:
         if self.arity >= 2:
@@ -91,26 +95,32 @@ class Plugin:
         self.limits: wire.InitLimits | None = None
         _created.append(self)
 
-    def method(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def method(self, name: str | None = None, *,
+               inline: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Registers the decorated function as method ``name`` (by default
-        the function's own name)."""
+        the function's own name).
+
+        ``inline=True`` runs a plain handler on the thread that reads the
+        channel instead of a worker thread: a call costs less (no thread
+        hop), but while it runs no other call starts and a Cancel is read
+        only after it returns. For handlers that return quickly."""
         if callable(name):  # used bare: @plugin.method
             func = name
             self.add_method(func.__name__, func)
             return func
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_method(name or func.__name__, func)
+            self.add_method(name or func.__name__, func, inline=inline)
             return func
 
         return register
 
-    def add_method(self, name: str, func: Callable[..., Any]) -> None:
+    def add_method(self, name: str, func: Callable[..., Any], *, inline: bool = False) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a method name is a non-empty string")
         if name in self.handlers:
             raise ValueError(f"method {name!r} is registered twice")
-        self.handlers[name] = Handler(name, func)
+        self.handlers[name] = Handler(name, func, inline)
 
     def on_init(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Runs ``func(config)`` (or ``func()``) after the host's Init and

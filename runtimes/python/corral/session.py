@@ -173,6 +173,8 @@ class Session:
         elif handler.is_async:  # no thread for an event loop: one loop per call
             assert self._pool is not None
             self._pool.submit(self.run_async_here, handler, ctx, call.input)
+        elif handler.inline:
+            self.run_sync(handler, ctx, call.input)
         else:
             assert self._pool is not None
             self._pool.submit(self.run_sync, handler, ctx, call.input)

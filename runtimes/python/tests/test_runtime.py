@@ -88,6 +88,17 @@ def test_a_reply_over_the_negotiated_frame_is_reply_too_large(host):
     assert out(host.roundtrip(3, "echo", b"1")) == 1
 
 
+def test_inline_handlers_run_on_the_serve_loop_and_others_on_workers(ready):
+    assert out(ready.roundtrip(1, "thread_name")) == "MainThread"
+    # `block` holds a worker; an inline call is still served meanwhile.
+    ready.call(2, "block")
+    assert out(ready.roundtrip(3, "thread_name")) == "MainThread"
+    ready.call(4, "release")
+    replies = ready.replies(2)
+    assert out(replies[4]) == "ok"
+    assert out(replies[2]) == {"released": True}
+
+
 def test_async_handlers(ready):
     assert out(ready.roundtrip(1, "async_add", b'{"a":2,"b":3}')) == 5
 

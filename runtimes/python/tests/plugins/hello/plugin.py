@@ -28,6 +28,11 @@ def echo_it(input):
     return input
 
 
+@plugin.method(inline=True)
+def thread_name(input):
+    return threading.current_thread().name
+
+
 @plugin.method()
 def nothing():
     return None
