@@ -79,11 +79,18 @@ def _shape(func: Callable[..., Any]) -> tuple[int, bool]:
 
 class Plugin:
     """A plugin: a name and version (announced in Hello; they should match
-    the manifest's) and its methods."""
+    the manifest's, and default to what the supervisor says the manifest
+    has) and its methods."""
 
-    def __init__(self, name: str, version: str, *, max_frame: int = wire.DEFAULT_MAX_FRAME) -> None:
-        self.name = name
-        self.version = version
+    def __init__(self, name: str | None = None, version: str | None = None, *,
+                 max_frame: int = wire.DEFAULT_MAX_FRAME) -> None:
+        # Without them, the names the supervisor gives the process (its
+        # manifest's): one file can then serve several packages.
+        import os
+
+        self.name = name or os.environ.get("CORRAL_PLUGIN_NAME") or os.environ.get(
+            "CORRAL_PLUGIN") or "plugin"
+        self.version = version or os.environ.get("CORRAL_PLUGIN_VERSION") or "0.0.0"
         #: The largest frame this plugin accepts, announced in Hello (the
         #: host may choose less): kept between 1 KiB and 16 MiB.
         self.max_frame = max(wire.MIN_MAX_FRAME, min(int(max_frame), wire.HARD_MAX_FRAME))

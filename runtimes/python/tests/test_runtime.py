@@ -240,3 +240,14 @@ def test_a_call_before_init_is_refused(host):
     host.call(1, "echo")
     assert host.wait_exit() == 76
     assert host.channel_closed()
+
+
+def test_a_plugin_without_names_takes_the_manifests_from_the_supervisor():
+    host = FakeHost(PLUGINS / "unnamed" / "plugin.py",
+                    env={"CORRAL_PLUGIN": "from-manifest", "CORRAL_PLUGIN_VERSION": "3.2.1"})
+    try:
+        hello = host.handshake()
+        assert (hello.name, hello.version) == ("from-manifest", "3.2.1")
+        assert out(host.roundtrip(1, "hi")) == "hi"
+    finally:
+        host.close()
