@@ -25,6 +25,8 @@ def test_health_list_info_and_metrics(client: Client):
     assert client.exists("hello") and not client.exists("nobody")
     assert client.policy("hello")["resources"]["pids_max"] == 4, "hello asks for 4"
     assert "corral_children_alive{plugin=\"hello\"} 1" in client.metrics()
+    report = client.reload_configuration()
+    assert report["policy_changed"] == [] and report["unloaded"] == [], report
 
 
 def test_calls_return_output_and_usage(client: Client):
