@@ -251,3 +251,23 @@ def test_a_plugin_without_names_takes_the_manifests_from_the_supervisor():
         assert out(host.roundtrip(1, "hi")) == "hi"
     finally:
         host.close()
+
+
+def test_the_decorator_example_plugin():
+    example = PLUGINS.parent.parent.parent.parent / "examples" / "plugins" / "py-greeter"
+    host = FakeHost(example / "plugin.py")
+    try:
+        hello = host.handshake(config=b'{"greeting": "Hi"}')
+        assert (hello.name, hello.version) == ("py-greeter", "0.1.0")
+        assert out(host.roundtrip(1, "greet", b'{"name": "Ada"}')) == {"greeting": "Hi, Ada!"}
+        assert err(host.roundtrip(2, "greet", b"{}"))[0] == "empty_name"
+        assert out(host.roundtrip(3, "text.count", b'{"text": "one two"}')) == {
+            "words": 2, "chars": 7}
+        host.call(4, "sleep", b'{"ms": 60000}')
+        host.send(wire.Cancel(4))
+        # Cancelled before or while it ran, it ends without sleeping a minute.
+        reply = host.reply(4)
+        assert reply.error == ("cancelled", "cancelled before the handler started") or out(
+            reply)["cancelled"] is True, reply
+    finally:
+        host.close()
