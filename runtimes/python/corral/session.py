@@ -25,7 +25,7 @@ import time
 from _thread import allocate_lock
 
 from . import errors, logbridge, wire
-from .channel import EX_CONFIG, Channel, HostGone, die
+from .channel import EX_CONFIG, EX_PROTOCOL, Channel, HostGone, die
 from .context import Context
 from .errors import PluginError
 
@@ -85,7 +85,7 @@ class Session:
         try:
             first = self.channel.receive()
         except HostGone:
-            die(76, "the host closed the channel before Init")
+            die(EX_PROTOCOL, "the host closed the channel before Init")
         if not isinstance(first, wire.Init):
             self.channel.violation(
                 f"expected Init as the host's first message, got {type(first).__name__}")
@@ -140,19 +140,18 @@ class Session:
                 message = channel.receive()
             except HostGone:
                 die(0)
-            kind = type(message)
-            if kind is wire.Call:
-                self._call(message)  # type: ignore[arg-type]
-            elif kind is wire.Cancel:
-                self._cancel(message.id)  # type: ignore[attr-defined]
-            elif kind is wire.HostPing:
-                channel.send(wire.Pong(message.nonce))  # type: ignore[attr-defined]
-            elif kind is wire.Shutdown:
-                self._shutdown(message.grace_ms)  # type: ignore[attr-defined]
-            elif kind is wire.HostPong:
+            if isinstance(message, wire.Call):
+                self._call(message)
+            elif isinstance(message, wire.Cancel):
+                self._cancel(message.id)
+            elif isinstance(message, wire.HostPing):
+                channel.send(wire.Pong(message.nonce))
+            elif isinstance(message, wire.Shutdown):
+                self._shutdown(message.grace_ms)
+            elif isinstance(message, wire.HostPong):
                 pass  # this runtime never pings the host
             else:
-                channel.violation(f"the host sent {kind.__name__} after the handshake")
+                channel.violation(f"the host sent {type(message).__name__} after the handshake")
 
     def _call(self, call: wire.Call) -> None:
         logbridge.install_if_logging(self)
