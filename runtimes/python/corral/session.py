@@ -112,8 +112,6 @@ class Session:
             except ValueError as e:
                 die(EX_CONFIG, f"the plugin's settings from the host are not JSON: {e}")
         plugin.config, plugin.limits = self.config, self.limits
-        if any(h.is_async for h in plugin.handlers.values()):
-            self.async_runner()
         logbridge.install_if_logging(self)
         for hook in plugin.init_hooks:
             try:
@@ -123,13 +121,16 @@ class Session:
                 die(EX_SOFTWARE)
         self.channel.send(wire.Ready())
         self.channel.send_limit = self.max_frame
-        # Every call needs the JSON codec and the worker threads; importing
-        # them costs more than the rest of the start, so it happens once the
-        # host has Ready (and is busy with it) rather than before.
+        # Every call needs the JSON codec and the worker threads (and an
+        # async handler the event loop); importing them costs more than the
+        # rest of the start, so it happens once the host has Ready (and is
+        # busy with it) rather than before.
         import json  # noqa: F401
 
         workers = 8 if init.limits.pids == 0 else min(8, init.limits.pids - 2)
         self._pool = WorkerPool(self, max(0, workers))
+        if any(h.is_async for h in plugin.handlers.values()):
+            self.async_runner()  # asyncio too, when some handler needs it
 
     # ------------------------------------------------------------ the loop
 
