@@ -273,16 +273,17 @@ def test_the_decorator_example_plugin():
         host.close()
 
 
-def test_the_escape_suites_plugin_loads_and_answers():
+def test_the_escape_suites_plugin_loads_and_answers(tmp_path):
     # Outside the sandbox its attacks would succeed; the escape suite runs
     # it confined. Here: it starts, and the harmless methods answer.
     hostile = PLUGINS.parent.parent.parent.parent / "tests" / "plugins" / "hostile-python"
-    host = FakeHost(hostile / "plugin.py")
+    host = FakeHost(hostile / "plugin.py", env={"TMPDIR": str(tmp_path)})
     try:
         assert host.handshake().name == "hostile-python"
         assert out(host.roundtrip(1, "whoami"))["pid"] == host.pid
         assert err(host.roundtrip(2, "raise_error")) == ("plugin_error",
                                                          "RuntimeError: on purpose")
         assert out(host.roundtrip(3, "write_scratch"))["ok"] is True
+        assert (tmp_path / "scratch.txt").read_text() == "fine"
     finally:
         host.close()
