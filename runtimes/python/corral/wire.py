@@ -41,6 +41,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
+_U64_PAIR = struct.Struct("<QQ")
 
 
 class WireError(ValueError):
@@ -339,8 +340,34 @@ class _Reader:
             raise WireError(f"{left} bytes left over after {what}")
 
 
+def _decode_call(payload: bytes) -> Call | None:
+    """The common case, Call, with a few ``unpack_from``s; None when the
+    payload is not a well-formed Call (the checked path then says why)."""
+    n = len(payload)
+    if n < 36:
+        return None
+    call_id, method_len = _U64_PAIR.unpack_from(payload, 4)
+    end_method = 20 + method_len
+    if end_method + 16 > n:
+        return None
+    (input_len,) = _U64.unpack_from(payload, end_method)
+    end_input = end_method + 8 + input_len
+    if end_input + 8 != n:
+        return None
+    try:
+        method = payload[20:end_method].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    (timeout_ms,) = _U64.unpack_from(payload, end_input)
+    return Call(call_id, method, payload[end_method + 8:end_input], timeout_ms)
+
+
 def decode_host(payload: bytes) -> Message:
     """A ``HostMessage``: what a plugin reads."""
+    if payload[:4] == b"\x01\x00\x00\x00":
+        call = _decode_call(payload)
+        if call is not None:
+            return call
     r = _Reader(payload)
     tag = r.u32("HostMessage variant")
     m: Message

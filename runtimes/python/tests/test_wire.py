@@ -96,6 +96,15 @@ def test_a_method_that_is_not_utf8_is_refused(text):
         wire.decode_host(payload)
 
 
+@pytest.mark.parametrize("cut", [1, 8, 9, 20])
+def test_a_call_cut_short_or_padded_is_refused(cut):
+    golden = wire.encode(VECTORS["call"])
+    with pytest.raises(wire.WireError):
+        wire.decode_host(golden[:-cut])
+    with pytest.raises(wire.WireError, match="left over"):
+        wire.decode_host(golden + b"\x00" * cut)
+
+
 def test_nul_is_a_valid_character():
     call = wire.Call(1, "a\x00b", b"", 0)
     assert wire.decode_host(wire.encode(call)) == call
