@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from . import errors
@@ -252,10 +253,15 @@ def load_manifest(entry: str) -> PluginManifest:
             try:
                 with open(path, encoding="utf-8") as f:
                     data = miniyaml.loads(f.read())
+                if not isinstance(data, dict):
+                    raise ValueError("it is not a mapping of keys")
             except (OSError, ValueError) as e:
-                die(EX_CONFIG, f"{path}: {e}")
-            if not isinstance(data, dict):
-                die(EX_CONFIG, f"{path} is not a mapping of keys")
+                # corrald has read this file with a full YAML parser before
+                # starting the plugin; what this small reader cannot follow
+                # costs the plugin its manifest details, not its start.
+                sys.stderr.write(f"corral: {path}: {e}; self.manifest has the name and "
+                                 "version only\n")
+                break
             return PluginManifest.from_dict(data, fallback_name, fallback_version)
         if os.path.isfile(os.path.join(directory, "plugin.toml")):
             break  # the package root, which has no plugin.yaml

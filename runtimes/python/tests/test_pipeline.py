@@ -120,7 +120,6 @@ def test_the_manifest_and_context_come_from_plugin_yaml_and_init(edge):
     ("no_plugin", "defines no corral.Plugin"),
     ("syntax_error", "SyntaxError"),
     ("missing", "does not exist"),
-    ("bad_yaml", "plugin.yaml: line 2: `name` appears twice"),
     ("two_classes", "several plugin classes (One, Two)"),
 ])
 def test_a_plugin_that_cannot_start_exits_non_zero_before_ready(plugin, why):
@@ -159,6 +158,17 @@ configuration:
         "configuration": {"max_batch_size": {"type": "integer", "default": 100,
                                              "required": False}},
     }
+
+
+def test_a_plugin_yaml_beyond_the_small_reader_costs_the_details_not_the_start():
+    host = FakeHost(PLUGINS / "bad_yaml" / "plugin.py",
+                    env={"CORRAL_PLUGIN": "bad_yaml", "CORRAL_PLUGIN_VERSION": "0.1.0"})
+    try:
+        hello = host.handshake()
+        assert (hello.name, hello.version) == ("bad_yaml", "0.1.0")
+        assert "plugin.yaml: line 2: `name` appears twice" in host.stderr()
+    finally:
+        host.close()
 
 
 @pytest.mark.parametrize("text, line", [
