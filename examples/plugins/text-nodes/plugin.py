@@ -5,10 +5,10 @@ The only change a seed-002 plugin needs for corral is its import line:
 
 Calls (through corrald):
 
-    corral call text_nodes word_count --input '{"inputs": {"text": "one two three"}}'
-    corral call text_nodes text_transform \
+    corral call text-nodes word_count --input '{"inputs": {"text": "one two three"}}'
+    corral call text-nodes text_transform \
         --input '{"inputs": {"text": "hello"}, "parameters": {"mode": "upper"}}'
-    corral call text_nodes get_node_types
+    corral call text-nodes get_node_types
 """
 
 from corral.pipeline import (

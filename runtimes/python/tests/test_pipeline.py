@@ -38,9 +38,9 @@ def edge():
 
 
 def test_the_example_announces_its_plugin_yaml_name_and_version(example):
-    assert (example.hello.name, example.hello.version) == ("text_nodes", "0.1.0")
+    assert (example.hello.name, example.hello.version) == ("text-nodes", "0.1.0")
     # initialize ran before Ready and its logger reached the host.
-    assert any(log.message == "Initialized text_nodes plugin" for log in example.logs)
+    assert any(log.message == "Initialized text-nodes plugin" for log in example.logs)
 
 
 def test_the_example_nodes_run_as_methods(example):
