@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from corral_client import Client, CorralError
+from corral_client import Client, CorralError, PluginNotFound
 
 HOW = ("run the client tests through `cargo xtask test`, or by hand after `cargo xtask package`:\n"
        "  CORRAL_BIN_DIR=$PWD/target/debug \\\n"
@@ -41,6 +41,8 @@ UIDS = 1024
 
 
 class TestEnv:
+    __test__ = False  # not a pytest test class, though it is named like one
+
     def __init__(self) -> None:
         missing = [v for v in ("CORRAL_BIN_DIR", "CORRAL_SANDBOX", "CORRAL_TEST_PACKAGES")
                    if not os.environ.get(v)]
@@ -73,8 +75,14 @@ def copy_package(src: Path, dest: Path, name: str | None = None) -> Path:
     return dest
 
 
+#: The checkout's runtime scripts (runtimes/python/corral_bootstrap.py),
+#: for a corrald that has not been told where they are.
+RUNTIMES = Path(__file__).resolve().parents[3] / "runtimes"
+
+
 class Daemon:
-    def __init__(self, env: TestEnv, packages: list[str]) -> None:
+    def __init__(self, env: TestEnv, packages: list[str], *, policy: str = "",
+                 extra: dict[str, Path] | None = None) -> None:
         self.env = env
         self.root = Path(tempfile.mkdtemp(prefix="corral-py-", dir="/var/tmp"))
         # Plugins run as other uids and reach their packages below here.
@@ -87,7 +95,7 @@ class Daemon:
         self.sources = self.root / "sources"
         for sub in ("sources", "policy.d", "state", "uploads"):
             (self.root / sub).mkdir()
-        (self.root / "policy.toml").write_text("")
+        (self.root / "policy.toml").write_text(policy)
         (self.root / "policy.d" / "00-test-uids.toml").write_text(
             f'[sandbox]\nuid_range = "{self.uid_first}-{self.uid_last}"\n')
         (self.root / "corrald.toml").write_text(
@@ -98,12 +106,15 @@ class Daemon:
             f'[[sources]]\npath = "{self.sources}"\nload = true\nwatch = true\n')
         for name in packages:
             copy_package(env.package(name), self.sources / name)
+        for name, path in (extra or {}).items():
+            copy_package(path, self.sources / name)
         self.log_path = self.root / "corrald.log"
         self._log = open(self.log_path, "ab")
         environment = {k: v for k, v in os.environ.items()
                        if k not in ("CORRAL_CONFIG", "CORRAL_SOCKET", "NOTIFY_SOCKET",
                                     "WATCHDOG_USEC", "JOURNAL_STREAM", "CORRAL_MASK_FEATURES")}
         environment.update(CORRAL_SANDBOX=str(env.sandbox), RUST_LOG="info")
+        environment.setdefault("CORRAL_RUNTIMES", str(RUNTIMES))
         self.process = subprocess.Popen(
             [str(env.bin_dir / "corrald"), "--config", str(self.root / "corrald.toml")],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, env=environment)
@@ -131,9 +142,24 @@ class Daemon:
             time.sleep(0.05)
 
     def wait_plugin_ready(self, name: str, within: float = 60.0) -> None:
+        """Waits for ``name`` (installed from the sources at start) to serve."""
         deadline = time.monotonic() + within
-        while self.client.info(name).get("state") != "ready":
-            assert time.monotonic() < deadline, f"{name} not ready; log:\n{self.log()}"
+        while True:
+            try:
+                info = self.client.info(name)
+            except PluginNotFound:
+                said = "\n".join(line for line in self.log().splitlines() if name in line)
+                raise AssertionError(f"corrald did not install {name} from its sources; "
+                                     f"its log about it:\n{said}") from None
+            if info.get("state") == "ready":
+                return
+            if info.get("state") == "installed":  # its load failed
+                said = "\n".join(line for line in self.log().splitlines() if name in line)
+                raise AssertionError(f"corrald installed {name} but could not load it; its "
+                                     f"log about it:\n{said}")
+            assert time.monotonic() < deadline, (
+                f"{name} not ready ({info.get('state')}, last error "
+                f"{info.get('last_error')}); log:\n{self.log()}")
             time.sleep(0.05)
 
     def stop(self) -> None:
