@@ -88,15 +88,17 @@ def test_a_reply_over_the_negotiated_frame_is_reply_too_large(host):
     assert out(host.roundtrip(3, "echo", b"1")) == 1
 
 
-def test_inline_handlers_run_on_the_serve_loop_and_others_on_workers(ready):
-    assert out(ready.roundtrip(1, "thread_name")) == "MainThread"
-    # `block` holds a worker; an inline call is still served meanwhile.
-    ready.call(2, "block")
-    assert out(ready.roundtrip(3, "thread_name")) == "MainThread"
-    ready.call(4, "release")
+def test_an_inline_handler_runs_on_the_reading_thread(ready):
+    # `block` holds one thread; the inline call is answered by the thread
+    # that reads, meanwhile, and not by `block`'s.
+    ready.call(1, "block")
+    ready.wait_log("blocking")
+    reader = out(ready.roundtrip(2, "thread_name"))
+    ready.call(3, "release")
     replies = ready.replies(2)
-    assert out(replies[4]) == "ok"
-    assert out(replies[2]) == {"released": True}
+    assert out(replies[3]) == "ok"
+    assert out(replies[1])["released"] is True
+    assert out(replies[1])["thread"] != reader
 
 
 def test_async_handlers(ready):
@@ -110,7 +112,7 @@ def test_plain_calls_run_concurrently(ready):
     ready.call(2, "release")
     replies = ready.replies(2)
     assert out(replies[2]) == "ok"
-    assert out(replies[1]) == {"released": True}
+    assert out(replies[1])["released"] is True
 
 
 def test_cancel_sets_the_flag_of_a_plain_handler(ready):
@@ -174,6 +176,7 @@ def test_shutdown_answers_the_calls_in_flight_then_exits_zero(ready):
 
 def test_shutdown_stops_waiting_when_its_grace_runs_out(ready):
     ready.call(1, "block")
+    ready.wait_log("blocking")
     ready.send(wire.Shutdown(100))
     assert ready.wait_exit() == 0
     assert ready.channel_closed(), "no reply: the handler was still blocked"

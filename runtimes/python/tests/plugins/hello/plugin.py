@@ -107,9 +107,10 @@ async def async_boom(input):
 
 
 @plugin.method()
-def block(input):
+def block(ctx, input):
     """Blocks until `release` runs: proves two plain calls run at once."""
-    return {"released": gate.wait(20)}
+    ctx.info("blocking")
+    return {"released": gate.wait(20), "thread": threading.current_thread().name}
 
 
 @plugin.method()
