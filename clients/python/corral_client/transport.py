@@ -92,10 +92,17 @@ def request(path: str, timeout: float | None, method: str, target: str,
     conn = UnixHTTPConnection(path, timeout)
     try:
         response = open_response(conn, method, target, body, content_type)
-        data = response.read(MAX_BODY_BYTES + 1)
+        try:
+            data = response.read(MAX_BODY_BYTES + 1)
+        except (http.client.HTTPException, ConnectionError) as e:
+            raise DaemonUnavailable(f"corrald broke off its answer to {method} {target}: "
+                                    f"{e!r}") from e
         if len(data) > MAX_BODY_BYTES:
             raise CorralError(f"the answer to {method} {target} is over {MAX_BODY_BYTES} bytes",
                               code="bad_answer", status=response.status)
+        if response.length:  # read(amt) stops short at end of stream instead of failing
+            raise DaemonUnavailable(f"corrald broke off its answer to {method} {target} "
+                                    f"{response.length} bytes before its end")
         return response.status, data
     finally:
         conn.close()
@@ -112,7 +119,7 @@ def open_response(conn: UnixHTTPConnection, method: str, target: str,
         return conn.getresponse()
     except DaemonUnavailable:
         raise
-    except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as e:
+    except (ConnectionError, http.client.HTTPException) as e:
         raise DaemonUnavailable(f"corrald closed the connection without answering "
                                 f"{method} {target}: {e}") from e
 
