@@ -1,0 +1,516 @@
+"""The serve loop: the handshake, then reading the host's messages on the
+main thread and running each call's handler elsewhere, so that Ping and
+Cancel are answered while handlers run and calls run concurrently.
+
+Order of a plugin's life (PROTOCOL.md section 5):
+
+1. Hello, at once; Init read under the 1 MiB handshake limit and checked
+   (version offered, ``1024 <= max_frame <= Hello.max_frame``), or exit 76.
+2. Set-up: the plugin's init hooks (the seed-002 adapter's ``initialize``)
+   with the settings; a failure there is printed and ends the start
+   (exit 70) before Ready.
+3. Ready, then the loop: a Call goes to a worker thread (plain handlers) or
+   to the event loop thread (``async def`` handlers); Cancel marks the
+   call's context (and cancels its task); Ping is answered at once;
+   Shutdown waits for the calls in flight (up to its grace), runs the
+   shutdown hooks and exits 0; end of stream exits 0 at once; anything
+   that does not decode, or a second Init, exits 76 without another byte.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import time
+from _thread import allocate_lock
+
+from . import errors, logbridge, wire
+from .channel import EX_CONFIG, EX_PROTOCOL, Channel, HostGone, die
+from .context import Context
+from .errors import PluginError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn
+
+    from .plugin import Handler, Plugin
+
+#: sysexits.h EX_SOFTWARE: the plugin's own set-up failed before Ready.
+EX_SOFTWARE = 70
+
+#: Error messages are cut to this many bytes so an error reply always fits.
+MAX_ERROR_MESSAGE = 16 * 1024
+#: Log messages and field values are cut to these sizes.
+MAX_LOG_MESSAGE = 32 * 1024
+MAX_LOG_FIELD = 4 * 1024
+
+#: The call whose handler runs in this thread or task (for log records).
+current_call: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "corral_current_call", default=None)
+
+_LEVELS = {"error": wire.LOG_ERROR, "warn": wire.LOG_WARN, "warning": wire.LOG_WARN,
+           "info": wire.LOG_INFO, "debug": wire.LOG_DEBUG, "trace": wire.LOG_TRACE}
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes, cut between characters
+    (lone surrogates, which are not UTF-8, become "?")."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    return data[:limit].decode("utf-8", "ignore")
+
+
+class Session:
+    def __init__(self, plugin: Plugin, channel: Channel) -> None:
+        self.plugin = plugin
+        self.channel = channel
+        self.name = plugin.name
+        self.config: Any = {}
+        self.config_bytes = b"{}"
+        self.limits = wire.InitLimits()
+        self.max_frame = wire.HANDSHAKE_MAX_FRAME
+        self._in_flight: dict[int, Context] = {}
+        self._lock = allocate_lock()
+        #: Notified when the last call in flight ends (made at Shutdown).
+        self._drained: Any = None
+        self._pool: WorkerPool | None = None
+        self._async: AsyncRunner | bool | None = None
+
+    # ------------------------------------------------------------ handshake
+
+    def handshake(self) -> None:
+        plugin = self.plugin
+        self.channel.send(wire.Hello(plugin.name, plugin.version, plugin.max_frame))
+        try:
+            first = self.channel.receive()
+        except HostGone:
+            die(EX_PROTOCOL, "the host closed the channel before Init")
+        if not isinstance(first, wire.Init):
+            self.channel.violation(
+                f"expected Init as the host's first message, got {type(first).__name__}")
+        init = first
+        if init.version not in wire.VERSIONS:
+            self.channel.violation(
+                f"the host chose protocol version {init.version}; this plugin speaks "
+                f"{list(wire.VERSIONS)}")
+        if not wire.MIN_MAX_FRAME <= init.max_frame <= plugin.max_frame:
+            self.channel.violation(
+                f"the host's maximum frame of {init.max_frame} bytes is outside "
+                f"{wire.MIN_MAX_FRAME}..={plugin.max_frame} (this plugin's Hello)")
+        self.max_frame = min(init.max_frame, wire.HARD_MAX_FRAME)
+        self.channel.set_read_limit(self.max_frame)
+        # Until Ready both limits apply to what the plugin sends.
+        self.channel.send_limit = min(self.max_frame, wire.HANDSHAKE_MAX_FRAME)
+        self.limits = init.limits
+        self.config_bytes = init.config or b"{}"
+        if self.config_bytes.strip() != b"{}":  # `{}` needs no JSON parser yet
+            import json
+
+            try:
+                self.config = json.loads(self.config_bytes.decode("utf-8"))
+            except ValueError as e:
+                die(EX_CONFIG, f"the plugin's settings from the host are not JSON: {e}")
+        plugin.config, plugin.limits = self.config, self.limits
+        logbridge.install_if_logging(self)
+        for hook in plugin.init_hooks:
+            try:
+                _call_with_optional(hook, self.config)
+            except BaseException as e:  # noqa: BLE001 - reported, then the start fails
+                _print_exception(e, f"the plugin's set-up ({_name_of(hook)}) failed")
+                die(EX_SOFTWARE)
+        self.channel.send(wire.Ready())
+        self.channel.send_limit = self.max_frame
+        # Every call needs the JSON codec and the worker threads (and an
+        # async handler the event loop); importing them costs more than the
+        # rest of the start, so it happens once the host has Ready (and is
+        # busy with it) rather than before.
+        import json  # noqa: F401
+
+        workers = 8 if init.limits.pids == 0 else min(8, init.limits.pids - 2)
+        self._pool = WorkerPool(self, max(0, workers))
+        if any(h.is_async for h in plugin.handlers.values()):
+            self.async_runner()  # asyncio too, when some handler needs it
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> NoReturn:
+        channel = self.channel
+        while True:
+            try:
+                message = channel.receive()
+            except HostGone:
+                die(0)
+            if isinstance(message, wire.Call):
+                self._call(message)
+            elif isinstance(message, wire.Cancel):
+                self._cancel(message.id)
+            elif isinstance(message, wire.HostPing):
+                channel.send(wire.Pong(message.nonce))
+            elif isinstance(message, wire.Shutdown):
+                self._shutdown(message.grace_ms)
+            elif isinstance(message, wire.HostPong):
+                pass  # this runtime never pings the host
+            else:
+                channel.violation(f"the host sent {type(message).__name__} after the handshake")
+
+    def _call(self, call: wire.Call) -> None:
+        logbridge.install_if_logging(self)
+        handler = self.plugin.handlers.get(call.method)
+        if handler is None:
+            self._send_reply(call.id, None, (
+                errors.UNKNOWN_METHOD,
+                f"this plugin has no method `{cut(call.method, 256)}`; it serves: "
+                f"{self.plugin.method_list()}"))
+            return
+        deadline = time.monotonic() + call.timeout_ms / 1000 if call.timeout_ms else None
+        ctx = Context(self, call.id, call.method, deadline)
+        with self._lock:
+            self._in_flight[call.id] = ctx
+        runner = self.async_runner() if handler.is_async else None
+        if runner is not None:
+            runner.submit(handler, ctx, call.input)
+        elif handler.is_async:  # no thread for an event loop: one loop per call
+            assert self._pool is not None
+            self._pool.submit(self.run_async_here, handler, ctx, call.input)
+        elif handler.inline:
+            self.run_sync(handler, ctx, call.input)
+        else:
+            assert self._pool is not None
+            self._pool.submit(self.run_sync, handler, ctx, call.input)
+
+    def _cancel(self, call_id: int) -> None:
+        with self._lock:
+            ctx = self._in_flight.get(call_id)
+        if ctx is None:
+            return  # answered already: the Cancel crossed the reply
+        ctx._cancel()
+        if ctx._task is not None and isinstance(self._async, AsyncRunner):
+            self._async.cancel(ctx)
+
+    def _shutdown(self, grace_ms: int) -> NoReturn:
+        import threading
+
+        deadline = time.monotonic() + grace_ms / 1000
+        with self._lock:
+            self._drained = threading.Condition(self._lock)
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._drained.wait(left)
+        for hook in self.plugin.shutdown_hooks:
+            try:
+                hook()
+            except BaseException as e:  # noqa: BLE001 - the stop goes on
+                _print_exception(e, f"shutdown hook {_name_of(hook)} failed")
+        die(0)
+
+    # ------------------------------------------------------------ handlers
+
+    def run_sync(self, handler: Handler, ctx: Context, raw: bytes) -> None:
+        """Runs a plain handler on a worker thread and sends its reply."""
+        if ctx._cancelled:
+            self.finish(ctx, error=(errors.CANCELLED, "cancelled before the handler started"))
+            return
+        token = current_call.set(ctx)
+        try:
+            result = handler.invoke(ctx, decode_input(ctx.method, raw))
+            if hasattr(result, "__await__"):  # a plain function returned a coroutine
+                runner = self.async_runner()
+                if runner is not None:
+                    result = runner.wait(result)
+                else:
+                    import asyncio
+
+                    result = asyncio.run(_await(result))
+            self.finish(ctx, output=result)
+        except SystemExit as e:
+            die(_exit_code(e))
+        except BaseException as e:  # noqa: BLE001 - every failure is a reply
+            self.finish(ctx, error=error_of(e))
+        finally:
+            current_call.reset(token)
+
+    async def run_async(self, handler: Handler, ctx: Context, raw: bytes) -> None:
+        """Runs an ``async def`` handler as a task and sends its reply."""
+        import asyncio
+
+        current_call.set(ctx)  # the task runs in a copy of the context
+        try:
+            result = handler.invoke(ctx, decode_input(ctx.method, raw))
+            if hasattr(result, "__await__"):
+                result = await result
+            self.finish(ctx, output=result)
+        except asyncio.CancelledError:
+            self.finish(ctx, error=(errors.CANCELLED, "the host cancelled the call"))
+        except SystemExit as e:
+            die(_exit_code(e))
+        except BaseException as e:  # noqa: BLE001
+            self.finish(ctx, error=error_of(e))
+
+    def run_async_here(self, handler: Handler, ctx: Context, raw: bytes) -> None:
+        """Runs an ``async def`` handler on this thread's own event loop."""
+        import asyncio
+
+        asyncio.run(self.run_async(handler, ctx, raw))
+
+    def finish(self, ctx: Context, output: Any = None,
+               error: tuple[str, str] | None = None) -> None:
+        """Sends the reply to ``ctx``'s call, once."""
+        with self._lock:
+            if self._in_flight.pop(ctx.call_id, None) is None:
+                return
+        data: bytes | None = None
+        if error is None:
+            try:
+                data = encode_output(ctx.method, output)
+            except PluginError as e:
+                error = (e.code, e.message)
+        self._send_reply(ctx.call_id, data, error)
+        with self._lock:
+            if not self._in_flight and self._drained is not None:
+                self._drained.notify_all()
+
+    def _send_reply(self, call_id: int, data: bytes | None,
+                    error: tuple[str, str] | None) -> None:
+        if data is not None and len(data) > self.max_frame - wire.REPLY_OVERHEAD:
+            error = (errors.REPLY_TOO_LARGE,
+                     f"the output is {len(data)} bytes but the maximum frame is "
+                     f"{self.max_frame} bytes")
+            data = None
+        if error is not None:
+            code, message = error
+            reply = wire.Reply(call_id, error=(cut(code, 256), cut(message, MAX_ERROR_MESSAGE)))
+        else:
+            reply = wire.Reply(call_id, output=data)
+        if not self.channel.send(reply):
+            self.channel.send(wire.Reply(call_id, error=(
+                errors.REPLY_TOO_LARGE, "the error reply does not fit in a frame")))
+
+    def async_runner(self) -> AsyncRunner | None:
+        """The event loop thread; None when no thread can be started (at the
+        pids limit)."""
+        with self._lock:
+            if self._async is None:
+                try:
+                    self._async = AsyncRunner(self)
+                except RuntimeError:  # "can't start new thread"
+                    self._async = False
+            return self._async if isinstance(self._async, AsyncRunner) else None
+
+    # ------------------------------------------------------------ logs and events
+
+    def log(self, level: str, message: str, fields: dict[str, object] | None = None,
+            call_id: int | None = None, logger: str | None = None) -> None:
+        pairs: list[tuple[str, str]] = []
+        if logger:
+            pairs.append(("logger", logger))
+        if call_id is not None:
+            pairs.append(("call", str(call_id)))
+        for key, value in (fields or {}).items():
+            pairs.append((cut(str(key), 256), cut(str(value), MAX_LOG_FIELD)))
+        record = wire.Log(_LEVELS.get(level.lower(), wire.LOG_INFO),
+                          cut(str(message), MAX_LOG_MESSAGE), pairs)
+        if not self.channel.send(record):
+            # Over a small negotiated frame: the message alone, cut to fit.
+            room = max(0, self.channel.send_limit - 64)
+            self.channel.send(wire.Log(record.level, cut(record.message, room)))
+
+    def emit(self, topic: str, payload: bytes) -> None:
+        if not self.channel.send(wire.Event(topic, payload)):
+            raise PluginError("event_too_large",
+                              f"an event of {len(payload)} bytes does not fit in a frame of "
+                              f"{self.channel.send_limit} bytes")
+
+
+# ---------------------------------------------------------------- input and output
+
+
+def decode_input(method: str, raw: bytes) -> Any:
+    """The call's input: JSON, or None when empty."""
+    if not raw:
+        return None
+    import json
+
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as e:
+        raise PluginError(errors.INVALID_INPUT,
+                          f"the input of `{cut(method, 256)}` is not JSON: {e}") from None
+
+
+def encode_output(method: str, value: Any) -> bytes:
+    """A handler's return value as reply bytes: bytes as they are, anything
+    else as JSON (None is ``null``)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise PluginError(errors.INVALID_OUTPUT,
+                          f"the output of `{cut(method, 256)}` is not JSON: {e}") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escaped instead
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def error_of(e: BaseException) -> tuple[str, str]:
+    """The (code, message) an exception is answered with."""
+    if isinstance(e, PluginError):
+        return e.code, e.message
+    # The traceback goes to stderr, which the host keeps in its log.
+    _print_exception(e, "a handler raised")
+    return errors.PLUGIN_ERROR, f"{type(e).__name__}: {e}"
+
+
+# ---------------------------------------------------------------- where handlers run
+
+
+class WorkerPool:
+    """Threads for plain handlers, started as calls need them, at most
+    ``limit`` (the sandbox counts threads against its pids limit). When not
+    even one thread can be started, the call runs on the serve loop's
+    thread: the plugin then serves one call at a time, which the protocol
+    allows."""
+
+    def __init__(self, session: Session, limit: int) -> None:
+        import threading
+        from _queue import SimpleQueue  # queue.SimpleQueue, without importing queue
+
+        self._threading = threading
+        self._jobs: SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = SimpleQueue()
+        self._lock = allocate_lock()
+        self._limit = limit
+        self._threads = 0
+        self._idle = 0
+        self._backlog = 0
+
+    def submit(self, func: Callable[..., None], *args: Any) -> None:
+        if self._limit == 0:
+            func(*args)
+            return
+        with self._lock:
+            start = False
+            if self._idle > 0:
+                self._idle -= 1
+            elif self._threads < self._limit:
+                self._threads += 1
+                start = True
+            else:
+                self._backlog += 1
+        if start and not self._start():
+            with self._lock:
+                self._threads -= 1
+                inline = self._threads == 0
+                if not inline:
+                    self._backlog += 1
+            if inline:
+                func(*args)
+                return
+        self._jobs.put((func, args))
+
+    def _start(self) -> bool:
+        try:
+            self._threading.Thread(target=self._work, name="corral-worker", daemon=True).start()
+            return True
+        except RuntimeError:  # "can't start new thread": at the pids limit
+            return False
+
+    def _work(self) -> None:
+        while True:
+            func, args = self._jobs.get()
+            func(*args)
+            with self._lock:
+                if self._backlog > 0:
+                    self._backlog -= 1
+                else:
+                    self._idle += 1
+
+
+class AsyncRunner:
+    """One event loop, on a thread of its own, for ``async def`` handlers."""
+
+    def __init__(self, session: Session) -> None:
+        import asyncio
+        import threading
+
+        self._asyncio = asyncio
+        self._session = session
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="corral-asyncio", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, handler: Handler, ctx: Context, raw: bytes) -> None:
+        self.loop.call_soon_threadsafe(self._start, handler, ctx, raw)
+
+    def _start(self, handler: Handler, ctx: Context, raw: bytes) -> None:
+        task = self.loop.create_task(self._session.run_async(handler, ctx, raw))
+        ctx._task = task
+        if ctx._cancelled:
+            task.cancel()
+
+    def cancel(self, ctx: Context) -> None:
+        self.loop.call_soon_threadsafe(lambda: ctx._task is not None and ctx._task.cancel())
+
+    def wait(self, awaitable: Any) -> Any:
+        """Runs ``awaitable`` on the loop and waits for it (from a worker)."""
+        async def run() -> Any:
+            return await awaitable
+
+        return self._asyncio.run_coroutine_threadsafe(run(), self.loop).result()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _call_with_optional(func: Callable[..., Any], arg: Any) -> Any:
+    from .plugin import _shape
+
+    arity, _ = _shape(func)
+    return func(arg) if arity >= 1 else func()
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _exit_code(e: SystemExit) -> int:
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _print_exception(e: BaseException, what: str) -> None:
+    import traceback
+
+    try:
+        sys.stderr.write(f"corral: {what}:\n")
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - stderr is gone
+        pass
+
+
+def serve(plugin: Plugin) -> NoReturn:
+    """Serves ``plugin`` on fd 3 until Shutdown or end of stream, then exits
+    the process."""
+    channel = Channel.from_fd()
+    session = Session(plugin, channel)
+    session.handshake()
+    session.run()

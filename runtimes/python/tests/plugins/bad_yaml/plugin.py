@@ -1,0 +1,5 @@
+from corral.pipeline import BasePlugin
+
+
+class Bad(BasePlugin):
+    pass

@@ -1,0 +1,9 @@
+from corral.pipeline import BasePlugin
+
+
+class One(BasePlugin):
+    pass
+
+
+class Two(BasePlugin):
+    pass

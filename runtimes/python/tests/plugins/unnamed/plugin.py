@@ -1,0 +1,8 @@
+import corral
+
+plugin = corral.Plugin()
+
+
+@plugin.method()
+def hi(input):
+    return "hi"
