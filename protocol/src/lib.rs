@@ -13,6 +13,8 @@ pub mod manifest;
 pub mod message;
 pub mod policy;
 #[cfg(feature = "manifest")]
+pub mod sources;
+#[cfg(feature = "manifest")]
 pub mod units;
 
 pub use error::{CorralError, ErrorBody, ErrorKind};

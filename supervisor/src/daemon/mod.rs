@@ -113,6 +113,8 @@ pub struct Daemon {
     started: Instant,
     pub metrics: Arc<Metrics>,
     access: RwLock<Access>,
+    /// The S3 sources (`crate::sources`).
+    pub sources: crate::sources::Sources,
 }
 
 /// Empty cgroups the daemon keeps ready for the next start.
@@ -179,6 +181,7 @@ impl Daemon {
         .map_err(StartError::Store)?;
         let state = State::load(&config.state_dir)?;
         let access = Access::new(&config.admin_groups, &config.caller_groups);
+        let sources = crate::sources::Sources::new(&config, &metrics).await;
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,
@@ -192,6 +195,7 @@ impl Daemon {
             started: Instant::now(),
             metrics,
             access: RwLock::new(access),
+            sources,
         });
         daemon.restore().await?;
         Ok(daemon)
@@ -438,6 +442,21 @@ impl Daemon {
         let package = self.store.import_tar_gz(archive)?;
         self.install_locked(package, "upload".into(), None, flags)
             .await
+    }
+
+    /// Installs a package a remote source fetched (`crate::sources`) or a
+    /// `.zip` upload: `import` puts it in the store under the same lock as
+    /// the install, so no prune runs in between.
+    pub async fn install_fetched(
+        &self,
+        import: impl FnOnce(&Store) -> Result<StoredPackage, CorralError> + Send,
+        source: String,
+        flags: InstallFlags,
+    ) -> Result<(InstallResponse, bool), CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        let package = import(&self.store).inspect_err(|_| self.prune_store())?;
+        self.install_locked(package, source, None, flags).await
     }
 
     /// Installs (or, when asked, replaces) a stored package. Returns
