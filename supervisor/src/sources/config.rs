@@ -174,6 +174,29 @@ impl std::fmt::Display for Follow {
 }
 
 impl S3SourceConfig {
+    /// A source with every default, for `bucket`.
+    pub fn new(name: &str, bucket: &str) -> S3SourceConfig {
+        S3SourceConfig {
+            name: name.to_string(),
+            bucket: bucket.to_string(),
+            prefix: String::new(),
+            endpoint: None,
+            region: default_region(),
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            layout: Layout::Packed,
+            poll_interval: default_poll_interval(),
+            follow_all: true,
+            pins: BTreeMap::new(),
+            load: true,
+            require_signatures: false,
+            public_keys: Vec::new(),
+            max_object_size: default_max_object_size(),
+            max_plugins: default_max_plugins(),
+        }
+    }
+
     /// The prefix with no leading or trailing `/`.
     pub fn base(&self) -> &str {
         self.prefix.trim_matches('/')

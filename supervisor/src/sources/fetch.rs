@@ -89,7 +89,16 @@ pub fn choose(
     match source.config.layout {
         Layout::Packed => {
             let versions = layout::packed_versions(base, plugin, objects);
-            let picked = follow.pick(versions.iter().map(|v| &v.version)).cloned();
+            // `latest` is what was published last (so republishing an old
+            // version rolls back to it); a version or a range picks the
+            // highest that matches.
+            let picked = match follow {
+                Follow::Latest => versions
+                    .iter()
+                    .max_by_key(|v| (v.archive.modified_ms, v.version.clone()))
+                    .map(|v| v.version.clone()),
+                _ => follow.pick(versions.iter().map(|v| &v.version)).cloned(),
+            };
             let available: Vec<String> = versions.iter().map(|v| v.version.to_string()).collect();
             let chosen = picked
                 .and_then(|p| versions.into_iter().find(|v| v.version == p))

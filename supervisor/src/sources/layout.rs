@@ -148,6 +148,7 @@ mod tests {
             size: 1,
             etag: Some("\"e\"".into()),
             last_modified: None,
+            modified_ms: 0,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct ObjectInfo {
     pub size: u64,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// `last_modified` in milliseconds since the epoch (0 when unknown),
+    /// for ordering.
+    pub modified_ms: i64,
 }
 
 /// A downloaded object: its bytes in a temporary file, their sha256.
@@ -177,6 +180,10 @@ impl S3 {
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().map(str::to_string),
                     last_modified: o.last_modified().map(|t| t.to_string()),
+                    modified_ms: o
+                        .last_modified()
+                        .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000))
+                        .unwrap_or(0),
                 })
             })
             .collect();
