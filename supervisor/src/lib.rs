@@ -6,6 +6,7 @@ pub mod check;
 pub mod child;
 pub mod config;
 pub mod daemon;
+pub mod deps;
 pub mod events;
 pub mod features;
 pub mod host;

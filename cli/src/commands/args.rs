@@ -140,6 +140,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
+    /// Sign a file (a packed package) with a minisign secret key: writes
+    /// FILE.minisig (the key's password, if any, in CORRAL_SIGNING_PASSWORD).
+    Sign {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
     /// Make a minisign key pair for signing packages: DIR/corral.key (secret;
     /// encrypted when CORRAL_SIGNING_PASSWORD is set) and DIR/corral.pub.
     Keygen {

@@ -74,6 +74,7 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         Command::Rm { name } => daemon::rm(&client, name, json).await,
         Command::Pack { dir, out, key } => sources::pack(&dir, &out, key.as_deref(), json),
         Command::Keygen { dir } => sources::keygen(&dir, json),
+        Command::Sign { file, key } => sources::sign_file(&file, &key, json),
         Command::Publish {
             package,
             target,

@@ -111,6 +111,33 @@ pub fn pack(dir: &Path, out: &Path, key: Option<&Path>, json: bool) -> u8 {
     }
 }
 
+pub fn sign_file(file: &Path, key: &Path, json: bool) -> u8 {
+    let result = (|| {
+        let data = std::fs::read(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let signature = sign(&data, key, &format!("corral package {name}"))?;
+        let mut out = file.as_os_str().to_owned();
+        out.push(".minisig");
+        let out = std::path::PathBuf::from(out);
+        std::fs::write(&out, signature).map_err(|e| invalid(format!("{}: {e}", out.display())))?;
+        Ok::<_, CorralError>(out.display().to_string())
+    })();
+    match result {
+        Ok(path) if json => {
+            emit(&serde_json::json!({ "signature_file": path }).to_string());
+            exit::OK
+        }
+        Ok(path) => {
+            emit(&path);
+            exit::OK
+        }
+        Err(e) => fail(&e, json),
+    }
+}
+
 pub fn keygen(dir: &Path, json: bool) -> u8 {
     let result = (|| {
         let pair = match std::env::var(PASSWORD_ENV) {

@@ -510,6 +510,10 @@ impl Daemon {
                 false,
             ));
         }
+        if let Err(e) = self.refuse_cycle(&name, &package.manifest) {
+            self.prune_store();
+            return Err(e);
+        }
         let was_loaded = existing.as_ref().is_some_and(|e| e.host().is_some());
         let enabled = load
             || existing
@@ -628,6 +632,9 @@ impl Daemon {
         entry: &PluginEntry,
         depth: usize,
     ) -> Result<(), CorralError> {
+        if depth == 0 {
+            self.refuse_cycle(&entry.name, &entry.package.manifest)?;
+        }
         if depth > 16 {
             return Err(CorralError::new(
                 ErrorKind::DependencyMissing {
@@ -666,6 +673,43 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// A dependency cycle through `name` (its dependencies as `manifest`
+    /// says, the others' as installed) is an error naming the cycle.
+    fn refuse_cycle(
+        &self,
+        name: &str,
+        manifest: &corral_protocol::manifest::Manifest,
+    ) -> Result<(), CorralError> {
+        let names = |m: &corral_protocol::manifest::Manifest| -> Vec<String> {
+            m.dependencies
+                .keys()
+                .map(|d| d.as_str().to_string())
+                .collect()
+        };
+        let deps_of = |n: &str| {
+            if n == name {
+                names(manifest)
+            } else {
+                self.entry(n)
+                    .map(|e| names(&e.package.manifest))
+                    .unwrap_or_default()
+            }
+        };
+        match crate::deps::find_cycle(name, &deps_of) {
+            None => Ok(()),
+            Some(cycle) => Err(CorralError::new(
+                ErrorKind::DependencyMissing {
+                    dependency: cycle[0].clone(),
+                    requirement: "no dependency cycle".into(),
+                },
+                format!(
+                    "the dependencies of {name} form a cycle: {}",
+                    crate::deps::describe(&cycle)
+                ),
+            )),
+        }
     }
 
     fn dependents_of(&self, name: &str) -> Vec<String> {

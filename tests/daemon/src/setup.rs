@@ -42,6 +42,8 @@ pub struct Setup {
     pub watch_sources: bool,
     /// Extra environment for corrald (`CORRAL_MASK_FEATURES`, say).
     pub env: Vec<(String, String)>,
+    /// TOML appended to corrald.toml (tables such as `[[s3_sources]]`).
+    pub extra_config: String,
 }
 
 impl Default for Setup {
@@ -82,6 +84,7 @@ impl Setup {
             load_sources: true,
             watch_sources: true,
             env: Vec::new(),
+            extra_config: String::new(),
         };
         for sub in ["sources", "policy.d", "state"] {
             std::fs::create_dir_all(setup.root().join(sub)).expect("create the test layout");
@@ -194,6 +197,7 @@ impl Setup {
         for (key, value) in &self.limits {
             let _ = writeln!(text, "{key} = {value}");
         }
+        let _ = writeln!(text, "\n{}", self.extra_config);
         std::fs::write(self.config_path(), text).expect("write corrald.toml");
     }
 
