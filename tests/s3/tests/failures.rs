@@ -186,12 +186,12 @@ async fn a_corrupt_object_is_refused_and_the_installed_version_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_object_is_refused_before_it_is_downloaded() {
     let s3 = S3Server::start().await;
-    let (_setup, daemon) = serving(&s3, "big", "max_object_size = \"200KiB\"", None).await;
+    let (_setup, daemon) = serving(&s3, "big", "max_object_size = \"2MiB\"", None).await;
     let digest = daemon.client.detail("big").await.digest;
     let fetched_before = fetched_bytes(&daemon.client.metrics().await);
     assert!(fetched_before > 0.0);
     let mut events = daemon.client.events(None).await;
-    let v = Version::new("big", "1.2.0").with_payload(1 << 20);
+    let v = Version::new("big", "1.2.0").with_payload(3 << 20);
     let out = tempfile::tempdir().expect("tempdir");
     publish(&v.pack(out.path(), None), &s3.endpoint(), BUCKET, "");
     let failed = events

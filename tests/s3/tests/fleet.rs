@@ -56,7 +56,9 @@ async fn one_publish_reaches_every_host_and_rolls_back_the_same_way() {
     let digests: Vec<String> = futures_digests(&refs).await;
     assert_eq!(digests[0], digests[1], "the same package on every host");
 
-    // Rollback: the old archive published again is the latest.
+    // Rollback: the old archive published again is the latest (stores
+    // keep Last-Modified to the second: publish in a later one).
+    next_second().await;
     publish(&v1, &s3.endpoint(), BUCKET, PREFIX);
     all_serve(&refs, "1.1.0").await;
 
@@ -79,6 +81,20 @@ async fn one_publish_reaches_every_host_and_rolls_back_the_same_way() {
 
     for host in hosts {
         host.stop().await;
+    }
+}
+
+/// Waits until the wall clock is in a later second than now.
+async fn next_second() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let start = now();
+    while now() == start {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
