@@ -128,6 +128,39 @@ pub enum Endpoint {
         plugin: Option<String>,
     },
     Metrics,
+    /// `GET /v1/sources`: each S3 source and how its polling goes.
+    Sources,
+    /// `POST /v1/sources/{source}/poll`.
+    SourcePoll {
+        source: String,
+    },
+    /// `GET /v1/sources/{source}/plugins`: a page of plugin names.
+    SourcePlugins {
+        source: String,
+        limit: Option<u32>,
+        after: Option<String>,
+    },
+    /// `GET /v1/sources/{source}/plugins/{name}`: versions and metadata.
+    SourcePlugin {
+        source: String,
+        name: String,
+    },
+    SourceManifest {
+        source: String,
+        name: String,
+        version: Option<String>,
+    },
+    SourceFiles {
+        source: String,
+        name: String,
+        version: Option<String>,
+    },
+    /// `POST /v1/sources/{source}/plugins/{name}/install`.
+    SourceInstall {
+        source: String,
+        name: String,
+        request: corral_protocol::sources::SourceInstallRequest,
+    },
 }
 
 impl Endpoint {
@@ -138,14 +171,21 @@ impl Endpoint {
             | Endpoint::Info { .. }
             | Endpoint::Policy { .. }
             | Endpoint::Events { .. }
-            | Endpoint::Metrics => Method::GET,
+            | Endpoint::Metrics
+            | Endpoint::Sources
+            | Endpoint::SourcePlugins { .. }
+            | Endpoint::SourcePlugin { .. }
+            | Endpoint::SourceManifest { .. }
+            | Endpoint::SourceFiles { .. } => Method::GET,
             Endpoint::Load { .. }
             | Endpoint::Unload { .. }
             | Endpoint::Reload { .. }
             | Endpoint::Call { .. }
             | Endpoint::InstallPath(_)
             | Endpoint::InstallUpload { .. }
-            | Endpoint::ReloadConfiguration => Method::POST,
+            | Endpoint::ReloadConfiguration
+            | Endpoint::SourcePoll { .. }
+            | Endpoint::SourceInstall { .. } => Method::POST,
             Endpoint::Remove { .. } => Method::DELETE,
         }
     }
@@ -170,6 +210,60 @@ impl Endpoint {
             Endpoint::Events { plugin: None } => "/v1/events".into(),
             Endpoint::Events { plugin: Some(p) } => format!("/v1/events?plugin={}", encode(p)),
             Endpoint::Metrics => "/metrics".into(),
+            Endpoint::Sources => "/v1/sources".into(),
+            Endpoint::SourcePoll { source } => format!("/v1/sources/{}/poll", encode(source)),
+            Endpoint::SourcePlugins {
+                source,
+                limit,
+                after,
+            } => {
+                let mut query = Vec::new();
+                if let Some(l) = limit {
+                    query.push(format!("limit={l}"));
+                }
+                if let Some(a) = after {
+                    query.push(format!("after={}", encode(a)));
+                }
+                let query = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", query.join("&"))
+                };
+                format!("/v1/sources/{}/plugins{query}", encode(source))
+            }
+            Endpoint::SourcePlugin { source, name } => {
+                format!("/v1/sources/{}/plugins/{}", encode(source), encode(name))
+            }
+            Endpoint::SourceManifest {
+                source,
+                name,
+                version,
+            }
+            | Endpoint::SourceFiles {
+                source,
+                name,
+                version,
+            } => {
+                let what = if matches!(self, Endpoint::SourceManifest { .. }) {
+                    "manifest"
+                } else {
+                    "files"
+                };
+                let query = version
+                    .as_ref()
+                    .map(|v| format!("?version={}", encode(v)))
+                    .unwrap_or_default();
+                format!(
+                    "/v1/sources/{}/plugins/{}/{what}{query}",
+                    encode(source),
+                    encode(name)
+                )
+            }
+            Endpoint::SourceInstall { source, name, .. } => format!(
+                "/v1/sources/{}/plugins/{}/install",
+                encode(source),
+                encode(name)
+            ),
         }
     }
 
@@ -179,8 +273,15 @@ impl Endpoint {
             Endpoint::Call { request, .. } => json_body(request),
             Endpoint::InstallPath(request) => json_body(request),
             Endpoint::InstallUpload { archive, .. } => {
-                Ok(Some(("application/gzip", archive.clone())))
+                let zip = archive.starts_with(b"PK\x03\x04") || archive.starts_with(b"PK\x05\x06");
+                let content_type = if zip {
+                    "application/zip"
+                } else {
+                    "application/gzip"
+                };
+                Ok(Some((content_type, archive.clone())))
             }
+            Endpoint::SourceInstall { request, .. } => json_body(request),
             _ => Ok(None),
         }
     }

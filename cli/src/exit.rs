@@ -36,7 +36,8 @@ Exit codes:
    4  invalid input, package, manifest, policy or configuration, no such
       plugin, or another package already installed under the name
    5  denied (permission_denied, feature_unavailable)
-   6  unavailable for now (not_loaded, quarantined, overloaded, shutting_down)
+   6  unavailable for now (not_loaded, quarantined, overloaded, shutting_down,
+      source_error)
   70  internal error, or an answer from the daemon that corral does not understand";
 
 /// The exit code for a typed error.
@@ -54,7 +55,8 @@ pub fn code_for(error: &CorralError) -> u8 {
         ErrorKind::NotLoaded { .. }
         | ErrorKind::Quarantined { .. }
         | ErrorKind::Overloaded { .. }
-        | ErrorKind::ShuttingDown => UNAVAILABLE,
+        | ErrorKind::ShuttingDown
+        | ErrorKind::SourceError { .. } => UNAVAILABLE,
         ErrorKind::Internal => INTERNAL,
         ErrorKind::Timeout { .. }
         | ErrorKind::MemoryLimitExceeded { .. }

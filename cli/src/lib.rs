@@ -4,5 +4,6 @@
 pub mod client;
 pub mod exit;
 pub mod render;
+pub mod sources;
 
 pub use client::{Client, ClientError, Endpoint, RawResponse};

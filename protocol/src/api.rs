@@ -164,6 +164,23 @@ pub enum Event {
     Lagged {
         missed: u64,
     },
+    /// A source (an S3 bucket) delivered a new version of a plugin, now
+    /// installed (and swapped in when loaded).
+    SourceUpdated {
+        plugin: String,
+        source_name: String,
+        version: String,
+        digest: String,
+    },
+    /// Polling or fetching from a source failed; `plugin` is empty when
+    /// the whole source failed. Installed plugins keep running.
+    SourceFailed {
+        plugin: String,
+        source_name: String,
+        code: String,
+        problem: String,
+        message: String,
+    },
     /// An event the plugin itself emitted.
     Plugin {
         plugin: String,
@@ -184,6 +201,8 @@ impl Event {
             | Event::Quarantined { plugin, .. }
             | Event::Unloaded { plugin }
             | Event::PolicyChanged { plugin }
+            | Event::SourceUpdated { plugin, .. }
+            | Event::SourceFailed { plugin, .. }
             | Event::Plugin { plugin, .. } => plugin,
             Event::Lagged { .. } => "",
         }

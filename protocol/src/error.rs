@@ -124,6 +124,14 @@ pub enum ErrorKind {
         key: String,
         reason: String,
     },
+    /// A package source (an S3 bucket) failed: `problem` is one of
+    /// `unreachable`, `access_denied`, `no_such_bucket`, `not_found`,
+    /// `too_large`, `digest_mismatch`, `signature_missing`,
+    /// `signature_invalid`, `interrupted`, `invalid_object`, `other`.
+    SourceError {
+        source_name: String,
+        problem: String,
+    },
     /// The call was cancelled (by the caller, an unload or a shutdown).
     Cancelled,
     /// The daemon is shutting down.
@@ -157,6 +165,7 @@ impl ErrorKind {
             ErrorKind::StartTimeout { .. } => "start_timeout",
             ErrorKind::DependencyMissing { .. } => "dependency_missing",
             ErrorKind::InvalidConfig { .. } => "invalid_config",
+            ErrorKind::SourceError { .. } => "source_error",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal",
@@ -186,6 +195,13 @@ impl ErrorKind {
             | ErrorKind::DependencyMissing { .. } => 400,
             ErrorKind::Overloaded { .. } => 429,
             ErrorKind::FeatureUnavailable { .. } => 501,
+            ErrorKind::SourceError { problem, .. } => match problem.as_str() {
+                "not_found" => 404,
+                "too_large" => 413,
+                "digest_mismatch" | "signature_missing" | "signature_invalid"
+                | "invalid_object" => 422,
+                _ => 502,
+            },
             ErrorKind::Cancelled => 499,
             ErrorKind::ShuttingDown => 503,
             ErrorKind::Internal => 500,

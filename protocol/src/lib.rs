@@ -17,6 +17,8 @@ pub mod message;
 pub mod package_layout;
 pub mod policy;
 #[cfg(feature = "manifest")]
+pub mod sources;
+#[cfg(feature = "manifest")]
 pub mod units;
 
 pub use error::{CorralError, ErrorBody, ErrorKind};

@@ -41,6 +41,8 @@ pub struct Config {
     pub shutdown_grace: HumanDuration,
     /// Where packages come from.
     pub sources: Vec<SourceConfig>,
+    /// S3 buckets packages come from (see `crate::sources::config`).
+    pub s3_sources: Vec<crate::sources::config::S3SourceConfig>,
     pub limits: ApiLimits,
     /// Log format: "text" or "json".
     pub log_format: String,
@@ -138,6 +140,7 @@ impl Default for Config {
                 autoload: true,
                 watch: true,
             }],
+            s3_sources: Vec::new(),
             limits: ApiLimits::default(),
             log_format: "text".into(),
         }
@@ -214,6 +217,7 @@ impl Config {
         keep_running!(store_dir);
         keep_running!(cgroup_base);
         keep_running!(sources);
+        keep_running!(s3_sources);
         keep_running!(log_format);
         keep_running!(limits.max_connections);
         keep_running!(limits.max_connections_per_uid);
@@ -285,6 +289,7 @@ impl Config {
                     }]
                 })
                 .unwrap_or_default(),
+            s3_sources: Vec::new(),
             limits: ApiLimits::default(),
             log_format: "text".into(),
         }
@@ -348,6 +353,8 @@ impl Config {
                 format!("`{}`: use \"text\" or \"json\"", self.log_format),
             ));
         }
+        crate::sources::config::check(&self.s3_sources)
+            .map_err(|(key, reason)| err(&key, reason))?;
         for (i, s) in self.sources.iter().enumerate() {
             if !s.path.is_absolute() {
                 return Err(err(

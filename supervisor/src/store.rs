@@ -86,6 +86,10 @@ impl Store {
         &self.root
     }
 
+    pub fn limits(&self) -> PackageLimits {
+        self.limits
+    }
+
     /// The stored package with this digest, if present.
     pub fn get(&self, digest: &str) -> Option<StoredPackage> {
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -410,7 +414,7 @@ fn bare_manifest_text(manifest: &Manifest) -> String {
 }
 
 /// An archive path as a relative path with only normal components.
-fn safe_relative(path: &Path) -> Result<PathBuf, String> {
+pub(crate) fn safe_relative(path: &Path) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -432,7 +436,7 @@ fn safe_relative(path: &Path) -> Result<PathBuf, String> {
 
 /// A symlink at `at` (relative to the package) must point, relatively, to
 /// somewhere inside the package.
-fn check_symlink(at: &Path, target: &Path) -> Result<(), String> {
+pub(crate) fn check_symlink(at: &Path, target: &Path) -> Result<(), String> {
     if target.is_absolute() {
         return Err(format!(
             "{}: symlink to the absolute path {}",

@@ -127,6 +127,50 @@ pub enum Command {
         /// The plugin's name.
         name: String,
     },
+    /// Pack a package directory as <name>-<version>.tar.gz with its .sha256
+    /// (and .minisig with --key), checked by the rules an install applies.
+    Pack {
+        /// The package directory (holding plugin.toml).
+        dir: PathBuf,
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// A minisign secret key to sign with (its password, if any, in
+        /// CORRAL_SIGNING_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Sign a file (a packed package) with a minisign secret key: writes
+    /// FILE.minisig (the key's password, if any, in CORRAL_SIGNING_PASSWORD).
+    Sign {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Make a minisign key pair for signing packages: DIR/corral.key (secret;
+    /// encrypted when CORRAL_SIGNING_PASSWORD is set) and DIR/corral.pub.
+    Keygen {
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Upload a packed package (or pack a directory and upload it) to an S3
+    /// source, with the AWS credentials of this machine (the standard chain)
+    /// or those in the configuration; corrald is not needed.
+    Publish {
+        /// A <name>-<version>.tar.gz from `corral pack` (its .sha256 and
+        /// .minisig beside it), or a package directory.
+        package: PathBuf,
+        #[command(flatten)]
+        target: PublishTarget,
+        /// A minisign secret key to sign with when packing a directory.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Browse and install from the S3 sources corrald follows.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
     /// The daemon's status: version, uptime, plugins, kernel features.
     Health,
     /// The daemon's metrics in Prometheus text format (text with --json too).
@@ -152,6 +196,77 @@ pub enum PolicyCommand {
     /// SIGHUP does) and print what changed. A file with an error is
     /// reported and changes nothing.
     Reload,
+}
+
+/// Where `corral publish` uploads: a source of corrald.toml, or a bucket
+/// named here (flags override the file's settings).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PublishTarget {
+    /// A source named in the configuration file.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// The configuration file holding the source.
+    #[arg(long, value_name = "FILE", default_value = "/etc/corral/corrald.toml")]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The bucket's base path.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// An S3-compatible endpoint URL (unset: AWS).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Path-style addressing (MinIO and most self-hosted stores).
+    #[arg(long)]
+    pub path_style: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Each source and how its polling goes; with a SOURCE, the plugins it
+    /// holds (a page at a time).
+    Ls {
+        source: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The `next` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// A plugin's versions in a source: size, last modified, etag, sha256.
+    Show { source: String, name: String },
+    /// A version's manifest.
+    Manifest {
+        source: String,
+        name: String,
+        /// `latest`, a version or a semver range.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// A version's files.
+    Files {
+        source: String,
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Install a plugin from a source at `latest`, a version or a range;
+    /// the source follows that afterwards (a pin).
+    Install {
+        source: String,
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        load: bool,
+        /// Replace a plugin of that name installed from elsewhere.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Poll a source now.
+    Poll { source: String },
 }
 
 /// A call's input, JSON, given inline or in a file.

@@ -6,6 +6,7 @@ pub mod args;
 mod daemon;
 mod local;
 mod output;
+mod sources;
 
 use args::{Command, PolicyCommand};
 use corral::Client;
@@ -71,6 +72,15 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
             daemon::install(&client, path, upload, options, json).await
         }
         Command::Rm { name } => daemon::rm(&client, name, json).await,
+        Command::Pack { dir, out, key } => sources::pack(&dir, &out, key.as_deref(), json),
+        Command::Keygen { dir } => sources::keygen(&dir, json),
+        Command::Sign { file, key } => sources::sign_file(&file, &key, json),
+        Command::Publish {
+            package,
+            target,
+            key,
+        } => sources::publish(&package, &target, key.as_deref(), json).await,
+        Command::Source { command } => sources::source(&client, command, json).await,
         Command::Health => daemon::health(&client, json).await,
         Command::Metrics => daemon::metrics(&client, json).await,
     }

@@ -87,6 +87,24 @@ fn describe(event: &Event) -> (&'static str, String) {
             format!("{missed} events were dropped because this client fell behind"),
         ),
         Event::Plugin { topic, payload, .. } => ("event", format!("{topic}: {payload}")),
+        Event::SourceUpdated {
+            source_name,
+            version,
+            digest,
+            ..
+        } => (
+            "source updated",
+            format!("{version} from {source_name} ({digest})"),
+        ),
+        Event::SourceFailed {
+            source_name,
+            problem,
+            message,
+            ..
+        } => (
+            "source failed",
+            format!("{source_name}: {problem}: {message}"),
+        ),
     }
 }
 

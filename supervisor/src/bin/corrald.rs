@@ -267,6 +267,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
         let config = config.clone();
         async move { server::serve(daemon, listener, &config, stop_rx).await }
     });
+    corral_supervisor::sources::follow::spawn(daemon.clone());
     let watched: Vec<PathBuf> = config
         .sources
         .iter()

@@ -67,6 +67,7 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/reload", post(reload_configuration))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
+        .merge(crate::sources::api::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(Extension(body_limit))
@@ -269,7 +270,21 @@ async fn install(
         .unwrap_or("application/json")
         .to_ascii_lowercase();
     let bytes = read_body(body, limit, &conn).await?;
-    let (response, created) = if content_type.starts_with("application/gzip")
+    let (response, created) = if content_type.starts_with("application/zip")
+        || (content_type.starts_with("application/octet-stream")
+            && crate::unzip::looks_like_zip(&bytes))
+    {
+        let flags = InstallFlags {
+            load: query.load,
+            replace: query.replace,
+        };
+        d.install_fetched(
+            |store| crate::unzip::import_zip(store, &bytes),
+            "upload".into(),
+            flags,
+        )
+        .await?
+    } else if content_type.starts_with("application/gzip")
         || content_type.starts_with("application/x-gzip")
         || content_type.starts_with("application/octet-stream")
     {
@@ -295,7 +310,7 @@ async fn install(
         d.install_path(path, flags).await?
     } else {
         return Err(CorralError::invalid_input(format!(
-            "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}} or a .tar.gz as application/gzip"
+            "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}}, a .tar.gz as application/gzip or a .zip as application/zip"
         ))
         .into());
     };

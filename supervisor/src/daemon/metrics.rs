@@ -293,6 +293,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Adds metrics kept elsewhere (the sources') to what is scraped.
+    pub fn register(&self, add: impl FnOnce(&mut Registry)) {
+        if let Ok(mut r) = self.registry.lock() {
+            add(&mut r);
+        }
+    }
+
     pub fn denied(&self) {
         self.denied.inc();
     }

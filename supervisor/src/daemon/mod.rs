@@ -116,6 +116,8 @@ pub struct Daemon {
     started: Instant,
     pub metrics: Arc<Metrics>,
     access: RwLock<Access>,
+    /// The S3 sources (`crate::sources`).
+    pub sources: crate::sources::Sources,
 }
 
 /// Empty cgroups the daemon keeps ready for the next start.
@@ -182,6 +184,7 @@ impl Daemon {
         .map_err(StartError::Store)?;
         let state = State::load(&config.state_dir)?;
         let access = Access::new(&config.admin_groups, &config.caller_groups);
+        let sources = crate::sources::Sources::new(&config, &metrics).await;
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,
@@ -195,6 +198,7 @@ impl Daemon {
             started: Instant::now(),
             metrics,
             access: RwLock::new(access),
+            sources,
         });
         daemon.restore().await?;
         Ok(daemon)
@@ -452,6 +456,21 @@ impl Daemon {
             .await
     }
 
+    /// Installs a package a remote source fetched (`crate::sources`) or a
+    /// `.zip` upload: `import` puts it in the store under the same lock as
+    /// the install, so no prune runs in between.
+    pub async fn install_fetched(
+        &self,
+        import: impl FnOnce(&Store) -> Result<StoredPackage, CorralError> + Send,
+        source: String,
+        flags: InstallFlags,
+    ) -> Result<(InstallResponse, bool), CorralError> {
+        self.refuse_when_draining()?;
+        let _ops = self.ops.lock().await;
+        let package = import(&self.store).inspect_err(|_| self.prune_store())?;
+        self.install_locked(package, source, None, flags).await
+    }
+
     /// Installs (or, when asked, replaces) a stored package. Returns
     /// whether it is new.
     async fn install_locked(
@@ -502,6 +521,10 @@ impl Daemon {
                 },
                 false,
             ));
+        }
+        if let Err(e) = self.refuse_cycle(&name, &package.manifest) {
+            self.prune_store();
+            return Err(e);
         }
         let was_loaded = existing.as_ref().is_some_and(|e| e.host().is_some());
         let enabled = load
@@ -621,6 +644,9 @@ impl Daemon {
         entry: &PluginEntry,
         depth: usize,
     ) -> Result<(), CorralError> {
+        if depth == 0 {
+            self.refuse_cycle(&entry.name, &entry.package.manifest)?;
+        }
         if depth > 16 {
             return Err(CorralError::new(
                 ErrorKind::DependencyMissing {
@@ -659,6 +685,43 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// A dependency cycle through `name` (its dependencies as `manifest`
+    /// says, the others' as installed) is an error naming the cycle.
+    fn refuse_cycle(
+        &self,
+        name: &str,
+        manifest: &corral_protocol::manifest::Manifest,
+    ) -> Result<(), CorralError> {
+        let names = |m: &corral_protocol::manifest::Manifest| -> Vec<String> {
+            m.dependencies
+                .keys()
+                .map(|d| d.as_str().to_string())
+                .collect()
+        };
+        let deps_of = |n: &str| {
+            if n == name {
+                names(manifest)
+            } else {
+                self.entry(n)
+                    .map(|e| names(&e.package.manifest))
+                    .unwrap_or_default()
+            }
+        };
+        match crate::deps::find_cycle(name, &deps_of) {
+            None => Ok(()),
+            Some(cycle) => Err(CorralError::new(
+                ErrorKind::DependencyMissing {
+                    dependency: cycle[0].clone(),
+                    requirement: "no dependency cycle".into(),
+                },
+                format!(
+                    "the dependencies of {name} form a cycle: {}",
+                    crate::deps::describe(&cycle)
+                ),
+            )),
+        }
     }
 
     fn dependents_of(&self, name: &str) -> Vec<String> {

@@ -44,6 +44,8 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// corrald's open files limit (soft and hard), when a test sets one.
     pub open_files: Option<u64>,
+    /// TOML appended to corrald.toml (tables such as `[[s3_sources]]`).
+    pub extra_config: String,
 }
 
 impl Default for Setup {
@@ -85,6 +87,7 @@ impl Setup {
             watch_sources: true,
             env: Vec::new(),
             open_files: None,
+            extra_config: String::new(),
         };
         for sub in ["sources", "policy.d", "state"] {
             std::fs::create_dir_all(setup.root().join(sub)).expect("create the test layout");
@@ -198,6 +201,7 @@ impl Setup {
         for (key, value) in &self.limits {
             let _ = writeln!(text, "{key} = {value}");
         }
+        let _ = writeln!(text, "\n{}", self.extra_config);
         std::fs::write(self.config_path(), text).expect("write corrald.toml");
     }
 
