@@ -160,13 +160,58 @@ fn fork_bomb_is_held_at_the_pids_limit() {
     });
 }
 
-/// Threads count against the same limit: spawning stops at it with
-/// EAGAIN and the plugin goes on answering.
+/// Without exec, `permissions.threads` is the plugin's task limit: a
+/// thread past it fails with EAGAIN, the pids limit is never reached, and
+/// the plugin goes on answering.
 #[test]
-fn thread_bomb_is_held_at_the_pids_limit() {
+fn thread_bomb_is_held_at_the_threads_permission() {
     run(async {
         let mut h = Harness::new();
         let host = h.host("hostile").await;
+        let threads = 2; // hostile's plugin.toml
+        let pids = pids_limit(&host);
+        assert!(pids > threads, "the pids limit must not be what stops it");
+        let before = pid_of(&host);
+        let bomb = attempt(&host, "thread_bomb", json!({"max": 1000})).await;
+        let stats = host
+            .children()
+            .pop()
+            .expect("alive")
+            .stats()
+            .expect("stats");
+        bomb.assert_denied(libc::EAGAIN);
+        assert_eq!(
+            bomb.value() + 1,
+            threads,
+            "the main thread and the new ones fill permissions.threads exactly: {}",
+            bomb.detail
+        );
+        assert_eq!(
+            stats.pids_limit_hits, 0,
+            "the pids limit stopped it instead"
+        );
+        assert!(
+            stats.pids_current <= threads,
+            "{} tasks",
+            stats.pids_current
+        );
+        assert_next_call_works(&h, &host, before, false).await;
+        // The threads started are still there: the next bomb starts none.
+        let again = attempt(&host, "thread_bomb", json!({"max": 1000})).await;
+        again.assert_denied(libc::EAGAIN);
+        assert_eq!(again.value(), 0, "{}", again.detail);
+        h.finish().await;
+    });
+}
+
+/// With exec granted, threads count against the pids limit with the
+/// processes: spawning stops at it with EAGAIN and the plugin goes on
+/// answering.
+#[test]
+fn thread_bomb_is_held_at_the_pids_limit() {
+    run(async {
+        let mut h = Harness::with_policy(EXEC_GRANT);
+        let host = h.host("hostile-exec").await;
         let limit = pids_limit(&host);
         let before = pid_of(&host);
         let stop = Arc::new(AtomicBool::new(false));
