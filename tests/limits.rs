@@ -545,3 +545,62 @@ fn crash_loop_ends_in_quarantine() {
         h.finish().await;
     });
 }
+
+/// A plugin that pings and never reads its channel is killed once 1024
+/// Pongs wait unwritten: the supervisor's queue for it stays bounded, the
+/// death is the typed protocol violation, and the next call works.
+#[test]
+fn a_ping_flood_that_never_reads_is_a_protocol_violation() {
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        let before = pid_of(&host);
+        let err = expect_error(&host, "ping_flood", json!({"count": 1_000_000})).await;
+        let ErrorKind::ProtocolViolation { reason } = &err.kind else {
+            panic!("expected protocol_violation, got {err:?}");
+        };
+        assert!(
+            reason.contains("1024 Pings without reading the Pongs"),
+            "{reason}"
+        );
+        assert_next_call_works(&h, &host, before, true).await;
+        h.finish().await;
+    });
+}
+
+/// 20,000 `Log` records (40 times the burst): drained, rate limited like stdout, each drop
+/// counted per plugin; the plugin is not harmed and the next call works.
+#[test]
+fn a_log_flood_is_capped_and_counted() {
+    const COUNT: u64 = 20_000;
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        let before = pid_of(&host);
+        let limit = h.runtime().output_limit;
+        let started = Instant::now();
+        let sent = attempt(&host, "log_flood", json!({"count": COUNT})).await;
+        sent.assert_succeeded();
+        assert_eq!(sent.value(), COUNT);
+        // The reader handles frames in order: after the reply, every
+        // record has been judged.
+        let elapsed = started.elapsed().as_secs_f64();
+        let dropped = h
+            .runtime()
+            .drops
+            .snapshot()
+            .into_iter()
+            .find(|(name, _, _)| name == "hostile")
+            .map(|(_, logs, _)| logs)
+            .expect("the plugin's drop counters");
+        let logged = COUNT - dropped;
+        let allowed = f64::from(limit.burst) + f64::from(limit.per_second) * elapsed + 1.0;
+        assert!(
+            (logged as f64) <= allowed,
+            "{logged} records logged, the limit allows {allowed:.0} in {elapsed:.2}s"
+        );
+        assert!(dropped > 0);
+        assert_next_call_works(&h, &host, before, false).await;
+        h.finish().await;
+    });
+}

@@ -43,6 +43,8 @@ pub struct Metrics {
     memory: Family<PluginLabel, Gauge>,
     loaded: Gauge,
     denied: Counter,
+    log_records_dropped: Family<PluginLabel, Counter>,
+    output_lines_dropped: Family<PluginLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +68,8 @@ impl Metrics {
         let memory = Family::<PluginLabel, Gauge>::default();
         let loaded = Gauge::default();
         let denied = Counter::default();
+        let log_records_dropped = Family::<PluginLabel, Counter>::default();
+        let output_lines_dropped = Family::<PluginLabel, Counter>::default();
         let mut r = Registry::with_prefix("corral");
         r.register(
             "calls",
@@ -109,6 +113,16 @@ impl Metrics {
             "API requests refused by access control",
             denied.clone(),
         );
+        r.register(
+            "log_records_dropped",
+            "Log frames of plugins dropped over the rate limit",
+            log_records_dropped.clone(),
+        );
+        r.register(
+            "output_lines_dropped",
+            "stdout and stderr lines of plugins dropped over the rate limit",
+            output_lines_dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             calls,
@@ -121,6 +135,8 @@ impl Metrics {
             memory,
             loaded,
             denied,
+            log_records_dropped,
+            output_lines_dropped,
         }
     }
 
@@ -140,6 +156,26 @@ impl Metrics {
 
     pub fn denied(&self) {
         self.denied.inc();
+    }
+
+    /// Brings the drop counters up to the runtime's counts: (plugin, log
+    /// records dropped, output lines dropped), which only grow.
+    pub fn set_dropped(&self, drops: &[(String, u64, u64)]) {
+        for (name, logs, lines) in drops {
+            let label = PluginLabel {
+                plugin: name.clone(),
+            };
+            for (family, total) in [
+                (&self.log_records_dropped, logs),
+                (&self.output_lines_dropped, lines),
+            ] {
+                let counter = family.get_or_create(&label);
+                let seen = counter.get();
+                if *total > seen {
+                    counter.inc_by(total - seen);
+                }
+            }
+        }
     }
 
     /// Renders the text format, after setting the gauges from `plugins`:
@@ -229,6 +265,22 @@ mod tests {
         let text = m.render(&[]);
         assert!(
             !text.contains("corral_children_alive{plugin=\"hello\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dropped_records_are_counters_that_follow_the_runtime() {
+        let m = Metrics::new();
+        m.set_dropped(&[("hello".into(), 5, 2)]);
+        m.set_dropped(&[("hello".into(), 12, 2)]);
+        let text = m.render(&[]);
+        assert!(
+            text.contains("corral_log_records_dropped_total{plugin=\"hello\"} 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_output_lines_dropped_total{plugin=\"hello\"} 2"),
             "{text}"
         );
     }
