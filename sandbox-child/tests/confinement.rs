@@ -412,3 +412,57 @@ if echo through > {covered}/written.txt; then echo covered_write=ok; else echo c
     );
     assert!(covered.0.join("original.txt").exists());
 }
+
+/// The minimal root: only the listed host paths, device nodes of its own,
+/// a fresh /proc and the scratch; `/` read-only; the host's tree gone.
+#[test]
+fn a_minimal_root_holds_only_the_listed_paths() {
+    use corral_protocol::policy::{MinimalRoot, RootPath};
+    require_root();
+    // A host file the root does not list, whatever else the host holds.
+    let hidden = HostDir::new("hidden", 0o755, &[("there.txt", "on the host\n")]);
+    let mut confinement = sh(&format!(
+        r#"
+for p in {hidden} /etc/passwd /var /home /usr/bin/sh /dev/null /proc/self /tmp; do
+  if [ -e "$p" ]; then echo "seen=$p"; fi
+done
+if echo x > /tmp/w; then echo scratch_write=ok; fi
+if (echo x > /new) 2>/dev/null; then echo root_write=ok; else echo root_write=denied; fi
+if echo x > /dev/null; then echo devnull=ok; fi
+while IFS= read -r line; do echo "cgroup=$line"; done < /proc/self/cgroup
+"#,
+        hidden = hidden.path()
+    ));
+    let mut paths: Vec<RootPath> = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(|p| RootPath {
+            path: p.to_string(),
+            writable: false,
+            exec: true,
+        })
+        .collect();
+    paths.push(RootPath {
+        path: "/dev/null".into(),
+        writable: true,
+        exec: false,
+    });
+    confinement.mounts.root = Some(MinimalRoot { paths });
+    confinement.namespaces.cgroup = true;
+    let out = run(Spawn::bootstrap(confinement));
+    out.assert_success();
+    let mut seen = out.values("seen");
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["/dev/null", "/proc/self", "/tmp", "/usr/bin/sh"],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.value("scratch_write"), "ok");
+    assert_eq!(out.value("root_write"), "denied", "/ must be read-only");
+    assert_eq!(out.value("devnull"), "ok");
+    for line in out.values("cgroup") {
+        assert!(line.ends_with(":/"), "the host's cgroup path shows: {line}");
+    }
+}
