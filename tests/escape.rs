@@ -115,10 +115,19 @@ fn reading_etc_shadow_is_denied() {
     run(async {
         let mut h = Harness::new();
         let host = h.host("hostile").await;
-        // The file is there and readable, to root: only the sandbox says no.
-        // The plugin's minimal root holds no /etc/shadow to name at all.
-        std::fs::File::open("/etc/shadow").expect("root reads /etc/shadow on the host");
+        // The plugin's minimal root holds no /etc/shadow to name at all,
+        // whether the host has one or not.
         attempt(&host, "read_file", json!({"path": "/etc/shadow"}))
+            .await
+            .assert_denied(libc::ENOENT);
+        // A root-only file of the test's own, there and readable to root
+        // on the host: only the sandbox says no.
+        let dir = open_dir();
+        let shadow = dir.path().join("shadow");
+        std::fs::write(&shadow, "root:secret\n").expect("write");
+        std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::File::open(&shadow).expect("root reads it on the host");
+        attempt(&host, "read_file", json!({"path": shadow}))
             .await
             .assert_denied(libc::ENOENT);
         h.finish().await;

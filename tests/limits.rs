@@ -160,13 +160,58 @@ fn fork_bomb_is_held_at_the_pids_limit() {
     });
 }
 
-/// Threads count against the same limit: spawning stops at it with
-/// EAGAIN and the plugin goes on answering.
+/// Without exec, `permissions.threads` is the plugin's task limit: a
+/// thread past it fails with EAGAIN, the pids limit is never reached, and
+/// the plugin goes on answering.
 #[test]
-fn thread_bomb_is_held_at_the_pids_limit() {
+fn thread_bomb_is_held_at_the_threads_permission() {
     run(async {
         let mut h = Harness::new();
         let host = h.host("hostile").await;
+        let threads = 2; // hostile's plugin.toml
+        let pids = pids_limit(&host);
+        assert!(pids > threads, "the pids limit must not be what stops it");
+        let before = pid_of(&host);
+        let bomb = attempt(&host, "thread_bomb", json!({"max": 1000})).await;
+        let stats = host
+            .children()
+            .pop()
+            .expect("alive")
+            .stats()
+            .expect("stats");
+        bomb.assert_denied(libc::EAGAIN);
+        assert_eq!(
+            bomb.value() + 1,
+            threads,
+            "the main thread and the new ones fill permissions.threads exactly: {}",
+            bomb.detail
+        );
+        assert_eq!(
+            stats.pids_limit_hits, 0,
+            "the pids limit stopped it instead"
+        );
+        assert!(
+            stats.pids_current <= threads,
+            "{} tasks",
+            stats.pids_current
+        );
+        assert_next_call_works(&h, &host, before, false).await;
+        // The threads started are still there: the next bomb starts none.
+        let again = attempt(&host, "thread_bomb", json!({"max": 1000})).await;
+        again.assert_denied(libc::EAGAIN);
+        assert_eq!(again.value(), 0, "{}", again.detail);
+        h.finish().await;
+    });
+}
+
+/// With exec granted, threads count against the pids limit with the
+/// processes: spawning stops at it with EAGAIN and the plugin goes on
+/// answering.
+#[test]
+fn thread_bomb_is_held_at_the_pids_limit() {
+    run(async {
+        let mut h = Harness::with_policy(EXEC_GRANT);
+        let host = h.host("hostile-exec").await;
         let limit = pids_limit(&host);
         let before = pid_of(&host);
         let stop = Arc::new(AtomicBool::new(false));
@@ -497,6 +542,65 @@ fn crash_loop_ends_in_quarantine() {
             "a quarantined plugin runs nothing"
         );
         h.assert_settled().await;
+        h.finish().await;
+    });
+}
+
+/// A plugin that pings and never reads its channel is killed once 1024
+/// Pongs wait unwritten: the supervisor's queue for it stays bounded, the
+/// death is the typed protocol violation, and the next call works.
+#[test]
+fn a_ping_flood_that_never_reads_is_a_protocol_violation() {
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        let before = pid_of(&host);
+        let err = expect_error(&host, "ping_flood", json!({"count": 1_000_000})).await;
+        let ErrorKind::ProtocolViolation { reason } = &err.kind else {
+            panic!("expected protocol_violation, got {err:?}");
+        };
+        assert!(
+            reason.contains("1024 Pings without reading the Pongs"),
+            "{reason}"
+        );
+        assert_next_call_works(&h, &host, before, true).await;
+        h.finish().await;
+    });
+}
+
+/// 20,000 `Log` records (40 times the burst): drained, rate limited like stdout, each drop
+/// counted per plugin; the plugin is not harmed and the next call works.
+#[test]
+fn a_log_flood_is_capped_and_counted() {
+    const COUNT: u64 = 20_000;
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("hostile").await;
+        let before = pid_of(&host);
+        let limit = h.runtime().output_limit;
+        let started = Instant::now();
+        let sent = attempt(&host, "log_flood", json!({"count": COUNT})).await;
+        sent.assert_succeeded();
+        assert_eq!(sent.value(), COUNT);
+        // The reader handles frames in order: after the reply, every
+        // record has been judged.
+        let elapsed = started.elapsed().as_secs_f64();
+        let dropped = h
+            .runtime()
+            .drops
+            .snapshot()
+            .into_iter()
+            .find(|(name, _, _)| name == "hostile")
+            .map(|(_, logs, _)| logs)
+            .expect("the plugin's drop counters");
+        let logged = COUNT - dropped;
+        let allowed = f64::from(limit.burst) + f64::from(limit.per_second) * elapsed + 1.0;
+        assert!(
+            (logged as f64) <= allowed,
+            "{logged} records logged, the limit allows {allowed:.0} in {elapsed:.2}s"
+        );
+        assert!(dropped > 0);
+        assert_next_call_works(&h, &host, before, false).await;
         h.finish().await;
     });
 }

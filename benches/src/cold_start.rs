@@ -107,6 +107,7 @@ fn stripped(policy: &SandboxPolicy, level: usize) -> SandboxPolicy {
     if level >= 4 {
         c.mounts.proc = false;
         c.mounts.scratch = None;
+        c.mounts.root = None;
     }
     if level >= 5 {
         c.rlimits.clear();
@@ -124,7 +125,7 @@ const LADDER: [&str; 6] = [
     "− seccomp",
     "− seccomp, Landlock",
     "− seccomp, Landlock, user ns",
-    "− … , /proc and /tmp mounts",
+    "− … , the minimal root, /proc and /tmp mounts",
     "− … , rlimits, pdeathsig",
     "− … , net/ipc/uts (host's): trampoline + pid/mount ns + cgroup",
 ];
@@ -165,6 +166,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let fresh_policy = corral::policy("[sandbox]\nshare_empty_namespaces = false\n")?;
     let rt_fresh = corral::runtime(&env, &fresh_policy, "cold-fresh", None)?;
     let full_fresh = corral::compile_hello(&env, &fresh_policy, &rt_fresh)?;
+    let host_tree_policy = corral::policy("[sandbox]\nminimal_root = false\n")?;
+    let host_tree = corral::compile_hello(&env, &host_tree_policy, &rt)?;
     let rt_static = match &env.static_trampoline {
         Some(path) => Some(corral::runtime(
             &env,
@@ -227,6 +230,13 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         Kind::Corral {
             rt: rt_fresh.clone(),
             policy: full_fresh.clone(),
+        },
+    ));
+    contenders.push(Contender::new(
+        "corral, the host's tree instead of a minimal root (minimal_root = false)",
+        Kind::Corral {
+            rt: rt.clone(),
+            policy: host_tree,
         },
     ));
     if let Some(rt_static) = &rt_static {
@@ -306,7 +316,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     section.intro(format!(
         "Spawn → Ready of the packaged hello plugin (static, {}), {rounds} rounds after {warmup} of warm-up; each round runs every contender once, in rotating order. \
          bare: `posix_spawn` of the same binary with the channel on fd 3, then Hello/Init/Ready with blocking reads. \
-         corral: `Child::start` with the built-in policy (uid, cgroup with memory/pids/cpu limits, pid/mount/user namespaces, the shared empty net/ipc/uts namespaces, /proc and /tmp mounts, rlimits, no_new_privs, Landlock, seccomp), measured on a tokio worker. \
+         corral: `Child::start` with the built-in policy (uid, cgroup with memory/pids/cpu limits, pid/mount/user namespaces, the shared empty net/ipc/uts namespaces, the minimal root (a tmpfs with the package, /dev nodes, /proc and /tmp, pivoted into), rlimits, no_new_privs, Landlock, seccomp), measured on a tokio worker. \
          bwrap: `bwrap {}` running the same binary, channel passed through on fd 3. The rows below the first three are the breakdown: the built-in policy with mechanisms taken away one after another (cumulative), and the static/dynamic variants.",
         env.hello_binary().display(),
         bwrap_args[..12].join(" "),

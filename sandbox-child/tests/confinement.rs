@@ -7,6 +7,7 @@ mod common;
 
 use common::{PLUGIN_ID, PRINT_STATUS, SCRATCH, Spawn, require_root, run, sh};
 use corral_protocol::policy::{FsAccess, FsRule, Remap, Rlimit, RlimitSpec};
+use std::os::unix::fs::PermissionsExt;
 
 const NO_CAPS: &str = "0000000000000000";
 
@@ -56,30 +57,59 @@ fn proc_lists_only_the_sandbox_own_processes() {
 #[test]
 fn files_outside_the_rules_cannot_be_read() {
     require_root();
-    // World-readable on the host: only Landlock can refuse it.
-    assert!(
-        std::fs::read("/etc/passwd").is_ok(),
-        "the test needs a world-readable /etc/passwd"
-    );
-    let out = run(Spawn::bootstrap(sh(r#"
-for f in /etc/passwd /etc/shadow; do
-  if read -r line < "$f"; then echo "$f=readable"; else echo "$f=denied"; fi
-done
-if read -r line < /etc/ld.so.cache; then echo granted=readable; else echo granted=denied; fi
-"#)));
+    // Files of the test's own, whatever the host holds: a world-readable
+    // one that only Landlock can refuse, and one granted by a rule. Each
+    // ends in a newline, so `read -r` succeeds wherever reading does.
+    let dir = world_readable_dir("read");
+    let secret = dir.join("secret.txt");
+    let granted = dir.join("granted.txt");
+    for (path, text) in [(&secret, "not for plugins\n"), (&granted, "granted\n")] {
+        std::fs::write(path, text).expect("write a test file");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let mut confinement = sh(&format!(
+        r#"
+if read -r line < {secret}; then echo "secret=readable"; else echo "secret=denied"; fi
+if read -r line < {granted}; then echo "granted=$line"; else echo granted=denied; fi
+"#,
+        secret = secret.display(),
+        granted = granted.display()
+    ));
+    confinement
+        .landlock
+        .as_mut()
+        .expect("landlock")
+        .fs
+        .push(FsRule {
+            path: granted.display().to_string(),
+            access: FsAccess::Read,
+        });
+    let out = run(Spawn::bootstrap(confinement));
+    std::fs::remove_dir_all(&dir).expect("clean up");
     out.assert_success();
-    assert_eq!(out.value("/etc/passwd"), "denied");
-    assert_eq!(out.value("/etc/shadow"), "denied");
+    assert_eq!(out.value("secret"), "denied");
     assert_eq!(
         out.value("granted"),
-        "readable",
+        "granted",
         "a granted file stays readable"
     );
     assert!(
-        out.stderr.contains("/etc/passwd: Permission denied"),
-        "expected EACCES for /etc/passwd:\n{}",
+        out.stderr.contains("secret.txt: Permission denied"),
+        "expected EACCES for the secret:\n{}",
         out.stderr
     );
+}
+
+/// A fresh directory under /var/tmp that any uid may enter.
+fn world_readable_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(format!(
+        "/var/tmp/corral-sandbox-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
 }
 
 #[test]
@@ -169,7 +199,11 @@ fn inherited_fds_are_closed() {
     require_root();
     // An fd the supervisor left open without close-on-exec, at a number
     // the plugin would notice.
-    let leaked = std::fs::File::open("/etc/hostname").expect("open a file to leak");
+    let dir = world_readable_dir("fds");
+    let leaked_path = dir.join("leaked");
+    std::fs::write(&leaked_path, "held open\n").expect("write the file to leak");
+    let leaked = std::fs::File::open(&leaked_path).expect("open a file to leak");
+    std::fs::remove_dir_all(&dir).expect("clean up");
     let mut spawn = Spawn::bootstrap(sh(
         "for f in /proc/self/fd/*; do echo fd=${f#/proc/self/fd/}; done",
     ));
@@ -377,4 +411,58 @@ if echo through > {covered}/written.txt; then echo covered_write=ok; else echo c
         "the host's own directory was written"
     );
     assert!(covered.0.join("original.txt").exists());
+}
+
+/// The minimal root: only the listed host paths, device nodes of its own,
+/// a fresh /proc and the scratch; `/` read-only; the host's tree gone.
+#[test]
+fn a_minimal_root_holds_only_the_listed_paths() {
+    use corral_protocol::policy::{MinimalRoot, RootPath};
+    require_root();
+    // A host file the root does not list, whatever else the host holds.
+    let hidden = HostDir::new("hidden", 0o755, &[("there.txt", "on the host\n")]);
+    let mut confinement = sh(&format!(
+        r#"
+for p in {hidden} /etc/passwd /var /home /usr/bin/sh /dev/null /proc/self /tmp; do
+  if [ -e "$p" ]; then echo "seen=$p"; fi
+done
+if echo x > /tmp/w; then echo scratch_write=ok; fi
+if (echo x > /new) 2>/dev/null; then echo root_write=ok; else echo root_write=denied; fi
+if echo x > /dev/null; then echo devnull=ok; fi
+while IFS= read -r line; do echo "cgroup=$line"; done < /proc/self/cgroup
+"#,
+        hidden = hidden.path()
+    ));
+    let mut paths: Vec<RootPath> = ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(|p| RootPath {
+            path: p.to_string(),
+            writable: false,
+            exec: true,
+        })
+        .collect();
+    paths.push(RootPath {
+        path: "/dev/null".into(),
+        writable: true,
+        exec: false,
+    });
+    confinement.mounts.root = Some(MinimalRoot { paths });
+    confinement.namespaces.cgroup = true;
+    let out = run(Spawn::bootstrap(confinement));
+    out.assert_success();
+    let mut seen = out.values("seen");
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["/dev/null", "/proc/self", "/tmp", "/usr/bin/sh"],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.value("scratch_write"), "ok");
+    assert_eq!(out.value("root_write"), "denied", "/ must be read-only");
+    assert_eq!(out.value("devnull"), "ok");
+    for line in out.values("cgroup") {
+        assert!(line.ends_with(":/"), "the host's cgroup path shows: {line}");
+    }
 }

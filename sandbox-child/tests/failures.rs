@@ -190,13 +190,20 @@ fn a_remap_onto_a_missing_host_path_fails_step_mounts_and_creates_nothing() {
 #[test]
 fn a_remap_of_a_file_onto_a_directory_fails_step_mounts() {
     require_root();
+    // A file of the test's own, whatever the host holds.
+    let file = std::path::PathBuf::from(format!(
+        "/var/tmp/corral-sandbox-remap-file-{}",
+        std::process::id()
+    ));
+    std::fs::write(&file, "a file\n").expect("write the source file");
     let mut confinement = sh("echo ran");
     confinement.mounts.remaps = vec![Remap {
-        source: "/etc/hostname".into(),
+        source: file.display().to_string(),
         target: "/usr/share".into(),
         writable: false,
     }];
     let out = run(Spawn::bootstrap(confinement));
+    std::fs::remove_file(&file).expect("clean up");
     let failure = out.failure();
     assert_eq!(failure.step, "mounts");
     assert!(

@@ -383,10 +383,12 @@ async fn supervise(host: Arc<PluginHost>, slot: Arc<Slot>) {
                     if let Some(o) = &host.rt.observer {
                         o.child_restarted(&host.name);
                     }
-                    slot.child.send_replace(Some(child));
+                    // Ready before the child is handed out: a caller that
+                    // gets the new child must not see the plugin restarting.
                     if host.state() == PluginState::Restarting {
                         host.state.send_replace(PluginState::Ready);
                     }
+                    slot.child.send_replace(Some(child));
                     break;
                 }
                 Err(e) => {

@@ -84,6 +84,9 @@ pub struct Runtime {
     pub events: EventBus,
     pub output_limit: RateLimit,
     pub observer: Option<Arc<dyn LifecycleObserver>>,
+    /// Log records and output lines dropped over the rate limit, per
+    /// plugin, for the metrics.
+    pub drops: crate::child::bounds::DropCounters,
     generation: AtomicU64,
     pool: CgroupPool,
 }
@@ -141,6 +144,7 @@ impl Runtime {
             features: KernelFeatures::detect(cgroup_features),
             events: EventBus::default(),
             output_limit: options.output_limit,
+            drops: Default::default(),
             observer: options.observer,
             generation: AtomicU64::new(0),
             pool: CgroupPool {

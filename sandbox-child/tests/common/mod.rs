@@ -445,11 +445,15 @@ pub fn system_rules() -> Vec<FsRule> {
             });
         }
     }
-    rules.extend([
-        FsRule {
+    // The loader's cache, where the host has one (a rule on a missing
+    // path fails the landlock step).
+    if std::path::Path::new("/etc/ld.so.cache").exists() {
+        rules.push(FsRule {
             path: "/etc/ld.so.cache".into(),
             access: FsAccess::Read,
-        },
+        });
+    }
+    rules.extend([
         FsRule {
             path: "/proc".into(),
             access: FsAccess::Read,

@@ -8,6 +8,7 @@
 //! monitor (owns the pidfd, the cgroup and the uid; turns the death into
 //! its typed cause and cleans up), a heartbeat, and two output captures.
 
+pub mod bounds;
 pub mod exit;
 pub mod output;
 pub mod reply;
@@ -143,6 +144,10 @@ struct Shared {
     pong_notify: Notify,
     ready_after: Mutex<Duration>,
     events: EventBus,
+    /// The rate limit on its `Log` frames ([`bounds`]).
+    logs: bounds::LogLimiter,
+    /// Pongs queued since the writer last took the outbox ([`bounds`]).
+    unwritten_pongs: AtomicU64,
 }
 
 impl Shared {
@@ -519,6 +524,8 @@ impl Child {
             pong_notify: Notify::new(),
             ready_after: Mutex::new(Duration::ZERO),
             events: rt.events.clone(),
+            logs: bounds::LogLimiter::new(rt.output_limit, rt.drops.of(&spec.plugin)),
+            unwritten_pongs: AtomicU64::new(0),
         });
         tokio::spawn(monitor(
             shared.clone(),
@@ -750,12 +757,17 @@ fn spawn_capture(rt: &Runtime, spec: &ChildSpec, fd: OwnedFd, stream: output::St
     let plugin = spec.plugin.clone();
     let instance = spec.instance;
     let limit = rt.output_limit;
+    let drops = rt.drops.of(&spec.plugin);
     match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(receiver) => {
             tokio::spawn(async move {
-                output::capture(receiver, stream, limit, |s, line| {
-                    output::log_line(&plugin, instance, s, line)
-                })
+                output::capture(
+                    receiver,
+                    stream,
+                    limit,
+                    Some(&drops.output_lines),
+                    |s, line| output::log_line(&plugin, instance, s, line),
+                )
                 .await
             });
         }
@@ -913,6 +925,14 @@ fn message_name(m: &PluginMessage) -> &'static str {
     }
 }
 
+/// Says how many `Log` records were dropped over the rate limit.
+fn log_dropped(shared: &Shared, n: u64) {
+    if n > 0 {
+        let line = bounds::dropped_line(n);
+        tracing::warn!(plugin = %shared.plugin, instance = shared.instance, source = "corral", dropped = n, "{line}");
+    }
+}
+
 fn log_record(shared: &Shared, record: &message::LogRecord) {
     let plugin = shared.plugin.as_str();
     let instance = shared.instance;
@@ -941,6 +961,7 @@ async fn write_loop(shared: Arc<Shared>, mut writer: OwnedWriteHalf) {
             tokio::task::yield_now().await;
         }
         shared.outbox.take_into(&mut batch);
+        shared.unwritten_pongs.store(0, Ordering::Relaxed);
         if batch.is_empty() {
             if shared.outbox.closed.load(Ordering::Relaxed) || shared.is_dead() {
                 break;
@@ -1042,7 +1063,13 @@ fn handle_message(
             Ok(())
         }
         PluginMessage::Log(record) => {
-            log_record(shared, &record);
+            match shared.logs.judge(Instant::now()) {
+                bounds::LogVerdict::Log { report_first } => {
+                    log_dropped(shared, report_first);
+                    log_record(shared, &record);
+                }
+                bounds::LogVerdict::Drop { report } => log_dropped(shared, report),
+            }
             Ok(())
         }
         PluginMessage::Event(event) => {
@@ -1061,10 +1088,19 @@ fn handle_message(
             shared.pong_notify.notify_waiters();
             Ok(())
         }
-        PluginMessage::Ping { nonce } => shared
-            .outbox
-            .push(&HostMessage::Pong { nonce })
-            .map_err(|e| e.to_string()),
+        PluginMessage::Ping { nonce } => {
+            let queued = shared.unwritten_pongs.fetch_add(1, Ordering::Relaxed);
+            if queued >= bounds::MAX_UNWRITTEN_PONGS {
+                return Err(format!(
+                    "sent more than {} Pings without reading the Pongs",
+                    bounds::MAX_UNWRITTEN_PONGS
+                ));
+            }
+            shared
+                .outbox
+                .push(&HostMessage::Pong { nonce })
+                .map_err(|e| e.to_string())
+        }
         other @ (PluginMessage::Hello(_)
         | PluginMessage::Ready
         | PluginMessage::SandboxFailure(_)) => Err(format!(
@@ -1198,6 +1234,7 @@ async fn monitor(
     // Publish the death before answering calls, so a caller that retries
     // at once sees this child as dead.
     death_tx.send_replace(Some(cause.clone()));
+    log_dropped(&shared, shared.logs.take_unreported());
     shared.outbox.closed.store(true, Ordering::Relaxed);
     shared.outbox.ready.notify_one();
     let pending: Vec<(u64, Pending)> = shared

@@ -4,6 +4,7 @@
 //! a full pipe while holding a call), excess lines are counted and dropped,
 //! and the count is logged once per second.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -27,9 +28,9 @@ impl Default for RateLimit {
     }
 }
 
-/// Token bucket over lines.
+/// Token bucket over lines (or log records).
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     limit: RateLimit,
     tokens: f64,
     last: Instant,
@@ -38,7 +39,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(limit: RateLimit) -> Self {
+    pub(crate) fn new(limit: RateLimit) -> Self {
         let now = Instant::now();
         Bucket {
             limit,
@@ -49,7 +50,7 @@ impl Bucket {
         }
     }
 
-    fn admit(&mut self, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, now: Instant) -> bool {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * f64::from(self.limit.per_second))
@@ -63,8 +64,13 @@ impl Bucket {
         }
     }
 
+    /// Every drop not yet reported, whenever asked (at the end).
+    pub(crate) fn take_all(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
     /// Lines dropped since the last report, once per second.
-    fn take_report(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn take_report(&mut self, now: Instant) -> Option<u64> {
         if self.dropped > 0 && now.duration_since(self.last_report) >= Duration::from_secs(1) {
             self.last_report = now;
             return Some(std::mem::take(&mut self.dropped));
@@ -103,6 +109,7 @@ pub async fn capture<R, F>(
     mut reader: R,
     stream: Stream,
     limit: RateLimit,
+    dropped: Option<&AtomicU64>,
     mut sink: F,
 ) -> CaptureStats
 where
@@ -129,6 +136,9 @@ where
             sink(stream, &text);
         } else {
             stats.dropped += 1;
+            if let Some(d) = dropped {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(n) = bucket.take_report(now) {
             sink(
@@ -191,6 +201,7 @@ mod tests {
             input.as_bytes(),
             Stream::Stdout,
             RateLimit::default(),
+            None,
             |_, l| seen.push(l.to_string()),
         )
         .await;
@@ -212,17 +223,25 @@ mod tests {
             per_second: 10,
             burst: 50,
         };
-        let stats = capture(input.as_bytes(), Stream::Stderr, limit, |_, l| {
-            if l.starts_with("[corral: dropped") {
-                reports += 1;
-            } else {
-                logged += 1;
-            }
-        })
+        let counted = AtomicU64::new(0);
+        let stats = capture(
+            input.as_bytes(),
+            Stream::Stderr,
+            limit,
+            Some(&counted),
+            |_, l| {
+                if l.starts_with("[corral: dropped") {
+                    reports += 1;
+                } else {
+                    logged += 1;
+                }
+            },
+        )
         .await;
         assert_eq!(stats.lines, 100_000, "every byte was drained");
         assert!(logged <= 60, "logged {logged}");
         assert_eq!(stats.dropped + logged, 100_000);
         assert!(reports >= 1, "drops are reported");
+        assert_eq!(counted.load(Ordering::Relaxed), stats.dropped);
     }
 }

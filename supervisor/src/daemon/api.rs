@@ -148,6 +148,7 @@ async fn health(State(d): State<Arc<Daemon>>) -> Response {
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
+    d.metrics.set_dropped(&d.rt.drops.snapshot());
     let text = d.metrics.render(&d.gauges());
     (
         // prometheus-client writes OpenMetrics text, which Prometheus

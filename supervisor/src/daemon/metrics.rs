@@ -87,6 +87,8 @@ pub struct Metrics {
     http_errors: Family<StatusLabel, Counter>,
     /// Rate limits for log lines outsiders can cause.
     pub logs: LogLimiter,
+    log_records_dropped: Family<PluginLabel, Counter>,
+    output_lines_dropped: Family<PluginLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,8 @@ impl Metrics {
         let accept_errors = Counter::default();
         let http_errors = Family::<StatusLabel, Counter>::default();
         let log_lines_dropped = Family::<LineLabel, Counter>::default();
+        let log_records_dropped = Family::<PluginLabel, Counter>::default();
+        let output_lines_dropped = Family::<PluginLabel, Counter>::default();
         let mut r = Registry::with_prefix("corral");
         r.register(
             "calls",
@@ -213,6 +217,16 @@ impl Metrics {
             "Log lines not written by the rate limit, by kind of line",
             log_lines_dropped.clone(),
         );
+        r.register(
+            "log_records_dropped",
+            "Log frames of plugins dropped over the rate limit",
+            log_records_dropped.clone(),
+        );
+        r.register(
+            "output_lines_dropped",
+            "stdout and stderr lines of plugins dropped over the rate limit",
+            output_lines_dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             calls,
@@ -235,6 +249,8 @@ impl Metrics {
             accept_errors,
             http_errors,
             logs: LogLimiter::new(log_lines_dropped),
+            log_records_dropped,
+            output_lines_dropped,
         }
     }
 
@@ -306,6 +322,28 @@ impl Metrics {
 
     /// Renders the text format, after setting the gauges from `plugins`
     /// (every installed plugin).
+    /// Brings the drop counters up to the runtime's counts: (plugin, log
+    /// records dropped, output lines dropped), which only grow.
+    pub fn set_dropped(&self, drops: &[(String, u64, u64)]) {
+        for (name, logs, lines) in drops {
+            let label = PluginLabel {
+                plugin: name.clone(),
+            };
+            for (family, total) in [
+                (&self.log_records_dropped, logs),
+                (&self.output_lines_dropped, lines),
+            ] {
+                let counter = family.get_or_create(&label);
+                let seen = counter.get();
+                if *total > seen {
+                    counter.inc_by(total - seen);
+                }
+            }
+        }
+    }
+
+    /// Renders the text format, after setting the gauges from `plugins`:
+    /// (name, children alive, memory bytes).
     pub fn render(&self, plugins: &[PluginGauges]) -> String {
         self.children.clear();
         self.memory.clear();
@@ -427,6 +465,22 @@ mod tests {
         let text = m.render(&[]);
         assert!(
             !text.contains("corral_children_alive{plugin=\"hello\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dropped_records_are_counters_that_follow_the_runtime() {
+        let m = Metrics::new();
+        m.set_dropped(&[("hello".into(), 5, 2)]);
+        m.set_dropped(&[("hello".into(), 12, 2)]);
+        let text = m.render(&[]);
+        assert!(
+            text.contains("corral_log_records_dropped_total{plugin=\"hello\"} 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_output_lines_dropped_total{plugin=\"hello\"} 2"),
             "{text}"
         );
     }

@@ -202,7 +202,7 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
     let namespaces = namespaces::plan(&cx, grants.net_level, &uses, &mut rec);
     let mounts = mounts::plan(&cx, &package, &grants.fs, &limits, &mut rec)?;
     let credentials = credentials::credentials(&cx, &mut rec);
-    let rlimits = credentials::rlimits(&limits, &uses, &mut rec);
+    let rlimits = credentials::rlimits(&limits, &grants, &uses, &mut rec);
     let landlock = landlock::plan(&cx, &package, &grants.fs, &uses, &mut rec);
     let seccomp = syscall_filter::plan(&cx, &package, &grants, &uses, &mut rec)?;
     let env = environment::plan(&cx);

@@ -595,8 +595,8 @@ async fn a_plugin_that_never_says_hello_is_start_timeout_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confinement_step_that_fails_is_sandbox_setup_failed_502() {
-    // A granted directory that is gone when the plugin starts: Landlock
-    // cannot open it, and the start stops at that step.
+    // A granted directory that is gone when the plugin starts: it cannot
+    // be bound into the plugin's root, and the start stops at that step.
     let setup = Setup::new();
     let data = setup.root().join("data");
     std::fs::create_dir_all(&data).expect("mkdir data");
@@ -624,7 +624,7 @@ async fn a_confinement_step_that_fails_is_sandbox_setup_failed_502() {
         .lifecycle("reader", "load")
         .await
         .error(502, "sandbox_setup_failed");
-    assert_eq!(e["step"], "landlock", "the step is named: {e}");
+    assert_eq!(e["step"], "mounts", "the step is named: {e}");
     assert_eq!(e["errno"], libc::ENOENT, "{e}");
     daemon.assert_no_plugin_processes().await;
     daemon.assert_only_idle_cgroups().await;

@@ -3,6 +3,7 @@
 
 use super::features::Uses;
 use super::limits::Limits;
+use super::permissions::Grants;
 use super::{Context, Recorder};
 use corral_protocol::policy::{Credentials, Rlimit, RlimitSpec};
 
@@ -19,7 +20,12 @@ pub(super) fn credentials(cx: &Context<'_>, rec: &mut Recorder<'_>) -> Credentia
     }
 }
 
-pub(super) fn rlimits(limits: &Limits, uses: &Uses, rec: &mut Recorder<'_>) -> Vec<RlimitSpec> {
+pub(super) fn rlimits(
+    limits: &Limits,
+    grants: &Grants,
+    uses: &Uses,
+    rec: &mut Recorder<'_>,
+) -> Vec<RlimitSpec> {
     let fixed = |resource, value| RlimitSpec {
         resource,
         soft: value,
@@ -34,15 +40,31 @@ pub(super) fn rlimits(limits: &Limits, uses: &Uses, rec: &mut Recorder<'_>) -> V
         fixed(Rlimit::Rtprio, 0),
         fixed(Rlimit::Nice, 0),
     ];
-    if !uses.cgroup_pids {
-        // Without the pids controller, the per-uid process limit is the
-        // fallback (each instance has a uid of its own).
-        rlimits.push(fixed(Rlimit::Nproc, limits.pids));
-    }
     rec.builtin(
         "rlimits",
         "NOFILE=open_files, FSIZE=disk, CORE/MEMLOCK/MSGQUEUE/RTPRIO/NICE=0",
         "always",
     );
+    // RLIMIT_NPROC counts the tasks (threads included) of the plugin's
+    // uid, which is its own per instance. Without exec the plugin is one
+    // process, so its tasks are its threads: the limit is
+    // `permissions.threads`, and a thread past it fails with EAGAIN.
+    // With exec, the pids limit counts processes and threads together;
+    // without the pids controller, the same rlimit is its fallback.
+    if !grants.exec {
+        rlimits.push(fixed(Rlimit::Nproc, u64::from(grants.threads)));
+        rec.builtin(
+            "rlimits.nproc",
+            grants.threads,
+            "permissions.threads: every thread is a task of the plugin's own uid, and exec is not granted",
+        );
+    } else if !uses.cgroup_pids {
+        rlimits.push(fixed(Rlimit::Nproc, limits.pids));
+        rec.builtin(
+            "rlimits.nproc",
+            limits.pids,
+            "limits.pids, without the pids cgroup controller",
+        );
+    }
     rlimits
 }

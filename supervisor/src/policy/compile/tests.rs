@@ -239,14 +239,16 @@ fn missing_features_follow_required_and_best_effort() {
     assert_eq!(sp.warnings.len(), 3, "{:?}", sp.warnings);
     let mut f = KernelFeatures::all();
     f.mask("cgroup_pids");
-    let relaxed = policy(&["[features]\ncgroup_pids = \"best_effort\"\n"]);
-    let sp = run(&m, &relaxed, &f, &fx).expect("compile");
+    let relaxed =
+        policy(&["[features]\ncgroup_pids = \"best_effort\"\n[grantable]\nexec = true\n"]);
+    let exec = manifest("[permissions]\nexec = true\n");
+    let sp = run(&exec, &relaxed, &f, &fx).expect("compile");
     assert!(
         sp.confinement
             .rlimits
             .iter()
             .any(|r| r.resource == Rlimit::Nproc && r.hard == 16),
-        "NPROC falls back"
+        "NPROC falls back to the pids limit"
     );
 }
 
@@ -535,4 +537,43 @@ fn the_minimal_root_holds_only_what_is_granted() {
         "{:?}",
         sp.provenance
     );
+}
+
+#[test]
+fn without_exec_the_threads_permission_is_the_task_limit() {
+    let fx = fixture();
+    let nproc = |sp: &SandboxPolicy| {
+        sp.confinement
+            .rlimits
+            .iter()
+            .find(|r| r.resource == Rlimit::Nproc)
+            .map(|r| (r.soft, r.hard))
+    };
+    let p = policy(&["[grantable]\nexec = true\n"]);
+    let one = run(&manifest(""), &p, &KernelFeatures::all(), &fx).expect("compile");
+    assert_eq!(nproc(&one), Some((1, 1)), "the default of one thread");
+    let four = run(
+        &manifest("[permissions]\nthreads = 4\n"),
+        &p,
+        &KernelFeatures::all(),
+        &fx,
+    )
+    .expect("compile");
+    assert_eq!(nproc(&four), Some((4, 4)));
+    assert!(
+        four.provenance
+            .iter()
+            .any(|l| l.rule == "rlimits.nproc" && l.source.contains("permissions.threads")),
+        "{:?}",
+        four.provenance
+    );
+    // With exec, the pids cgroup counts processes and threads together.
+    let exec = run(
+        &manifest("[permissions]\nexec = true\nthreads = 4\n"),
+        &p,
+        &KernelFeatures::all(),
+        &fx,
+    )
+    .expect("compile");
+    assert_eq!(nproc(&exec), None);
 }

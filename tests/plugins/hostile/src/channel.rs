@@ -8,7 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// The channel as the SDK found it.
-fn channel_fd() -> i32 {
+pub(crate) fn channel_fd() -> i32 {
     std::env::var(CHANNEL_FD_ENV)
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -16,7 +16,7 @@ fn channel_fd() -> i32 {
 }
 
 /// Writes all of `bytes` to `fd`, waiting out a full socket buffer.
-fn write_all(fd: i32, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(fd: i32, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: bytes is valid for its length. MSG_NOSIGNAL turns a
         // closed peer into EPIPE; a non-socket fd falls back to write.

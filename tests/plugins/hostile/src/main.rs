@@ -13,6 +13,7 @@
 
 mod attempt;
 mod channel;
+mod flood;
 mod fs;
 mod memexec;
 mod metadata;
@@ -128,6 +129,8 @@ fn main() {
             Ok(metadata::datagram_to_path(i))
         })
         .json("read_text", |_: &mut Context, i| Ok(metadata::read_text(i)))
+        .json("ping_flood", |_: &mut Context, i| Ok(flood::ping_flood(i)))
+        .json("log_flood", |_: &mut Context, i| Ok(flood::log_flood(i)))
         .json("exec_image", |_: &mut Context, i| {
             Ok(memexec::exec_image(i))
         })
