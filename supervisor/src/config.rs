@@ -168,6 +168,16 @@ fn dev_store(dir: &Path) -> Option<PathBuf> {
     )))
 }
 
+/// The cgroup base of a `corrald --dev` instance: named after its
+/// directory, so two instances (two checkouts, two `--dev-dir`s) never
+/// share one, and a restart of the same instance finds its own.
+fn dev_cgroup_base(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("corral-dev-{:08x}", h.finish() as u32)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {key}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
@@ -274,7 +284,7 @@ impl Config {
             policy_dir: dir.join("policy.d"),
             admin_groups: Vec::new(),
             caller_groups: Vec::new(),
-            cgroup_base: "corral-dev".into(),
+            cgroup_base: dev_cgroup_base(dir),
             shutdown_grace: HumanDuration(Duration::from_secs(5)),
             sources: plugins
                 .map(|p| {
