@@ -250,7 +250,8 @@ fn render(
             || l.starts_with("corral_accept_errors")
             || l.starts_with("corral_log_lines_dropped")
             || l.starts_with("corral_http_errors"))
-            && !l.starts_with("# HELP") && !l.starts_with("# TYPE")
+            && !l.starts_with("# HELP")
+            && !l.starts_with("# TYPE")
     }) {
         out.push_str(line);
         out.push('\n');
