@@ -180,6 +180,15 @@ fn raise_open_files_limit() -> Option<(u64, u64)> {
     Some((before, before))
 }
 
+/// Sets the flag to false when dropped.
+struct ClearOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn init_logging(verbose: u8, format: &str) {
     let default = match verbose {
         0 => "info",
@@ -270,10 +279,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
     let server = tokio::spawn({
         let daemon = daemon.clone();
         let config = config.clone();
-        let alive = server_alive.clone();
+        // Cleared however the accept loop ends, a panic included.
+        let alive = ClearOnDrop(server_alive.clone());
         async move {
+            let _alive = alive;
             server::serve(daemon, listener, &config, stop_rx).await;
-            alive.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     });
     let watched: Vec<PathBuf> = config
