@@ -69,7 +69,7 @@ pub fn run(env: &Env, seconds: u64, command: &str) -> Result<String> {
                 &socket_arg,
                 &count.to_string(),
                 mode,
-                &seconds.to_string(),
+                &(seconds + 30).to_string(),
             ],
         )?);
     }
@@ -112,16 +112,35 @@ pub fn run(env: &Env, seconds: u64, command: &str) -> Result<String> {
             String::from_utf8_lossy(&output.stderr)
         )
     })?;
-    let metrics = http(&socket, "GET", "/metrics", "", Duration::from_secs(30))
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .unwrap_or_default();
+    let metrics = match http(&socket, "GET", "/metrics", "", Duration::from_secs(30)) {
+        Ok(r) => String::from_utf8_lossy(&r.body).into_owned(),
+        Err(e) => format!("# GET /metrics failed: {e:#}\n"),
+    };
+    // The hostile peer must have held on to the end: a helper that died
+    // early would make the run look better than it was.
+    let mut hostile_end = Vec::new();
     for mut h in hostile {
+        match h.try_wait() {
+            Ok(None) => hostile_end.push("running".to_string()),
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut e) = h.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                hostile_end.push(format!("exited early: {status} {}", err.trim()));
+            }
+            Err(e) => hostile_end.push(format!("unknown: {e}")),
+        }
         let _ = h.kill();
         let _ = h.wait();
     }
     let log_bytes = std::fs::metadata(&daemon.log).map(|m| m.len()).unwrap_or(0);
     daemon.stop(Duration::from_secs(60))?;
-    let report = render(command, seconds, &totals, &samples, &metrics, log_bytes);
+    let mut report = render(command, seconds, &totals, &samples, &metrics, log_bytes);
+    report.push_str(&format!(
+        "\nThe hostile peer's two helpers at the end: {}.\n",
+        hostile_end.join(", ")
+    ));
     println!("{report}");
     if totals.failed > 0 {
         bail!(
@@ -227,10 +246,12 @@ fn render(
     out.push_str("\nConnections the daemon closed, by reason (`corral_connections_closed_total`), and the rest of its connection metrics at the end:\n\n```\n");
     for line in metrics.lines().filter(|l| {
         (l.starts_with("corral_connections")
+            || l.starts_with("# GET")
             || l.starts_with("corral_accept_errors")
             || l.starts_with("corral_log_lines_dropped")
             || l.starts_with("corral_http_errors"))
-            && !l.starts_with('#')
+            && !l.starts_with("# HELP")
+            && !l.starts_with("# TYPE")
     }) {
         out.push_str(line);
         out.push('\n');

@@ -608,14 +608,20 @@ pub struct InstallOptions {
     pub replace: bool,
 }
 
-/// The JSON install request for `path`, made absolute.
+/// The JSON install request for `path`, made absolute with its symbolic
+/// links resolved here, with the user's own permissions: the daemon reads
+/// the path with them too, and follows no link.
 pub fn install_request(
     path: &Path,
     options: InstallOptions,
 ) -> Result<InstallRequest, ClientError> {
-    let absolute = std::path::absolute(path).map_err(|e| {
-        ClientError::InvalidRequest(format!("cannot make {} absolute: {e}", path.display()))
-    })?;
+    // A path this user cannot see is sent as given (made absolute): the
+    // daemon's answer says what is wrong with it.
+    let absolute = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| {
+            ClientError::InvalidRequest(format!("cannot make {} absolute: {e}", path.display()))
+        })?;
     let path = absolute.to_str().ok_or_else(|| {
         ClientError::InvalidRequest(format!(
             "{} is not UTF-8, which the API cannot carry",
@@ -838,16 +844,22 @@ mod tests {
     }
 
     #[test]
-    fn install_paths_are_sent_absolute() {
+    fn install_paths_are_sent_absolute_with_links_resolved() {
         let options = InstallOptions {
             load: true,
             replace: false,
         };
-        let request = install_request(Path::new("pkgs/hello"), options).expect("request");
-        assert!(request.path.starts_with('/'), "{}", request.path);
-        assert!(request.path.ends_with("/pkgs/hello"), "{}", request.path);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("pkgs/hello");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).expect("symlink");
+        let request = install_request(&dir.path().join("link"), options).expect("request");
+        let resolved = real.canonicalize().expect("canonical");
+        assert_eq!(Path::new(&request.path), resolved);
         assert!(request.load);
         assert!(!request.replace);
+        let missing = install_request(Path::new("no/such/package"), options).expect("sent");
+        assert!(missing.path.starts_with('/'), "{}", missing.path);
     }
 
     #[test]

@@ -160,6 +160,14 @@ pub enum Event {
     PolicyChanged {
         plugin: String,
     },
+    /// A changed package in a watched source folder could not be swapped
+    /// in; the running version keeps serving. `plugin` is the installed
+    /// plugin the folder holds, or the folder's name when none is.
+    ReloadFailed {
+        plugin: String,
+        code: String,
+        message: String,
+    },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged {
         missed: u64,
@@ -203,6 +211,7 @@ impl Event {
             | Event::PolicyChanged { plugin }
             | Event::SourceUpdated { plugin, .. }
             | Event::SourceFailed { plugin, .. }
+            | Event::ReloadFailed { plugin, .. }
             | Event::Plugin { plugin, .. } => plugin,
             Event::Lagged { .. } => "",
         }

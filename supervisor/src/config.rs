@@ -171,6 +171,19 @@ fn dev_store(dir: &Path) -> Option<PathBuf> {
     )))
 }
 
+/// The cgroup base of a `corrald --dev` instance: named after its
+/// directory, so two instances (two checkouts, two `--dev-dir`s) never
+/// share one, and a restart of the same instance finds its own.
+fn dev_cgroup_base(dir: &Path) -> String {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    // sha256, not the std hasher: the name must stay the same across
+    // builds, or a restart would not find (and clean) its own leftovers.
+    let hash = sha2::Sha256::digest(dir.as_os_str().as_bytes());
+    let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("corral-dev-{hex}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {key}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
@@ -278,7 +291,7 @@ impl Config {
             policy_dir: dir.join("policy.d"),
             admin_groups: Vec::new(),
             caller_groups: Vec::new(),
-            cgroup_base: "corral-dev".into(),
+            cgroup_base: dev_cgroup_base(dir),
             shutdown_grace: HumanDuration(Duration::from_secs(5)),
             sources: plugins
                 .map(|p| {
@@ -421,6 +434,19 @@ mod tests {
         std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         assert_eq!(Config::dev(&dev, None).store_dir(), dev.join("state/store"));
+    }
+
+    #[test]
+    fn each_dev_directory_has_a_cgroup_base_of_its_own() {
+        let a = Config::dev(Path::new("/srv/a/.corral-dev"), None).cgroup_base;
+        let b = Config::dev(Path::new("/srv/b/.corral-dev"), None).cgroup_base;
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            Config::dev(Path::new("/srv/a/.corral-dev"), None).cgroup_base
+        );
+        assert!(a.starts_with("corral-dev-"), "{a}");
+        corral_cgroups::validate_name(&a).expect("a valid cgroup name");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! or power loss leaves either the old state or the new one, never half.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,12 @@ pub struct InstalledPlugin {
 pub struct State {
     pub format: u32,
     pub plugins: BTreeMap<String, InstalledPlugin>,
+    /// Plugins removed through the API while a source folder still held
+    /// them: the removal wins, so the folder's package is not installed
+    /// again (at start or when it changes) until an install through the
+    /// API brings the name back.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removed: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

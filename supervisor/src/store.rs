@@ -5,18 +5,32 @@
 //! relative symlinks that stay inside it: no `..`, no absolute paths, no
 //! hard links, no devices, within size and count limits. The store copy is
 //! owned by the daemon and readable (not writable) by plugin uids, so a
-//! plugin can never change its own code or another plugin's. The digest
-//! covers paths, kinds, the executable bit and contents, so the same
-//! package always lands in the same directory.
+//! plugin can never change its own code or another plugin's; the store's
+//! own directory cannot be listed by them. The digest covers paths, kinds,
+//! the executable bit and contents, so the same package always lands in
+//! the same directory.
+//!
+//! How a package is read: [`eyes`] (whose permissions apply: a client's
+//! for a path it asked to install), [`tree`] (a directory, never through
+//! a link, never blocking, refused if it changes), [`tar_guard`] (bounds
+//! on an archive's headers before the tar reader allocates for them).
+
+mod eyes;
+mod tar_guard;
+mod tree;
+
+pub use eyes::Eyes;
 
 use corral_protocol::error::{CorralError, ErrorKind};
 use corral_protocol::manifest::{MANIFEST_FILE, Manifest};
-use corral_protocol::package_layout::{self, Layout};
+use corral_protocol::package_layout::{self, YAML_MANIFEST_FILE};
+use nix::sys::stat::{SFlag, fstat};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use tree::{Entry, Tree, Walk};
 
 /// Limits on what a package may contain.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +48,7 @@ impl Default for PackageLimits {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     limits: PackageLimits,
@@ -48,7 +62,15 @@ pub struct StoredPackage {
     pub manifest: Manifest,
 }
 
-fn invalid(reason: impl Into<String>) -> CorralError {
+/// What an install from a path read.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub package: StoredPackage,
+    /// It was a directory (which a reload can read again), not an archive.
+    pub from_dir: bool,
+}
+
+pub(crate) fn invalid(reason: impl Into<String>) -> CorralError {
     let reason = reason.into();
     CorralError::new(
         ErrorKind::InvalidPackage {
@@ -62,19 +84,12 @@ fn io_error(context: &str, path: &Path, e: std::io::Error) -> CorralError {
     CorralError::internal(format!("{context} {}: {e}", path.display()))
 }
 
-/// One entry of a package, in canonical form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Entry {
-    Dir,
-    File { executable: bool, bytes: u64 },
-    Symlink { target: PathBuf },
-}
-
 impl Store {
     pub fn open(root: &Path, limits: PackageLimits) -> Result<Store, CorralError> {
         std::fs::create_dir_all(root).map_err(|e| io_error("creating", root, e))?;
-        // Plugin uids must traverse the store to reach their packages.
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))
+        // Plugin uids must traverse the store to reach their packages, but
+        // nobody needs to list it.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| io_error("setting the mode of", root, e))?;
         Ok(Store {
             root: root.to_path_buf(),
@@ -84,10 +99,6 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    pub fn limits(&self) -> PackageLimits {
-        self.limits
     }
 
     /// The stored package with this digest, if present.
@@ -104,27 +115,181 @@ impl Store {
         })
     }
 
-    /// Imports a package from a directory or a `.tar.gz` file.
+    /// What a package may hold.
+    pub fn limits(&self) -> PackageLimits {
+        self.limits
+    }
+
+    /// Imports a package from a directory or a `.tar.gz` file, read with
+    /// the daemon's own permissions (source folders, `corrald --check`).
     pub fn import_path(&self, path: &Path) -> Result<StoredPackage, CorralError> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        if meta.is_dir() {
-            self.import_dir(path)
-        } else {
-            let file = std::fs::File::open(path)
-                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-            self.import_tar_gz(file)
+        self.import_path_as(path, &Eyes::Daemon)
+            .map(|imported| imported.package)
+    }
+
+    /// Imports a package directory, with the daemon's own permissions.
+    pub fn import_dir(&self, dir: &Path) -> Result<StoredPackage, CorralError> {
+        let imported = self.import_path_as(dir, &Eyes::Daemon)?;
+        if !imported.from_dir {
+            return Err(invalid(format!("{} is not a directory", dir.display())));
         }
+        Ok(imported.package)
+    }
+
+    /// Imports a package from a directory or a `.tar.gz` file, reading it
+    /// with `eyes`' permissions, on a thread of its own (blocking: call it
+    /// from a blocking context).
+    pub fn import_path_as(&self, path: &Path, eyes: &Eyes) -> Result<Imported, CorralError> {
+        let store = self.clone();
+        let path = path.to_path_buf();
+        let eyes = eyes.clone();
+        eyes::on_own_thread(move || store.import_path_on_this_thread(&path, &eyes))
+            .map_err(|e| CorralError::internal(format!("reading the package: {e}")))?
+    }
+
+    fn import_path_on_this_thread(
+        &self,
+        path: &Path,
+        eyes: &Eyes,
+    ) -> Result<Imported, CorralError> {
+        if !path.is_absolute() {
+            return Err(invalid(format!("{} is not absolute", path.display())));
+        }
+        let mut switch = eyes::Switch::new(eyes)
+            .map_err(|e| CorralError::internal(format!("reading credentials: {e}")))?;
+        switch
+            .peer()
+            .map_err(|e| CorralError::internal(format!("taking the client's credentials: {e}")))?;
+        let fd = tree::open_path(path);
+        switch.daemon().map_err(|e| {
+            CorralError::internal(format!("taking back the daemon's credentials: {e}"))
+        })?;
+        let fd = fd?;
+        let before = fstat(fd.as_fd()).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        match SFlag::from_bits_truncate(before.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => Ok(Imported {
+                package: self.import_dir_fd(&fd, path, &mut switch)?,
+                from_dir: true,
+            }),
+            SFlag::S_IFREG => {
+                let mut file = std::fs::File::from(fd);
+                let package = self.import_tar_gz(&mut file)?;
+                let after =
+                    fstat(file.as_fd()).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                if after.st_size != before.st_size
+                    || after.st_mtime != before.st_mtime
+                    || after.st_mtime_nsec != before.st_mtime_nsec
+                {
+                    self.prune_one_unreferenced(&package.digest);
+                    return Err(invalid(format!(
+                        "{} changed while it was being read",
+                        path.display()
+                    )));
+                }
+                Ok(Imported {
+                    package,
+                    from_dir: false,
+                })
+            }
+            _ => Err(invalid(format!(
+                "{} is not a regular file or a directory (a FIFO, socket or device): install a package directory or a .tar.gz",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Nothing to do: an archive that changed may have landed in the
+    /// store, where the next prune (after every install) removes it when
+    /// nothing refers to it.
+    fn prune_one_unreferenced(&self, _digest: &str) {}
+
+    /// A package directory open at `fd`: hashed in place first (nothing is
+    /// copied when the store has it), then copied, hashing again; the two
+    /// digests must agree.
+    fn import_dir_fd(
+        &self,
+        fd: &std::os::fd::OwnedFd,
+        shown: &Path,
+        switch: &mut eyes::Switch,
+    ) -> Result<StoredPackage, CorralError> {
+        let tree = Walk {
+            switch,
+            limits: self.limits,
+            dest: None,
+        }
+        .run(fd, shown)?;
+        // A bucket-layout folder (only `index.js`) is named after itself,
+        // which its store directory (named by digest) is not: its copy gets
+        // the `plugin.toml` it stands for, and the name is in its digest.
+        let bare = bare_manifest_of(&tree, shown)?;
+        let digest = match &bare {
+            Some(manifest) => bare_digest(&tree.digest, manifest),
+            None => tree.digest.clone(),
+        };
+        let final_dir = self.root.join(&digest);
+        if final_dir.exists() {
+            let manifest = checked_manifest(&final_dir, &tree, shown)?;
+            return Ok(StoredPackage {
+                digest,
+                dir: final_dir,
+                manifest,
+            });
+        }
+        let staging = self.staging(".import-")?;
+        let copied = Walk {
+            switch,
+            limits: self.limits,
+            dest: Some(staging.path()),
+        }
+        .run(fd, shown)?;
+        if copied.digest != tree.digest {
+            return Err(invalid(format!(
+                "{} changed while it was being read",
+                shown.display()
+            )));
+        }
+        if let Some(manifest) = &bare {
+            let path = staging.path().join(MANIFEST_FILE);
+            std::fs::write(&path, bare_manifest_text(manifest))
+                .map_err(|e| io_error("writing", &path, e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| io_error("setting the mode of", &path, e))?;
+        }
+        let manifest = checked_manifest(staging.path(), &copied, shown)?;
+        self.adopt(staging.keep(), &final_dir)?;
+        Ok(StoredPackage {
+            digest,
+            dir: final_dir,
+            manifest,
+        })
+    }
+
+    fn staging(&self, prefix: &str) -> Result<tempfile::TempDir, CorralError> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.root)
+            .map_err(|e| io_error("creating a staging directory in", &self.root, e))
+    }
+
+    /// Moves a complete staged package to its final name.
+    fn adopt(&self, staged: PathBuf, final_dir: &Path) -> Result<(), CorralError> {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error("setting the mode of", &staged, e))?;
+        if let Err(e) = std::fs::rename(&staged, final_dir) {
+            let _ = std::fs::remove_dir_all(&staged);
+            // Another import of the same digest may have won the race.
+            if !final_dir.exists() {
+                return Err(io_error("moving the package into", final_dir, e));
+            }
+        }
+        Ok(())
     }
 
     /// Imports an uploaded or local `.tar.gz` of a package directory (the
     /// archive holds the package's files at its top level, or under one
     /// top-level directory).
     pub fn import_tar_gz<R: Read>(&self, reader: R) -> Result<StoredPackage, CorralError> {
-        let staging = tempfile::Builder::new()
-            .prefix(".upload-")
-            .tempdir_in(&self.root)
-            .map_err(|e| io_error("creating a staging directory in", &self.root, e))?;
+        let staging = self.staging(".upload-")?;
         self.unpack(reader, staging.path())?;
         // A single top-level directory is the package.
         let mut top: Vec<PathBuf> = std::fs::read_dir(staging.path())
@@ -138,12 +303,37 @@ impl Store {
             } else {
                 staging.path().to_path_buf()
             };
-        self.import_dir(&package_dir)
+        // Unpacked already, by us: hashed where it lies and moved into
+        // place, not copied again.
+        let shown = Path::new("the archive");
+        let fd = tree::open_path(&package_dir)?;
+        let mut switch = eyes::Switch::new(&Eyes::Daemon)
+            .map_err(|e| CorralError::internal(format!("reading credentials: {e}")))?;
+        let tree = Walk {
+            switch: &mut switch,
+            limits: self.limits,
+            dest: None,
+        }
+        .run(&fd, shown)?;
+        let manifest = checked_manifest(&package_dir, &tree, shown)?;
+        let final_dir = self.root.join(&tree.digest);
+        if !final_dir.exists() {
+            let moved = self.root.join(format!(".upload-{}", tree.digest));
+            let _ = std::fs::remove_dir_all(&moved);
+            std::fs::rename(&package_dir, &moved)
+                .map_err(|e| io_error("moving", &package_dir, e))?;
+            self.adopt(moved, &final_dir)?;
+        }
+        Ok(StoredPackage {
+            digest: tree.digest,
+            dir: final_dir,
+            manifest,
+        })
     }
 
     fn unpack<R: Read>(&self, reader: R, into: &Path) -> Result<(), CorralError> {
         let gz = flate2::read::GzDecoder::new(reader);
-        let mut archive = tar::Archive::new(gz);
+        let mut archive = tar::Archive::new(tar_guard::TarGuard::new(gz));
         let entries = archive
             .entries()
             .map_err(|e| invalid(format!("not a tar.gz archive: {e}")))?;
@@ -183,8 +373,10 @@ impl Store {
                         .header()
                         .size()
                         .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
-                    total = total.saturating_add(size);
-                    if total > self.limits.max_bytes {
+                    // Refused on the declared size before writing, and
+                    // counted by what is written.
+                    let budget = self.limits.max_bytes.saturating_sub(total);
+                    if size > budget {
                         return Err(invalid(format!(
                             "larger than {} bytes unpacked",
                             self.limits.max_bytes
@@ -207,6 +399,7 @@ impl Store {
                             rel.display()
                         )));
                     }
+                    total = total.saturating_add(copied);
                     let mode = entry.header().mode().unwrap_or(0o644);
                     let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
                     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
@@ -246,87 +439,6 @@ impl Store {
         Ok(())
     }
 
-    /// Imports a package directory: checks it, computes its digest and
-    /// copies it into the store (unless that digest is already there). A
-    /// bucket-layout folder (only `index.js`) is named after itself, which
-    /// its store directory (named by digest) is not: its copy gets the
-    /// `plugin.toml` it stands for, and the name is part of its digest.
-    pub fn import_dir(&self, dir: &Path) -> Result<StoredPackage, CorralError> {
-        let layout = package_layout::layout_of(dir).ok_or_else(|| {
-            invalid(format!(
-                "{}: no plugin.toml, plugin.yaml or index.js",
-                dir.display()
-            ))
-        })?;
-        let (manifest, _) = package_layout::load(dir).map_err(crate::package::manifest_error)?;
-        let bare = matches!(layout, Layout::Bare(_));
-        let entries = self.scan(dir)?;
-        let entry_rel = PathBuf::from(manifest.plugin.entry.as_str());
-        let entry_rel: PathBuf = entry_rel
-            .components()
-            .filter(|c| *c != Component::CurDir)
-            .collect();
-        match entries.get(&entry_rel) {
-            Some(Entry::File { .. }) => {}
-            Some(Entry::Symlink { .. }) => {
-                let resolved = dir
-                    .join(&entry_rel)
-                    .canonicalize()
-                    .map_err(|e| invalid(format!("entry {}: {e}", entry_rel.display())))?;
-                if !resolved.is_file() {
-                    return Err(invalid(format!(
-                        "entry {} is not a file",
-                        entry_rel.display()
-                    )));
-                }
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "the entry {} named in the manifest is not in the package",
-                    entry_rel.display()
-                )));
-            }
-        }
-        let mut digest = digest(dir, &entries)?;
-        if bare {
-            let mut hasher = Sha256::new();
-            hasher.update(digest.as_bytes());
-            hasher.update(b"\0bare\0");
-            hasher.update(manifest.name().as_bytes());
-            digest = hex(&hasher.finalize());
-        }
-        let final_dir = self.root.join(&digest);
-        if !final_dir.exists() {
-            let staging = tempfile::Builder::new()
-                .prefix(".import-")
-                .tempdir_in(&self.root)
-                .map_err(|e| io_error("creating a staging directory in", &self.root, e))?;
-            copy_entries(dir, staging.path(), &entries)?;
-            if bare {
-                let path = staging.path().join(MANIFEST_FILE);
-                std::fs::write(&path, bare_manifest_text(&manifest))
-                    .map_err(|e| io_error("writing", &path, e))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-                    .map_err(|e| io_error("setting the mode of", &path, e))?;
-            }
-            std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| io_error("setting the mode of", staging.path(), e))?;
-            let staged = staging.keep();
-            if let Err(e) = std::fs::rename(&staged, &final_dir) {
-                let _ = std::fs::remove_dir_all(&staged);
-                // Another import of the same digest may have won the race.
-                if !final_dir.exists() {
-                    return Err(io_error("moving the package into", &final_dir, e));
-                }
-            }
-        }
-        Ok(StoredPackage {
-            digest,
-            dir: final_dir,
-            manifest,
-        })
-    }
-
     /// Deletes stored packages whose digest is not in `keep`.
     pub fn prune(&self, keep: &[&str]) -> Vec<String> {
         let mut removed = Vec::new();
@@ -344,73 +456,6 @@ impl Store {
         }
         removed
     }
-
-    fn scan(&self, dir: &Path) -> Result<BTreeMap<PathBuf, Entry>, CorralError> {
-        let mut out = BTreeMap::new();
-        let mut total = 0u64;
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let abs = dir.join(&rel);
-            let listing =
-                std::fs::read_dir(&abs).map_err(|e| invalid(format!("{}: {e}", abs.display())))?;
-            for item in listing {
-                let item = item.map_err(|e| invalid(format!("{}: {e}", abs.display())))?;
-                let name = item.file_name();
-                let child_rel = rel.join(&name);
-                let meta = std::fs::symlink_metadata(item.path())
-                    .map_err(|e| invalid(format!("{}: {e}", child_rel.display())))?;
-                let ft = meta.file_type();
-                let entry = if ft.is_dir() {
-                    stack.push(child_rel.clone());
-                    Entry::Dir
-                } else if ft.is_file() {
-                    total = total.saturating_add(meta.len());
-                    Entry::File {
-                        executable: meta.permissions().mode() & 0o111 != 0,
-                        bytes: meta.len(),
-                    }
-                } else if ft.is_symlink() {
-                    let target = std::fs::read_link(item.path())
-                        .map_err(|e| invalid(format!("{}: {e}", child_rel.display())))?;
-                    check_symlink(&child_rel, &target).map_err(invalid)?;
-                    Entry::Symlink { target }
-                } else {
-                    return Err(invalid(format!(
-                        "{}: only files, directories and relative symlinks are allowed",
-                        child_rel.display()
-                    )));
-                };
-                out.insert(child_rel, entry);
-                if out.len() > self.limits.max_files {
-                    return Err(invalid(format!(
-                        "more than {} files",
-                        self.limits.max_files
-                    )));
-                }
-                if total > self.limits.max_bytes {
-                    return Err(invalid(format!(
-                        "larger than {} bytes",
-                        self.limits.max_bytes
-                    )));
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The `plugin.toml` a bucket-layout package stands for (its name was
-/// checked as a plugin name, so it needs no quoting).
-fn bare_manifest_text(manifest: &Manifest) -> String {
-    let p = &manifest.plugin;
-    format!(
-        "# Written by corral for a folder holding only {entry} (seed 000's layout).\n[plugin]\nname = \"{name}\"\nversion = \"{version}\"\nentry = \"{entry}\"\nruntime = \"{runtime}\"\ndefault_method = \"{method}\"\n",
-        name = p.name,
-        version = p.version,
-        entry = p.entry.as_str(),
-        runtime = p.runtime,
-        method = package_layout::BARE_DEFAULT_METHOD,
-    )
 }
 
 /// An archive path as a relative path with only normal components.
@@ -479,86 +524,95 @@ fn reject_existing_link(dest: &Path) -> Result<(), CorralError> {
     Ok(())
 }
 
-fn digest(dir: &Path, entries: &BTreeMap<PathBuf, Entry>) -> Result<String, CorralError> {
+/// The manifest of a package read into `dir` (a directory of ours), and
+/// its entry present as a file.
+fn checked_manifest(dir: &Path, tree: &Tree, shown: &Path) -> Result<Manifest, CorralError> {
+    let file = if dir.join(YAML_MANIFEST_FILE).exists() && !dir.join(MANIFEST_FILE).exists() {
+        YAML_MANIFEST_FILE
+    } else {
+        MANIFEST_FILE
+    };
+    let label = shown.join(file).display().to_string();
+    let text = std::fs::read_to_string(dir.join(file)).map_err(|e| {
+        crate::package::manifest_error(corral_protocol::manifest::ManifestError {
+            file: label.clone(),
+            key: "(document)".into(),
+            reason: format!("cannot read: {e}"),
+            line: None,
+        })
+    })?;
+    let manifest = if file == YAML_MANIFEST_FILE {
+        corral_protocol::manifest_yaml::parse(&text, &label)
+    } else {
+        Manifest::parse(&text, &label)
+    }
+    .map_err(crate::package::manifest_error)?;
+    let entry_rel: PathBuf = Path::new(manifest.plugin.entry.as_str())
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    match tree.entries.get(&entry_rel) {
+        Some(Entry::File { .. }) => {}
+        Some(Entry::Symlink { .. }) => {
+            let resolved = dir
+                .join(&entry_rel)
+                .canonicalize()
+                .map_err(|e| invalid(format!("entry {}: {e}", entry_rel.display())))?;
+            if !resolved.is_file() {
+                return Err(invalid(format!(
+                    "entry {} is not a file",
+                    entry_rel.display()
+                )));
+            }
+        }
+        _ => {
+            return Err(invalid(format!(
+                "the entry {} named in the manifest is not in the package",
+                entry_rel.display()
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// The manifest a folder holding only `index.js` (seed 000's bucket
+/// layout) stands for, named after the folder; `None` for a package with a
+/// manifest of its own.
+fn bare_manifest_of(tree: &Tree, shown: &Path) -> Result<Option<Manifest>, CorralError> {
+    let has = |name: &str| tree.entries.contains_key(Path::new(name));
+    if has(MANIFEST_FILE) || has(YAML_MANIFEST_FILE) || !has(package_layout::BARE_ENTRY) {
+        return Ok(None);
+    }
+    package_layout::bare(shown)
+        .map(Some)
+        .map_err(crate::package::manifest_error)
+}
+
+/// A bare package's digest: its files' digest and the name it stands for.
+fn bare_digest(files_digest: &str, manifest: &Manifest) -> String {
     let mut hasher = Sha256::new();
-    for (rel, entry) in entries {
-        let path = rel.to_string_lossy();
-        hasher.update((path.len() as u64).to_le_bytes());
-        hasher.update(path.as_bytes());
-        match entry {
-            Entry::Dir => hasher.update(b"d"),
-            Entry::Symlink { target } => {
-                let t = target.to_string_lossy();
-                hasher.update(b"l");
-                hasher.update((t.len() as u64).to_le_bytes());
-                hasher.update(t.as_bytes());
-            }
-            Entry::File { executable, bytes } => {
-                hasher.update(if *executable { b"x" } else { b"f" });
-                hasher.update(bytes.to_le_bytes());
-                let abs = dir.join(rel);
-                let mut file = std::fs::File::open(&abs)
-                    .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut seen = 0u64;
-                loop {
-                    let n = file
-                        .read(&mut buf)
-                        .map_err(|e| invalid(format!("{}: {e}", rel.display())))?;
-                    if n == 0 {
-                        break;
-                    }
-                    seen += n as u64;
-                    hasher.update(&buf[..n]);
-                }
-                if seen != *bytes {
-                    return Err(invalid(format!(
-                        "{} changed while it was being read",
-                        rel.display()
-                    )));
-                }
-            }
-        }
-    }
-    Ok(hex(&hasher.finalize()))
+    hasher.update(files_digest.as_bytes());
+    hasher.update(b"\0bare\0");
+    hasher.update(manifest.name().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn copy_entries(
-    from: &Path,
-    to: &Path,
-    entries: &BTreeMap<PathBuf, Entry>,
-) -> Result<(), CorralError> {
-    for (rel, entry) in entries {
-        let dest = to.join(rel);
-        match entry {
-            Entry::Dir => {
-                std::fs::create_dir_all(&dest).map_err(|e| io_error("creating", &dest, e))?;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| io_error("setting the mode of", &dest, e))?;
-            }
-            Entry::File { executable, .. } => {
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, e))?;
-                }
-                std::fs::copy(from.join(rel), &dest).map_err(|e| io_error("copying", &dest, e))?;
-                let mode = if *executable { 0o755 } else { 0o644 };
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| io_error("setting the mode of", &dest, e))?;
-            }
-            Entry::Symlink { target } => {
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| io_error("creating", parent, e))?;
-                }
-                std::os::unix::fs::symlink(target, &dest)
-                    .map_err(|e| io_error("creating", &dest, e))?;
-            }
-        }
-    }
-    Ok(())
+/// The `plugin.toml` a bucket-layout package stands for (its name was
+/// checked as a plugin name, so it needs no quoting).
+fn bare_manifest_text(manifest: &Manifest) -> String {
+    let p = &manifest.plugin;
+    format!(
+        "# Written by corral for a folder holding only {entry} (seed 000's layout).\n[plugin]\nname = \"{name}\"\nversion = \"{version}\"\nentry = \"{entry}\"\nruntime = \"{runtime}\"\ndefault_method = \"{method}\"\n",
+        name = p.name,
+        version = p.version,
+        entry = p.entry.as_str(),
+        runtime = p.runtime,
+        method = package_layout::BARE_DEFAULT_METHOD,
+    )
 }
 
 #[cfg(test)]
@@ -575,49 +629,6 @@ mod tests {
         std::fs::write(dir.join("bin/p"), b"\x7fELF fake").expect("entry");
         std::fs::set_permissions(dir.join("bin/p"), std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
-    }
-
-    #[test]
-    fn a_bare_index_js_folder_is_stored_with_the_manifest_it_stands_for() {
-        let (tmp, store) = store();
-        let src = tmp.path().join("src/my-plugin");
-        std::fs::create_dir_all(&src).expect("mkdir");
-        std::fs::write(src.join("index.js"), "module.exports = class {};").expect("write");
-        let stored = store.import_dir(&src).expect("import");
-        assert_eq!(stored.manifest.name(), "my-plugin");
-        assert_eq!(
-            stored.manifest.plugin.runtime,
-            corral_protocol::manifest::Runtime::Js
-        );
-        // Read back from the store, where the folder is named by digest.
-        let again = store.get(&stored.digest).expect("stored");
-        assert_eq!(again.manifest, stored.manifest);
-        // The same script under another folder name is another plugin.
-        let other = tmp.path().join("src/other");
-        std::fs::create_dir_all(&other).expect("mkdir");
-        std::fs::copy(src.join("index.js"), other.join("index.js")).expect("copy");
-        let second = store.import_dir(&other).expect("import");
-        assert_ne!(second.digest, stored.digest);
-        assert_eq!(second.manifest.name(), "other");
-    }
-
-    #[test]
-    fn a_plugin_yaml_package_is_stored() {
-        let (tmp, store) = store();
-        let src = tmp.path().join("src/y");
-        std::fs::create_dir_all(&src).expect("mkdir");
-        std::fs::write(
-            src.join("plugin.yaml"),
-            "name: seed_two\nversion: 1.0.0\nauthor: A\nentry_point: ./plugin.py\n",
-        )
-        .expect("write");
-        std::fs::write(src.join("plugin.py"), "").expect("write");
-        let stored = store.import_dir(&src).expect("import");
-        assert_eq!(stored.manifest.name(), "seed_two");
-        assert_eq!(
-            store.get(&stored.digest).expect("stored").manifest.name(),
-            "seed_two"
-        );
     }
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -774,5 +785,48 @@ mod tests {
         std::os::unix::fs::symlink("/etc/shadow", src.join("shadow")).expect("symlink");
         let e = store.import_dir(&src).expect_err("outside");
         assert!(e.message.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_index_js_folder_is_stored_with_the_manifest_it_stands_for() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src/my-plugin");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("index.js"), "module.exports = class {};").expect("write");
+        let stored = store.import_dir(&src).expect("import");
+        assert_eq!(stored.manifest.name(), "my-plugin");
+        assert_eq!(
+            stored.manifest.plugin.runtime,
+            corral_protocol::manifest::Runtime::Js
+        );
+        // Read back from the store, where the folder is named by digest.
+        let again = store.get(&stored.digest).expect("stored");
+        assert_eq!(again.manifest, stored.manifest);
+        // The same script under another folder name is another plugin.
+        let other = tmp.path().join("src/other");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::copy(src.join("index.js"), other.join("index.js")).expect("copy");
+        let second = store.import_dir(&other).expect("import");
+        assert_ne!(second.digest, stored.digest);
+        assert_eq!(second.manifest.name(), "other");
+    }
+
+    #[test]
+    fn a_plugin_yaml_package_is_stored() {
+        let (tmp, store) = store();
+        let src = tmp.path().join("src/y");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(
+            src.join("plugin.yaml"),
+            "name: seed_two\nversion: 1.0.0\nauthor: A\nentry_point: ./plugin.py\n",
+        )
+        .expect("write");
+        std::fs::write(src.join("plugin.py"), "").expect("write");
+        let stored = store.import_dir(&src).expect("import");
+        assert_eq!(stored.manifest.name(), "seed_two");
+        assert_eq!(
+            store.get(&stored.digest).expect("stored").manifest.name(),
+            "seed_two"
+        );
     }
 }

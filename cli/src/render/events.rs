@@ -82,6 +82,10 @@ fn describe(event: &Event) -> (&'static str, String) {
         ),
         Event::Unloaded { .. } => ("unloaded", String::new()),
         Event::PolicyChanged { .. } => ("policy changed", String::new()),
+        Event::ReloadFailed { code, message, .. } => (
+            "reload failed",
+            format!("{code}: {message} (the running version keeps serving)"),
+        ),
         Event::Lagged { missed } => (
             "lagged",
             format!("{missed} events were dropped because this client fell behind"),

@@ -180,6 +180,15 @@ fn raise_open_files_limit() -> Option<(u64, u64)> {
     Some((before, before))
 }
 
+/// Sets the flag to false when dropped.
+struct ClearOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn init_logging(verbose: u8, format: &str) {
     let default = match verbose {
         0 => "info",
@@ -254,6 +263,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
     // Bind next: clients that connect while plugins load wait in the
     // backlog instead of finding no socket.
     let listener = server::bind(&config)?;
+    // systemctl status shows what a slow start is doing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(
+        "starting: loading the enabled plugins",
+    )]);
     let daemon = match Daemon::start(config.clone(), config_path).await {
         Ok(d) => d,
         Err(e) => {
@@ -262,10 +275,16 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server_alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let server = tokio::spawn({
         let daemon = daemon.clone();
         let config = config.clone();
-        async move { server::serve(daemon, listener, &config, stop_rx).await }
+        // Cleared however the accept loop ends, a panic included.
+        let alive = ClearOnDrop(server_alive.clone());
+        async move {
+            let _alive = alive;
+            server::serve(daemon, listener, &config, stop_rx).await;
+        }
     });
     corral_supervisor::sources::follow::spawn(daemon.clone());
     let watched: Vec<PathBuf> = config
@@ -298,13 +317,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
     ]);
     if let Some(interval) = sd_notify::watchdog_enabled() {
         let daemon = daemon.clone();
+        let serving = server_alive.clone();
         tokio::spawn(async move {
-            // Ping at half the interval; a daemon whose runtime is stuck
-            // stops pinging and systemd restarts it.
+            // Ping at half the interval while the API is served; a daemon
+            // whose runtime is stuck, or whose accept loop is gone, stops
+            // pinging and systemd restarts it.
             let mut tick = tokio::time::interval(interval / 2);
             loop {
                 tick.tick().await;
-                if !daemon.is_draining() {
+                if !daemon.is_draining() && serving.load(std::sync::atomic::Ordering::SeqCst) {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
@@ -366,7 +387,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, dev: bool) -> Resul
         }
     }
     tracing::info!("stopping: draining calls in flight");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping: draining calls in flight"),
+    ]);
     daemon.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = server.await;

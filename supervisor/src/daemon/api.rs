@@ -177,7 +177,7 @@ async fn detail(
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Caller, "read plugins")?;
     check_name(&name)?;
-    Ok(Json(d.detail(&name)?).into_response())
+    Ok(Json(d.detail_for(&name, &peer)?).into_response())
 }
 
 async fn policy(
@@ -217,7 +217,7 @@ async fn reload(
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Admin, "reload plugins")?;
     check_name(&name)?;
-    Ok(Json(d.reload(&name).await?).into_response())
+    Ok(Json(d.reload(&name, &peer).await?).into_response())
 }
 
 /// What SIGHUP does, with its outcome as the answer.
@@ -293,7 +293,7 @@ async fn install(
             load: query.load,
             replace: query.replace,
         };
-        d.install_upload(&bytes, flags).await?
+        d.install_upload(bytes, flags).await?
     } else if content_type.starts_with("application/json") {
         let request: InstallRequest = parse_json(&bytes, "install request")?;
         let path = std::path::Path::new(&request.path);
@@ -308,7 +308,7 @@ async fn install(
             load: request.load || query.load,
             replace: request.replace || query.replace,
         };
-        d.install_path(path, flags).await?
+        d.install_path(path, flags, &peer).await?
     } else {
         return Err(CorralError::invalid_input(format!(
             "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}}, a .tar.gz as application/gzip or a .zip as application/zip"

@@ -23,7 +23,7 @@ use crate::policy::Policy;
 use crate::run::{compile_for, policy_error};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::state::{InstalledPlugin, State};
-use crate::store::{PackageLimits, Store, StoredPackage};
+use crate::store::{Eyes, Imported, PackageLimits, Store, StoredPackage};
 use access::{Access, Need, Peer};
 use corral_protocol::api::{
     CallRequest, CallResponse, ChildInfo, Event, Health, InstallResponse, PluginDetail,
@@ -56,6 +56,55 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    CgroupBase(String),
+}
+
+/// Where the locks that say which cgroup base a live corrald uses live.
+pub const CGROUP_LOCK_DIR: &str = "/run/corral/locks";
+
+/// Takes the lock on `base` (an exclusive flock, held as long as the
+/// returned file is open, released by the kernel when the process dies
+/// however it dies). Only the holder may clean up under that base, so a
+/// corrald never removes the cgroups of another live one.
+fn lock_cgroup_base(base: &str) -> Result<std::fs::File, StartError> {
+    let dir = Path::new(CGROUP_LOCK_DIR);
+    let path = dir.join(format!("cgroup-{base}.lock"));
+    let fail = |e: std::io::Error| {
+        StartError::CgroupBase(format!(
+            "locking the cgroup base {base} ({}): {e}",
+            path.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(StartError::CgroupBase(format!(
+                "another corrald (pid {}) uses the cgroup base {base}; give this one another cgroup_base",
+                holder.trim()
+            )));
+        }
+        return Err(fail(e));
+    }
+    use std::io::Write;
+    let _ = file.set_len(0);
+    let _ = writeln!(&file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// What an install may do besides adding a new plugin.
@@ -82,6 +131,9 @@ pub struct PluginEntry {
     /// Caps calls in flight; draining takes every permit.
     slots: Arc<Semaphore>,
     max_in_flight: u32,
+    /// Why the last change picked up in its source folder was not
+    /// swapped in, until a later one is.
+    hot_reload_error: Mutex<Option<CorralError>>,
 }
 
 impl PluginEntry {
@@ -118,6 +170,8 @@ pub struct Daemon {
     access: RwLock<Access>,
     /// The S3 sources (`crate::sources`).
     pub sources: crate::sources::Sources,
+    /// Held for the daemon's life: its cgroup base is its own.
+    _cgroup_lock: std::fs::File,
 }
 
 /// Empty cgroups the daemon keeps ready for the next start.
@@ -157,6 +211,9 @@ impl Daemon {
     ) -> Result<Arc<Daemon>, StartError> {
         let policy = Policy::load(&config.policy, &config.policy_dir)
             .map_err(|e| StartError::Policy(policy_error(e)))?;
+        // Before anything touches the cgroups: what is under the base is
+        // provably ours (or left by a dead corrald) once the lock is held.
+        let cgroup_lock = lock_cgroup_base(&config.cgroup_base)?;
         let metrics = Arc::new(Metrics::new());
         let rt = Runtime::new(RuntimeOptions {
             trampoline: None,
@@ -199,6 +256,7 @@ impl Daemon {
             metrics,
             access: RwLock::new(access),
             sources,
+            _cgroup_lock: cgroup_lock,
         });
         daemon.restore().await?;
         Ok(daemon)
@@ -250,9 +308,13 @@ impl Daemon {
         }
         for source in &config.sources {
             for dir in source_packages(&source.path) {
-                match self.store.import_dir(&dir) {
-                    Ok(package) => {
+                match self.import(&dir, Eyes::Daemon).await {
+                    Ok(Imported { package, .. }) => {
                         let name = package.manifest.name().to_string();
+                        if state.removed.contains(&name) {
+                            tracing::info!(plugin = %name, package = %dir.display(), "not installed from the source folder: it was removed through the API (install it through the API to bring it back)");
+                            continue;
+                        }
                         let previous = state.plugins.get(&name);
                         let enabled = previous.map(|p| p.enabled).unwrap_or(source.autoload);
                         let same = entries
@@ -339,6 +401,7 @@ impl Daemon {
             enabled: AtomicBool::new(enabled),
             slots: Arc::new(Semaphore::new(max_in_flight as usize)),
             max_in_flight,
+            hot_reload_error: Mutex::new(None),
         })
     }
 
@@ -431,29 +494,71 @@ impl Daemon {
 
     // ---- installation ----------------------------------------------
 
+    /// Reads a package on a thread of its own (see [`crate::store::Eyes`]),
+    /// never on the async runtime: health and calls go on meanwhile.
+    async fn import(&self, path: &Path, eyes: Eyes) -> Result<Imported, CorralError> {
+        let store = self.store.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || store.import_path_as(&path, &eyes))
+            .await
+            .map_err(|e| CorralError::internal(format!("reading the package: {e}")))?
+    }
+
+    /// Installs a path, read with the requesting peer's permissions: only
+    /// what the peer itself could read is installed.
     pub async fn install_path(
         &self,
         path: &Path,
         flags: InstallFlags,
+        peer: &Peer,
     ) -> Result<(InstallResponse, bool), CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
-        let package = self.store.import_path(path)?;
-        let origin = path.is_dir().then(|| path.to_path_buf());
-        self.install_locked(package, format!("path:{}", path.display()), origin, flags)
-            .await
+        let imported = self.import(path, eyes_of(peer)).await?;
+        let origin = imported.from_dir.then(|| path.to_path_buf());
+        let name = imported.package.manifest.name().to_string();
+        let result = self
+            .install_locked(
+                imported.package,
+                format!("path:{}", path.display()),
+                origin,
+                flags,
+            )
+            .await;
+        self.forget_removal(&name, &result).await;
+        result
     }
 
     pub async fn install_upload(
         &self,
-        archive: &[u8],
+        archive: axum::body::Bytes,
         flags: InstallFlags,
     ) -> Result<(InstallResponse, bool), CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
-        let package = self.store.import_tar_gz(archive)?;
-        self.install_locked(package, "upload".into(), None, flags)
+        let store = self.store.clone();
+        let package = tokio::task::spawn_blocking(move || store.import_tar_gz(&archive[..]))
             .await
+            .map_err(|e| CorralError::internal(format!("reading the archive: {e}")))??;
+        let name = package.manifest.name().to_string();
+        let result = self
+            .install_locked(package, "upload".into(), None, flags)
+            .await;
+        self.forget_removal(&name, &result).await;
+        result
+    }
+
+    /// An install through the API brings back a name removed through it.
+    async fn forget_removal<T>(&self, name: &str, result: &Result<T, CorralError>) {
+        if result.is_err() {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        if state.removed.remove(name)
+            && let Err(e) = state.save(&self.config().state_dir)
+        {
+            tracing::error!(error = %e, "cannot save the daemon state");
+        }
     }
 
     /// Installs a package a remote source fetched (`crate::sources`) or a
@@ -593,6 +698,11 @@ impl Daemon {
             .write()
             .map_err(|_| CorralError::internal("registry poisoned"))?
             .remove(name);
+        if entry.source.starts_with("source:") {
+            // The removal wins over the folder: remembered, so neither a
+            // restart nor a change in the folder brings it back.
+            self.state.lock().await.removed.insert(name.to_string());
+        }
         self.persist().await;
         self.prune_store();
         tracing::info!(plugin = %name, "removed");
@@ -756,18 +866,22 @@ impl Daemon {
     /// Re-reads the package (when it came from a folder or path) and the
     /// policy, and swaps new instances in; lifts a quarantine; reloads the
     /// plugins that depend on it.
-    pub async fn reload(&self, name: &str) -> Result<PluginSummary, CorralError> {
+    pub async fn reload(&self, name: &str, peer: &Peer) -> Result<PluginSummary, CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
-        self.reload_locked(name, &mut BTreeSet::new()).await?;
+        self.reload_locked(name, &mut BTreeSet::new(), &eyes_of(peer))
+            .await?;
         self.persist().await;
         self.summary(name)
     }
 
+    /// `requester`: whose permissions re-read a package installed from a
+    /// path (a source folder's are read with the daemon's).
     fn reload_locked<'a>(
         &'a self,
         name: &'a str,
         done: &'a mut BTreeSet<String>,
+        requester: &'a Eyes,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CorralError>> + Send + 'a>>
     {
         Box::pin(async move {
@@ -775,9 +889,19 @@ impl Daemon {
                 return Ok(());
             }
             let old = self.entry(name)?;
-            let package = match &old.origin {
-                Some(dir) if dir.is_dir() => self.store.import_dir(dir)?,
-                _ => old.package.clone(),
+            let eyes = if old.source.starts_with("path:") {
+                requester.clone()
+            } else {
+                Eyes::Daemon
+            };
+            // A folder that is gone leaves the stored copy to reload.
+            let origin = old
+                .origin
+                .as_ref()
+                .filter(|dir| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()));
+            let package = match origin {
+                Some(dir) => self.import(dir, eyes).await?.package,
+                None => old.package.clone(),
             };
             if package.manifest.name() != name {
                 return Err(CorralError::new(
@@ -795,7 +919,7 @@ impl Daemon {
             self.prune_store();
             for dependent in self.dependents_of(name) {
                 if self.entry(&dependent).is_ok_and(|e| e.host().is_some()) {
-                    self.reload_locked(&dependent, done).await?;
+                    self.reload_locked(&dependent, done, requester).await?;
                 }
             }
             Ok(())
@@ -1004,6 +1128,37 @@ impl Daemon {
         self.entries().iter().map(|e| self.summary_of(e)).collect()
     }
 
+    /// `GET /v1/plugins/{name}` as `peer` may see it: everything for an
+    /// admin; for a caller, what it needs to use the plugin (summary,
+    /// version, manifest, digest, the last failure) but not how the host
+    /// runs it: no compiled policy (host paths, uids), no pids or uids of
+    /// its processes, no host path of where it was installed from.
+    pub fn detail_for(&self, name: &str, peer: &Peer) -> Result<PluginDetail, CorralError> {
+        let mut detail = self.detail(name)?;
+        if self.is_admin(peer) {
+            return Ok(detail);
+        }
+        detail.policy = None;
+        if detail.policy_error.is_some() {
+            detail.policy_error = Some(CorralError::new(
+                ErrorKind::PermissionDenied {
+                    permission: Some("read policies".into()),
+                },
+                format!(
+                    "the plugin's policy does not compile; an admin can see why (`corral policy show {name}`)"
+                ),
+            ));
+        }
+        detail.processes.clear();
+        detail.source = detail
+            .source
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(detail)
+    }
+
     pub fn detail(&self, name: &str) -> Result<PluginDetail, CorralError> {
         let entry = self.entry(name)?;
         let host = entry.host();
@@ -1037,7 +1192,12 @@ impl Daemon {
             policy: entry.compiled.as_ref().ok().map(|p| (**p).clone()),
             policy_error: entry.compiled.as_ref().err().cloned(),
             processes,
-            last_error: host.and_then(|h| h.last_death()).map(|d| d.error),
+            last_error: entry
+                .hot_reload_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .or_else(|| host.and_then(|h| h.last_death()).map(|d| d.error)),
         })
     }
 
@@ -1237,50 +1397,105 @@ impl Daemon {
         tracing::info!("all plugins stopped");
     }
 
-    /// A package in a watched source changed: install it again, which
-    /// swaps it in when it is loaded and its contents differ.
+    /// A package in a watched source appeared or changed: install it
+    /// (again), which swaps it in when it is loaded and its contents
+    /// differ, and loads a new one when its source has `autoload`. A
+    /// package that does not install is reported where an operator looks
+    /// (`corral info`'s last error, the events, the metrics), not only in
+    /// the log.
     pub async fn source_changed(&self, dir: &Path) {
         if self.is_draining() {
             return;
         }
-        let source = dir
-            .parent()
-            .map(|p| format!("source:{}", p.display()))
-            .unwrap_or_else(|| "source".into());
+        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let autoload = self
+            .config()
+            .sources
+            .iter()
+            .find(|s| s.path == parent)
+            .is_some_and(|s| s.autoload);
+        let source = format!("source:{}", parent.display());
         let _ops = self.ops.lock().await;
-        match self.store.import_dir(dir) {
-            Ok(package) => {
-                let name = package.manifest.name().to_string();
-                let load = self
-                    .entry(&name)
-                    .map(|e| e.enabled.load(Ordering::Relaxed))
-                    .unwrap_or(false);
-                match self
-                    .install_locked(
-                        package,
-                        source,
-                        Some(dir.to_path_buf()),
-                        // The source folder is the truth for what it holds.
-                        InstallFlags {
-                            load,
-                            replace: true,
-                        },
-                    )
-                    .await
-                {
-                    Ok((r, _)) if !r.unchanged => {
-                        tracing::info!(plugin = %name, digest = %r.digest, "hot reloaded")
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(plugin = %name, error = %e, "hot reload failed; the running version keeps serving")
-                    }
-                }
-            }
+        let package = match self.import(dir, Eyes::Daemon).await {
+            Ok(imported) => imported.package,
             Err(e) => {
-                tracing::error!(package = %dir.display(), error = %e, "a changed package in a source folder is invalid; the running version keeps serving")
+                let name = self.plugin_from(dir).unwrap_or_else(|| {
+                    dir.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
+                self.hot_reload_failed(&name, dir, e);
+                return;
             }
+        };
+        let name = package.manifest.name().to_string();
+        if self.state.lock().await.removed.contains(&name) {
+            tracing::info!(plugin = %name, package = %dir.display(), "a package removed through the API changed in its source folder; not installed again (install it through the API to bring it back)");
+            return;
         }
+        let existing = self.entry(&name).ok();
+        let load = match &existing {
+            Some(e) => e.enabled.load(Ordering::Relaxed),
+            None => autoload,
+        };
+        let flags = InstallFlags {
+            load,
+            // The source folder is the truth for what it holds.
+            replace: true,
+        };
+        match self
+            .install_locked(package, source, Some(dir.to_path_buf()), flags)
+            .await
+        {
+            Ok((r, _)) if !r.unchanged => match (existing.is_some(), load) {
+                (true, true) => {
+                    tracing::info!(plugin = %name, digest = %r.digest, "hot reloaded: the changed package serves")
+                }
+                (true, false) => {
+                    tracing::info!(plugin = %name, digest = %r.digest, "changed package installed; not loaded (unloaded by an operator)")
+                }
+                (false, true) => {
+                    tracing::info!(plugin = %name, digest = %r.digest, "new package in a source folder installed and loaded")
+                }
+                (false, false) => {
+                    tracing::info!(plugin = %name, digest = %r.digest, "new package in a source folder installed; not loaded (autoload is off for its source)")
+                }
+            },
+            Ok(_) => {}
+            Err(e) => self.hot_reload_failed(&name, dir, e),
+        }
+    }
+
+    /// The installed plugin whose package lives in `dir`.
+    fn plugin_from(&self, dir: &Path) -> Option<String> {
+        self.entries()
+            .into_iter()
+            .find(|e| e.origin.as_deref() == Some(dir))
+            .map(|e| e.name.clone())
+    }
+
+    fn hot_reload_failed(&self, plugin: &str, dir: &Path, error: CorralError) {
+        tracing::error!(plugin = %plugin, package = %dir.display(), error = %error, "a changed package in a source folder was not swapped in; the running version keeps serving");
+        self.metrics.hot_reload_failed(plugin);
+        self.rt.events.publish(Event::ReloadFailed {
+            plugin: plugin.to_string(),
+            code: error.code().to_string(),
+            message: error.message.clone(),
+        });
+        if let Ok(entry) = self.entry(plugin)
+            && let Ok(mut slot) = entry.hot_reload_error.lock()
+        {
+            *slot = Some(error);
+        }
+    }
+}
+
+/// A peer's credentials, as the permissions a path install reads with.
+fn eyes_of(peer: &Peer) -> Eyes {
+    Eyes::Peer {
+        uid: peer.uid,
+        gid: peer.gid,
+        groups: peer.groups.clone(),
     }
 }
 

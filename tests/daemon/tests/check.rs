@@ -93,3 +93,32 @@ fn a_bad_policy_or_configuration_is_exit_1_naming_the_file() {
         "{out}"
     );
 }
+
+#[test]
+fn the_check_names_only_the_policy_files_that_exist_and_missing_sources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("corrald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy = \"{0}/no-policy.toml\"\npolicy_dir = \"{0}/no-policy.d\"\n\n[[sources]]\npath = \"{0}/no-plugins\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write the configuration");
+    let (code, out) = check_config(&config);
+    assert_eq!(code, 0, "{out}");
+    let policy = out
+        .lines()
+        .find(|l| l.starts_with("policy: ok"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        policy.contains("built-in") && policy.contains("not present"),
+        "{policy}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("no-plugins") && l.contains("not a directory")),
+        "{out}"
+    );
+}
