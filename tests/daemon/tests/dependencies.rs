@@ -53,10 +53,7 @@ async fn a_dependency_cycle_is_refused_at_install_and_named() {
         .await
         .error(400, "invalid_manifest");
     assert!(
-        e["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("itself"),
+        e["message"].as_str().unwrap_or("").contains("itself"),
         "{e}"
     );
     daemon.stop().await;
