@@ -107,6 +107,10 @@ pub enum Endpoint {
     Unload {
         name: String,
     },
+    /// Unload, and first whatever loaded plugins need it.
+    UnloadCascade {
+        name: String,
+    },
     Reload {
         name: String,
     },
@@ -179,6 +183,7 @@ impl Endpoint {
             | Endpoint::SourceFiles { .. } => Method::GET,
             Endpoint::Load { .. }
             | Endpoint::Unload { .. }
+            | Endpoint::UnloadCascade { .. }
             | Endpoint::Reload { .. }
             | Endpoint::Call { .. }
             | Endpoint::InstallPath(_)
@@ -200,6 +205,7 @@ impl Endpoint {
             Endpoint::Policy { name } => plugin(name, "/policy"),
             Endpoint::Load { name } => plugin(name, "/load"),
             Endpoint::Unload { name } => plugin(name, "/unload"),
+            Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
             Endpoint::Reload { name } => plugin(name, "/reload"),
             Endpoint::Call { name, .. } => plugin(name, "/call"),
             Endpoint::InstallUpload { options, .. } => format!(

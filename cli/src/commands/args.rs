@@ -75,9 +75,13 @@ pub enum Command {
         name: String,
     },
     /// Disable a plugin and stop its children once in-flight calls finish.
+    /// A plugin that loaded plugins depend on is refused unless --cascade.
     Unload {
         /// The plugin's name.
         name: String,
+        /// Unload the plugins that need it first.
+        #[arg(long)]
+        cascade: bool,
     },
     /// Re-read a plugin's package and policy and swap in new children
     /// (lifts a quarantine; dependents are reloaded too).

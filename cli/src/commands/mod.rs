@@ -49,8 +49,13 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         Command::Load { name } => {
             daemon::lifecycle(&client, corral::Endpoint::Load { name }, json).await
         }
-        Command::Unload { name } => {
-            daemon::lifecycle(&client, corral::Endpoint::Unload { name }, json).await
+        Command::Unload { name, cascade } => {
+            let endpoint = if cascade {
+                corral::Endpoint::UnloadCascade { name }
+            } else {
+                corral::Endpoint::Unload { name }
+            };
+            daemon::lifecycle(&client, endpoint, json).await
         }
         Command::Reload { name } => {
             daemon::lifecycle(&client, corral::Endpoint::Reload { name }, json).await

@@ -200,14 +200,23 @@ async fn load(
     Ok(Json(d.load(&name).await?).into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnloadQuery {
+    #[serde(default)]
+    cascade: bool,
+}
+
 async fn unload(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Admin, "unload plugins")?;
     check_name(&name)?;
-    Ok(Json(d.unload(&name).await?).into_response())
+    let query: UnloadQuery = parse_query(query)?;
+    Ok(Json(d.unload_with(&name, query.cascade).await?).into_response())
 }
 
 async fn reload(

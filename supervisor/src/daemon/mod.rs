@@ -849,18 +849,66 @@ impl Daemon {
     }
 
     pub async fn unload(&self, name: &str) -> Result<PluginSummary, CorralError> {
+        self.unload_with(name, false).await
+    }
+
+    /// Unloads `name`; a plugin that loaded plugins need is refused unless
+    /// `cascade`, which unloads those first (and what needs them).
+    pub async fn unload_with(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> Result<PluginSummary, CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
-        let entry = self.entry(name)?;
-        let host = entry.set_host(None).ok_or_else(|| not_loaded(name))?;
-        entry.enabled.store(false, Ordering::Relaxed);
-        self.drain_and_stop(&entry, host).await;
-        self.rt.events.publish(Event::Unloaded {
-            plugin: name.to_string(),
-        });
+        self.unload_locked(name, cascade, &mut BTreeSet::new())
+            .await?;
         self.persist().await;
-        tracing::info!(plugin = %name, "unloaded");
         self.summary(name)
+    }
+
+    fn unload_locked<'a>(
+        &'a self,
+        name: &'a str,
+        cascade: bool,
+        done: &'a mut BTreeSet<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CorralError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let entry = self.entry(name)?;
+            if entry.host().is_none() {
+                return Err(not_loaded(name));
+            }
+            done.insert(name.to_string());
+            let needed_by: Vec<String> = self
+                .dependents_of(name)
+                .into_iter()
+                .filter(|d| !done.contains(d) && self.entry(d).is_ok_and(|e| e.host().is_some()))
+                .collect();
+            if !needed_by.is_empty() && !cascade {
+                return Err(CorralError::new(
+                    ErrorKind::DependencyMissing {
+                        dependency: name.to_string(),
+                        requirement: format!("needed by {}", needed_by.join(", ")),
+                    },
+                    format!(
+                        "{name} cannot be unloaded: {} (loaded) need it; unload them first, or unload with cascade",
+                        needed_by.join(", ")
+                    ),
+                ));
+            }
+            for dependent in needed_by {
+                self.unload_locked(&dependent, true, done).await?;
+            }
+            let host = entry.set_host(None).ok_or_else(|| not_loaded(name))?;
+            entry.enabled.store(false, Ordering::Relaxed);
+            self.drain_and_stop(&entry, host).await;
+            self.rt.events.publish(Event::Unloaded {
+                plugin: name.to_string(),
+            });
+            tracing::info!(plugin = %name, "unloaded");
+            Ok(())
+        })
     }
 
     /// Re-reads the package (when it came from a folder or path) and the

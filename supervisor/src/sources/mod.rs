@@ -164,6 +164,8 @@ impl Sources {
             metrics.register(|r| families.register(r));
         }
         let dir = config.state_dir.join("sources");
+        // Downloads a crash left half-done: nothing is in flight yet.
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
         let mut by_name = BTreeMap::new();
         for c in &config.s3_sources {
             let scratch = dir.join("tmp");
