@@ -535,3 +535,7 @@ fn raising_a_hard_rlimit_fails() {
 /// The argument checks of the filter.
 #[path = "escape/shaped.rs"]
 mod shaped;
+
+/// Landlock's scopes, and refused paths named in the SDK's errors.
+#[path = "escape/scoped.rs"]
+mod scoped;

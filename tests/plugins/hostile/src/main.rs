@@ -17,6 +17,7 @@ mod fs;
 mod net;
 mod privilege;
 mod process;
+mod scoped;
 mod shaped;
 
 use attempt::Attempt;
@@ -118,6 +119,13 @@ fn main() {
         .json("memfd_exec", |_: &mut Context, (): ()| {
             Ok(shaped::memfd_exec())
         })
+        .json("connect_abstract", |_: &mut Context, i| {
+            Ok(scoped::connect_abstract(i))
+        })
+        .json("own_abstract", |_: &mut Context, i| {
+            Ok(scoped::own_abstract(i))
+        })
+        .json("sdk_read", |_: &mut Context, i| scoped::sdk_read(i))
         .json("whoami", |_: &mut Context, (): ()| Ok(whoami()))
         .json("exit", |_: &mut Context, i| -> Result<Attempt, Error> {
             process::exit(i)
