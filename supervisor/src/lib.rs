@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod events;
 pub mod features;
 pub mod host;
+pub mod learn;
 pub mod namespaces;
 pub mod package;
 pub mod policy;

@@ -33,6 +33,7 @@ const NUMBERS: &[(&str, libc::c_long)] = &[
     ("perf_event_open", libc::SYS_perf_event_open),
     ("io_uring_setup", libc::SYS_io_uring_setup),
     ("clone", libc::SYS_clone),
+    ("sync", libc::SYS_sync),
 ];
 
 /// Makes one system call with the given scalar arguments. Pointer
