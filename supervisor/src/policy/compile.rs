@@ -845,10 +845,14 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
                 .and_then(|r| r.seccomp_action)
                 .unwrap_or(policy.seccomp.default_action),
         };
+        let action_key = match rules.and_then(|r| r.seccomp_action) {
+            Some(_) => rules_key("seccomp_action"),
+            None => "seccomp.default_action".to_string(),
+        };
         rec.cite_policy(
             "seccomp.default_action",
-            format!("{:?}", policy.seccomp.default_action).to_lowercase(),
-            "seccomp.default_action",
+            format!("{:?}", plan.default_action).to_lowercase(),
+            &action_key,
         );
         Some(super::seccomp::build(&plan).map_err(CompileError::Seccomp)?)
     } else {
