@@ -113,6 +113,7 @@ fn main() {
             Ok(channel::stdout_flood(i))
         })
         .json("raw_syscall", |_: &mut Context, i| shaped::raw(i))
+        .json("refused_loop", |_: &mut Context, i| shaped::refused_loop(i))
         .json("ifconf", |_: &mut Context, (): ()| Ok(shaped::ifconf()))
         .json("fionread", |_: &mut Context, (): ()| Ok(shaped::fionread()))
         .json("socketpair", |_: &mut Context, i| shaped::socketpair(i))
