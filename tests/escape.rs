@@ -741,3 +741,6 @@ fn with_exec_granted_only_package_files_run() {
         h.finish().await;
     });
 }
+/// Landlock's scopes, and refused paths named in the SDK's errors.
+#[path = "escape/scoped.rs"]
+mod scoped;

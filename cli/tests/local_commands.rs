@@ -163,3 +163,36 @@ fn run_writes_no_colour_codes_to_a_stderr_that_is_no_terminal() {
         run.stderr
     );
 }
+
+#[test]
+#[ignore = "needs the packaged static plugins and corral-sandbox; run by cli/tests/run-confined.sh"]
+fn learn_drafts_the_grants_a_plugin_needs() {
+    let package = packages().join("hostile");
+    let package = package.to_str().expect("utf-8 path");
+    let learn = corral(&[
+        "learn",
+        package,
+        "--method",
+        "raw_syscall",
+        "--input",
+        r#"{"name": "sync"}"#,
+        "--method",
+        "connect_tcp",
+        "--input",
+        r#"{"port": 47112}"#,
+        "--json",
+    ])
+    .expect_code(0);
+    let v: Value = serde_json::from_str(&learn.stdout).expect("JSON");
+    let manifest = v["manifest"].as_str().expect("manifest fragment");
+    assert!(
+        manifest.contains(r#"net = { connect = ["tcp:47112"] }"#),
+        "{manifest}"
+    );
+    let policy = v["policy"].as_str().expect("policy fragment");
+    assert!(policy.contains("[plugins.hostile]"), "{policy}");
+    assert!(policy.contains(r#""sync",  # called sync"#), "{policy}");
+    assert_eq!(v["calls"][0]["ok"], true, "{v}");
+    // An input without its method is refused before anything runs.
+    corral(&["learn", package, "--input", "{}"]).expect_code(4);
+}

@@ -326,6 +326,9 @@ pub enum SeccompAction {
     Kill,
     /// Fail the call with this errno and let the plugin go on.
     Errno { errno: i32 },
+    /// Learning mode (`corral learn`, operators only): record the call and
+    /// let it proceed. Never compiled from a manifest or policy file.
+    Learn,
 }
 
 /// The first four bytes the trampoline writes on the channel after

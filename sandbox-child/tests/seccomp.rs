@@ -9,6 +9,7 @@ use common::{Spawn, require_root, run, sh};
 use corral_protocol::policy::{BpfInstruction, SeccompProgram};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 
 /// Compiles an allow-list; anything else kills the process.
 fn allow_only(syscalls: &[i64]) -> SeccompProgram {
@@ -177,4 +178,101 @@ fn an_empty_program_is_a_seccomp_failure() {
     assert_eq!(failure.step, "seccomp");
     assert!(failure.message.contains("empty"), "{}", failure.message);
     assert!(out.stdout.is_empty(), "the plugin ran: {}", out.stdout);
+}
+
+/// Set in the process `a_filter_without_a_listener_falls_back_to_its_action`
+/// starts: that process is the one confined.
+const FALLBACK_CHILD: &str = "CORRAL_TEST_FALLBACK_CHILD";
+
+/// Where the kernel will not make a listener (here: a filter above already
+/// has one, so seccomp(2) answers EBUSY), the program's referrals become
+/// its fallback: the marker says no listener came, and a refused call
+/// kills the process with SIGSYS.
+#[test]
+fn a_filter_without_a_listener_falls_back_to_its_action() {
+    use corral_protocol::policy::{SECCOMP_LISTENER_NONE, SeccompAction, SeccompNotify};
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var_os(FALLBACK_CHILD).is_some() {
+        let ret = |k| BpfInstruction {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        // SAFETY: plain prctl; the process is this test's alone.
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        // A first filter, allowing everything, that holds a listener.
+        let mut allow = corral_sandbox::seccomp::to_sock_filters(&[ret(libc::SECCOMP_RET_ALLOW)])
+            .expect("filter");
+        let prog = libc::sock_fprog {
+            len: 1,
+            filter: allow.as_mut_ptr(),
+        };
+        // SAFETY: prog points at a live one-instruction program.
+        let listener = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        assert!(
+            listener >= 0,
+            "first listener: {}",
+            std::io::Error::last_os_error()
+        );
+        // getppid is referred to the supervisor; everything else allowed.
+        let program = SeccompProgram {
+            instructions: vec![
+                BpfInstruction {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                BpfInstruction {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_getppid as u32,
+                },
+                ret(libc::SECCOMP_RET_USER_NOTIF),
+                ret(libc::SECCOMP_RET_ALLOW),
+            ],
+            allowed: Vec::new(),
+            notify: Some(SeccompNotify {
+                action: SeccompAction::Kill,
+                fallback: libc::SECCOMP_RET_KILL_PROCESS,
+            }),
+        };
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        corral_sandbox::seccomp::apply(Some(&program), ours.as_raw_fd()).expect("fallback");
+        let mut marker = [0u8; 4];
+        (&theirs).read_exact(&mut marker).expect("marker");
+        println!("marker {:#x}", u32::from_le_bytes(marker));
+        // SAFETY: getppid has no arguments; the filter refuses it.
+        unsafe { libc::getppid() };
+        println!("survived");
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "a_filter_without_a_listener_falls_back_to_its_action",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FALLBACK_CHILD, "1")
+        .output()
+        .expect("run the confined copy");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("marker {SECCOMP_LISTENER_NONE:#x}")),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("survived"), "{stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{:?}", out.status);
 }

@@ -29,6 +29,10 @@ pub mod codes {
     pub const INVALID_OUTPUT: &str = "invalid_output";
     /// An I/O error the handler passed on with `?`.
     pub const IO: &str = "io";
+    /// An I/O error that was a refusal (`EACCES`, `EPERM`): usually a path
+    /// outside what the plugin's `[permissions]` were granted. With
+    /// [`crate::fs`], the message names the path.
+    pub const PERMISSION_DENIED: &str = "permission_denied";
 }
 
 /// A handler's failure: a short machine-readable code and a message for
@@ -81,7 +85,19 @@ impl From<Error> for PluginError {
 }
 
 impl From<io::Error> for Error {
+    /// The message is the error's, with the path where [`crate::fs`] (or
+    /// [`crate::fs::WithPath`]) put it in; a refusal gets its own code and
+    /// a hint at the sandbox.
     fn from(e: io::Error) -> Error {
+        if crate::fs::is_refusal(&e) {
+            let hint = if crate::fs::path_error(&e).is_some() {
+                "the sandbox grants only the paths in the plugin's [permissions]"
+            } else {
+                "the sandbox grants only the paths in the plugin's [permissions]; \
+                 corral_sdk::fs names the path in such errors"
+            };
+            return Error::new(codes::PERMISSION_DENIED, format!("{e} ({hint})"));
+        }
         Error::new(codes::IO, e.to_string())
     }
 }

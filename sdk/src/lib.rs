@@ -102,10 +102,16 @@
 //!   line by line, but carry no structure.
 //! - [`Plugin::serve`] exits 0 when the host sends Shutdown or closes the
 //!   channel, and non-zero when the host breaks the protocol.
+//! - An `io::Error` passed on with `?` becomes an error reply with code
+//!   `io`, or `permission_denied` when the sandbox refused it (`EACCES`,
+//!   `EPERM`). `std::io::Error` does not know its path: use [`fs`] (or
+//!   [`fs::WithPath`] on any `io::Result`) and the reply names the path
+//!   the sandbox refused, e.g. `read /etc/shadow: Permission denied`.
 
 mod channel;
 mod context;
 mod error;
+pub mod fs;
 mod plugin;
 mod session;
 pub mod testing;

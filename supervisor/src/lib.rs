@@ -10,6 +10,7 @@ pub mod deps;
 pub mod events;
 pub mod features;
 pub mod host;
+pub mod learn;
 pub mod namespaces;
 pub mod package;
 pub mod policy;

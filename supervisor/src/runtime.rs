@@ -45,6 +45,8 @@ pub trait LifecycleObserver: Send + Sync + std::fmt::Debug {
     /// The seccomp filter refused `syscall`; the plugin is being killed
     /// for it, or the call failed with an errno (`killed` false).
     fn seccomp_refused(&self, _plugin: &str, _syscall: &str, _killed: bool) {}
+    /// Learning mode recorded something the plugin needed.
+    fn learned(&self, _plugin: &str, _need: crate::learn::Need) {}
 }
 
 #[derive(Debug, Clone)]

@@ -265,3 +265,43 @@ fn errno_action_fails_the_call_and_the_plugin_goes_on() {
         h.finish().await;
     });
 }
+
+/// A plugin looping on a refused call under the errno action: every call
+/// fails, the plugin goes on, and the supervisor publishes (and logs) only
+/// a bounded number of them, not one per call.
+#[test]
+fn a_plugin_looping_on_refused_calls_gets_bounded_reports() {
+    run(async {
+        let mut h = Harness::with_policy("[plugins.hostile]\nseccomp_action = \"errno\"\n");
+        let mut events = h.events();
+        let host = h.host("hostile").await;
+        let before = pid_of(&host);
+        let count = 900;
+        let looped = attempt(
+            &host,
+            "refused_loop",
+            json!({"name": "keyctl", "count": count}),
+        )
+        .await;
+        looped.assert_denied(libc::EPERM);
+        assert_eq!(looped.value(), count);
+        let mut published = 0;
+        while wait_for_event(
+            &mut events,
+            Duration::from_millis(300),
+            |e| matches!(e, Event::SeccompViolation { syscall, .. } if syscall == "keyctl"),
+        )
+        .await
+        .is_some()
+        {
+            published += 1;
+        }
+        assert!(published >= 1, "no refusal was published");
+        assert!(
+            published < count / 10,
+            "{published} events for {count} refused calls: not limited"
+        );
+        assert_eq!(pid_of(&host), before);
+        h.finish().await;
+    });
+}

@@ -48,6 +48,27 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// Run a package in learning mode and draft the permissions and policy
+    /// it needs: what its filter would refuse is recorded and let through,
+    /// and the paths, processes and ports it uses are recorded. Prints a
+    /// `[permissions]` fragment and a policy fragment, every line with why.
+    /// Runs the plugin less confined than usual: operators only, on code
+    /// they chose to run.
+    Learn {
+        /// The package directory (holding plugin.toml).
+        package: PathBuf,
+        /// A method to call during the run; repeat for several calls (with
+        /// no method, only the start is observed).
+        #[arg(short, long = "method", value_name = "METHOD")]
+        methods: Vec<String>,
+        /// The JSON input of the method given at the same position
+        /// (default: null).
+        #[arg(short, long = "input", value_name = "JSON")]
+        inputs: Vec<String>,
+        /// An operator policy file applied on top of the built-in policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
     /// Validate a package: its manifest, and whether the policy grants
     /// what it asks on this kernel.
     Check {

@@ -64,6 +64,91 @@ pub async fn run(
     }
 }
 
+/// `corral learn`: one learning run, then the draft.
+pub async fn learn(
+    package: PathBuf,
+    methods: Vec<String>,
+    inputs: Vec<String>,
+    policy: Option<PathBuf>,
+    json: bool,
+) -> u8 {
+    if inputs.len() > methods.len() {
+        return fail(
+            &CorralError::invalid_input(
+                "more --input than --method: each input goes with the method at its position",
+            ),
+            json,
+        );
+    }
+    let mut calls = Vec::new();
+    for (i, method) in methods.into_iter().enumerate() {
+        let input = inputs.get(i).cloned().unwrap_or_else(|| "null".into());
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&input) {
+            return fail(
+                &CorralError::invalid_input(format!("the input of {method} is not JSON: {e}")),
+                json,
+            );
+        }
+        calls.push((method, input.into_bytes()));
+    }
+    let result = corral_supervisor::learn::learn_once(corral_supervisor::learn::LearnRequest {
+        package_dir: package,
+        policy_file: policy,
+        trampoline: None,
+        calls,
+    })
+    .await;
+    let (draft, outcomes) = match result {
+        Ok(v) => v,
+        Err(e) => return fail(&e, json),
+    };
+    if json {
+        let calls: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|o| match &o.result {
+                Ok(bytes) => {
+                    serde_json::json!({"method": o.method, "ok": true, "output_bytes": bytes})
+                }
+                Err(e) => serde_json::json!({"method": o.method, "ok": false, "error": e}),
+            })
+            .collect();
+        let out = serde_json::json!({
+            "plugin": draft.plugin,
+            "manifest": draft.manifest_fragment(),
+            "policy": draft.policy_fragment(),
+            "calls": calls,
+            "not_recorded": draft.dropped,
+        });
+        emit(&out.to_string());
+        return exit::OK;
+    }
+    for o in &outcomes {
+        match &o.result {
+            Ok(bytes) => tracing::info!("{}: answered ({bytes} bytes)", o.method),
+            Err(e) => tracing::warn!("{}: failed under learning: {e}", o.method),
+        }
+    }
+    if draft.dropped > 0 {
+        tracing::warn!(
+            "{} needs past the record's bound were not drafted",
+            draft.dropped
+        );
+    }
+    let mut text = String::new();
+    if draft.is_empty() {
+        text.push_str("# The run needed nothing beyond what the package is granted.\n");
+    }
+    text.push_str("# plugin.toml\n");
+    text.push_str(&draft.manifest_fragment());
+    text.push_str(&format!(
+        "\n# operator policy, e.g. /etc/corral/policy.d/{}.toml\n",
+        draft.plugin
+    ));
+    text.push_str(&draft.policy_fragment());
+    emit(&text);
+    exit::OK
+}
+
 /// Compiles the package for this kernel.
 fn compile_here(
     package: &Path,

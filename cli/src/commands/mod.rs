@@ -30,6 +30,12 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
             input,
             policy,
         } => local::run(package, method, input, policy, json).await,
+        Command::Learn {
+            package,
+            methods,
+            inputs,
+            policy,
+        } => local::learn(package, methods, inputs, policy, json).await,
         Command::Check { package, policy } => local::check(package, policy, json),
         Command::Policy {
             command: PolicyCommand::Show { target, policy },

@@ -155,6 +155,8 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub id: u64,
+    /// The calling thread, as this process's pid namespace numbers it.
+    pub pid: u32,
     pub nr: i32,
     pub args: [u64; 6],
 }
@@ -228,6 +230,11 @@ async fn handle(
     refused: Refused,
 ) -> io::Result<bool> {
     let violation = refused.violation();
+    if ctx.action == SeccompAction::Learn {
+        learn(ctx, &refused, violation);
+        respond_continue(fd.get_ref().as_raw_fd(), refused.id)?;
+        return Ok(true);
+    }
     let killed = ctx.action == SeccompAction::Kill;
     if let Some(o) = &ctx.observer {
         o.seccomp_refused(&ctx.plugin, &violation.syscall, killed);
@@ -254,7 +261,7 @@ async fn handle(
     }
     let errno = match ctx.action {
         SeccompAction::Errno { errno } => errno,
-        SeccompAction::Kill => libc::EPERM,
+        SeccompAction::Kill | SeccompAction::Learn => libc::EPERM,
     };
     respond(fd.get_ref().as_raw_fd(), refused.id, errno)?;
     Ok(true)
@@ -264,6 +271,7 @@ fn report(ctx: &Context, v: &Violation, killed: bool) {
     let argument = v.argument.as_deref().unwrap_or("");
     let answer = match ctx.action {
         SeccompAction::Kill => "killing the plugin".to_string(),
+        SeccompAction::Learn => "learning".to_string(),
         SeccompAction::Errno { errno } => {
             format!("failing it with {}", io::Error::from_raw_os_error(errno))
         }
@@ -277,6 +285,43 @@ fn report(ctx: &Context, v: &Violation, killed: bool) {
         argument: v.argument.clone(),
         killed,
     });
+}
+
+/// Learning mode: records what the call needs (read from the caller's
+/// memory while it waits) for the draft.
+fn learn(ctx: &Context, refused: &Refused, violation: Violation) {
+    let Some(observer) = &ctx.observer else {
+        return;
+    };
+    let needs = crate::learn::needs_of(
+        refused.pid,
+        &violation.syscall,
+        violation.argument,
+        &refused.args,
+    );
+    for need in needs {
+        observer.learned(&ctx.plugin, need);
+    }
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SEND` with `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the
+/// kernel runs the call as if the filter had allowed it (learning only).
+fn respond_continue(listener: RawFd, id: u64) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: `resp` is the struct the ioctl encodes.
+    let rc = unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 enum Pending {
@@ -328,6 +373,7 @@ fn receive(listener: RawFd) -> io::Result<Option<Refused>> {
     }
     Ok(Some(Refused {
         id: notif.id,
+        pid: notif.pid,
         nr: notif.data.nr,
         args: notif.data.args,
     }))
@@ -420,6 +466,7 @@ mod tests {
     fn refused_calls_are_named_with_their_arguments() {
         let socket = Refused {
             id: 1,
+            pid: 0,
             nr: libc::SYS_socket as i32,
             args: [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0],
         };
@@ -433,6 +480,7 @@ mod tests {
         );
         let ptrace = Refused {
             id: 2,
+            pid: 0,
             nr: libc::SYS_ptrace as i32,
             args: [0; 6],
         };
@@ -445,6 +493,7 @@ mod tests {
         );
         let unknown = Refused {
             id: 3,
+            pid: 0,
             nr: 99_999,
             args: [0; 6],
         };

@@ -429,6 +429,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refused_calls_are_counted_by_system_call() {
+        let m = Metrics::new();
+        m.seccomp_refused("hostile", "ptrace", true);
+        m.seccomp_refused("hostile", "socket", false);
+        m.seccomp_refused("hostile", "socket", false);
+        let text = m.render(&[]);
+        assert!(
+            text.contains("corral_seccomp_kills_total{plugin=\"hostile\",syscall=\"ptrace\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_seccomp_denials_total{plugin=\"hostile\",syscall=\"socket\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn renders_prometheus_text() {
         let m = Metrics::new();
         m.call("hello", "ok", Duration::from_micros(300));

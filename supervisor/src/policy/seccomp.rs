@@ -324,6 +324,44 @@ pub fn build(plan: &SeccompPlan) -> Result<SeccompProgram, String> {
     })
 }
 
+/// Calls a learning run refers to the supervisor even where the program
+/// allows them, for the paths and addresses they name.
+pub const LEARNED_CALLS: &[&str] = &[
+    "open", "openat", "openat2", "creat", "execve", "execveat", "connect", "bind",
+];
+
+/// `program` for a learning run (`corral learn`): [`LEARNED_CALLS`] are
+/// referred to the supervisor first, then the program decides as before
+/// (its own jumps are relative, so a prefix leaves them intact), and the
+/// supervisor records and lets through whatever it refers.
+pub fn with_learning(program: &SeccompProgram) -> Result<SeccompProgram, String> {
+    let arch = audit_arch()?;
+    let n = LEARNED_CALLS.len();
+    let mut insns = vec![
+        insn(LD_W_ABS, 0, 0, DATA_ARCH),
+        insn(JMP_JEQ_K, 0, (n + 3) as u8, arch),
+        insn(LD_W_ABS, 0, 0, DATA_NR),
+    ];
+    for (i, name) in LEARNED_CALLS.iter().enumerate() {
+        insns.push(insn(JMP_JEQ_K, (n - i) as u8, 0, sysno(name)?.id() as u32));
+    }
+    insns.push(insn(JMP_JA, 0, 0, 1));
+    insns.push(insn(RET_K, 0, 0, RET_USER_NOTIF));
+    insns.extend(program.instructions.iter().copied());
+    if insns.len() > 4096 {
+        return Err("the learning program is longer than the kernel's 4096".into());
+    }
+    Ok(SeccompProgram {
+        instructions: insns,
+        allowed: program.allowed.clone(),
+        notify: Some(SeccompNotify {
+            action: SeccompAction::Learn,
+            // Nothing can be learned without a listener: stop at once.
+            fallback: RET_KILL_PROCESS,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +480,29 @@ mod tests {
         // A foreign architecture never reaches the supervisor.
         assert_eq!(
             run(&p.instructions, nr("read"), 0x4000_0003, [0; 6]),
+            KILL_PROCESS
+        );
+    }
+
+    #[test]
+    fn learning_refers_paths_and_addresses_and_keeps_the_rest() {
+        let base = plan(false, SocketRule::Deny);
+        let p = with_learning(&base).expect("learning");
+        assert_eq!(p.notify.map(|n| n.action), Some(SeccompAction::Learn));
+        for name in ["openat", "execve", "connect"] {
+            assert_eq!(
+                run(&p.instructions, nr(name), X86_64, [0; 6]),
+                RET_USER_NOTIF
+            );
+        }
+        assert_eq!(run(&p.instructions, nr("read"), X86_64, [0; 6]), ALLOW);
+        assert_eq!(
+            run(&p.instructions, nr("mount"), X86_64, [0; 6]),
+            KILL_PROCESS,
+            "the base program's verdict (here its fallback view)"
+        );
+        assert_eq!(
+            run(&p.instructions, nr("openat"), 0x4000_0003, [0; 6]),
             KILL_PROCESS
         );
     }

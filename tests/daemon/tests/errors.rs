@@ -429,9 +429,17 @@ async fn deaths_are_typed_502_and_the_next_call_works() {
     assert!(e["peak_bytes"].as_u64().is_some(), "{e}");
     api.call_ok("hostile", "whoami", Value::Null).await;
 
-    api.call("hostile", "socket", json!({"domain": "inet"}))
+    let e = api
+        .call("hostile", "socket", json!({"domain": "inet"}))
         .await
         .error(502, "seccomp_violation");
+    assert_eq!(e["syscall"], "socket", "{e}");
+    assert!(
+        e["argument"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("family=AF_INET ")),
+        "{e}"
+    );
     api.call_ok("hostile", "whoami", Value::Null).await;
 
     let detail = api.detail("hostile").await;
@@ -448,6 +456,10 @@ async fn deaths_are_typed_502_and_the_next_call_works() {
         ),
         ("corral_oom_kills_total{plugin=\"hostile\"}", 1.0),
         ("corral_seccomp_violations_total{plugin=\"hostile\"}", 1.0),
+        (
+            "corral_seccomp_kills_total{plugin=\"hostile\",syscall=\"socket\"}",
+            1.0,
+        ),
         ("corral_restarts_total{plugin=\"hostile\"}", 3.0),
         (
             "corral_calls_total{plugin=\"hostile\",outcome=\"memory_limit_exceeded\"}",

@@ -20,6 +20,7 @@ mod metadata;
 mod net;
 mod privilege;
 mod process;
+mod scoped;
 mod shaped;
 
 use attempt::Attempt;
@@ -115,12 +116,20 @@ fn main() {
             Ok(channel::stdout_flood(i))
         })
         .json("raw_syscall", |_: &mut Context, i| shaped::raw(i))
+        .json("refused_loop", |_: &mut Context, i| shaped::refused_loop(i))
         .json("ifconf", |_: &mut Context, (): ()| Ok(shaped::ifconf()))
         .json("fionread", |_: &mut Context, (): ()| Ok(shaped::fionread()))
         .json("socketpair", |_: &mut Context, i| shaped::socketpair(i))
         .json("memfd_exec", |_: &mut Context, (): ()| {
             Ok(shaped::memfd_exec())
         })
+        .json("connect_abstract", |_: &mut Context, i| {
+            Ok(scoped::connect_abstract(i))
+        })
+        .json("own_abstract", |_: &mut Context, i| {
+            Ok(scoped::own_abstract(i))
+        })
+        .json("sdk_read", |_: &mut Context, i| scoped::sdk_read(i))
         .json("whoami", |_: &mut Context, (): ()| Ok(whoami()))
         .json("host_metadata", |_: &mut Context, i| {
             Ok(metadata::host_metadata(i))

@@ -33,6 +33,7 @@ const NUMBERS: &[(&str, libc::c_long)] = &[
     ("perf_event_open", libc::SYS_perf_event_open),
     ("io_uring_setup", libc::SYS_io_uring_setup),
     ("clone", libc::SYS_clone),
+    ("sync", libc::SYS_sync),
 ];
 
 /// Makes one system call with the given scalar arguments. Pointer
@@ -280,4 +281,42 @@ pub fn memfd_exec() -> Attempt {
             chmod_err.to_string()
         }
     ))
+}
+
+#[derive(Deserialize)]
+pub struct LoopInput {
+    /// A system call name from the table above, made with no arguments.
+    pub name: String,
+    pub count: u64,
+}
+
+/// Makes the same refused call `count` times (under an errno policy each
+/// fails and the plugin goes on): the supervisor's work for it must stay
+/// bounded. `value` is how many failed with EPERM.
+pub fn refused_loop(input: LoopInput) -> Result<Attempt, corral_sdk::Error> {
+    let nr = NUMBERS
+        .iter()
+        .find(|(n, _)| *n == input.name)
+        .map(|(_, nr)| *nr)
+        .ok_or_else(|| {
+            corral_sdk::Error::invalid_input(format!("unknown system call `{}`", input.name))
+        })?;
+    let mut eperm = 0u64;
+    for _ in 0..input.count.min(100_000) {
+        // SAFETY: a raw system call with zero arguments.
+        let ret = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) };
+        if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            eperm += 1;
+        }
+    }
+    let attempted = format!("{} x{}", input.name, input.count);
+    Ok(if eperm == input.count {
+        Attempt::failed(attempted, &io::Error::from_raw_os_error(libc::EPERM)).with_value(eperm)
+    } else {
+        Attempt::succeeded(
+            attempted,
+            format!("{eperm} of {} failed with EPERM", input.count),
+        )
+        .with_value(eperm)
+    })
 }
