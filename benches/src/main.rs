@@ -14,6 +14,7 @@ mod load;
 mod machine;
 mod memory;
 mod report;
+mod scripts;
 mod seccomp;
 mod soak;
 mod stats;
@@ -32,14 +33,16 @@ enum SectionName {
     Memory,
     Api,
     Load,
+    Scripts,
 }
 
-const ALL: [SectionName; 5] = [
+const ALL: [SectionName; 6] = [
     SectionName::ColdStart,
     SectionName::WarmCall,
     SectionName::Memory,
     SectionName::Api,
     SectionName::Load,
+    SectionName::Scripts,
 ];
 
 #[derive(Parser, Debug)]
@@ -245,6 +248,7 @@ fn run(args: Args) -> Result<bool> {
             SectionName::Memory => memory::run(&mut ctx),
             SectionName::Api => api::run(&mut ctx),
             SectionName::Load => load::run(&mut ctx),
+            SectionName::Scripts => scripts::run(&mut ctx),
         };
         let mut section = result.unwrap_or_else(|e| {
             all_ok = false;

@@ -91,7 +91,8 @@
 //!   wait; all replies ready at once go out in one write.
 //! - A handler's [`Error`] becomes an error reply with its code and
 //!   message. Input that does not decode is answered with `invalid_input`,
-//!   a method nobody registered with `unknown_method`, and a handler that
+//!   a method nobody registered with `unknown_method` (unless a
+//!   [`Plugin::fallback`] answers every other method), and a handler that
 //!   panics with `panic`; the plugin keeps serving after all three. (This
 //!   needs the default `panic = "unwind"`.)
 //! - [`Context::is_cancelled`] turns true when the host cancels the call,
@@ -100,6 +101,9 @@
 //! - Logs ([`Context::info`] and friends) and events ([`Context::emit`])
 //!   travel over the channel. Stdout and stderr also reach the host's log,
 //!   line by line, but carry no structure.
+//! - [`Plugin::on_init`] runs between the host's Init and Ready, with the
+//!   settings and limits, for plugins that must prepare before serving;
+//!   its error fails the start.
 //! - [`Plugin::serve`] exits 0 when the host sends Shutdown or closes the
 //!   channel, and non-zero when the host breaks the protocol.
 //! - An `io::Error` passed on with `?` becomes an error reply with code

@@ -579,3 +579,73 @@ fn max_frame_is_kept_within_what_a_host_accepts() {
         }
     }
 }
+
+/// A plugin whose methods are only known once it has its settings: the
+/// init hook reads them, the fallback serves any method they name.
+fn dynamic_plugin() -> Plugin {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let known: Rc<RefCell<Vec<String>>> = Rc::default();
+    let for_init = Rc::clone(&known);
+    Plugin::new("dynamic", "1.0.0")
+        .on_init(move |init| {
+            let config: serde_json::Value =
+                serde_json::from_slice(init.config).map_err(|e| e.to_string())?;
+            if init.limits.memory_bytes == 0 {
+                return Err("expected a memory limit".into());
+            }
+            let greeting = config["greeting"].as_str().ok_or("no greeting")?;
+            for_init.borrow_mut().push(greeting.to_string());
+            Ok(())
+        })
+        .raw("echo", |_ctx, input: &[u8]| Ok(input.to_vec()))
+        .fallback(move |ctx: &mut Context, _input: &[u8]| {
+            if known.borrow().iter().any(|m| m == ctx.method()) {
+                Ok(format!("served {}", ctx.method()).into_bytes())
+            } else {
+                Err(Error::new(codes::UNKNOWN_METHOD, ctx.method().to_string()))
+            }
+        })
+}
+
+#[test]
+fn the_init_hook_sees_the_settings_and_the_fallback_serves_other_methods() {
+    let (mut host, handle) = spawn(dynamic_plugin);
+    assert!(matches!(host.next(), PluginMessage::Hello(_)));
+    host.send(&init(DEFAULT_MAX_FRAME));
+    assert_eq!(host.next(), PluginMessage::Ready);
+    assert_eq!(ok(host.call(1, "echo", b"x")), b"x", "named handlers first");
+    assert_eq!(ok(host.call(2, "hi", b"")), b"served hi");
+    let (code, message) = err_code(host.call(3, "other", b""));
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        (codes::UNKNOWN_METHOD, "other")
+    );
+    assert!(finish(host, handle).is_ok());
+}
+
+#[test]
+fn an_init_hook_error_ends_the_start_without_ready() {
+    let (mut host, handle) = spawn(dynamic_plugin);
+    assert!(matches!(host.next(), PluginMessage::Hello(_)));
+    host.send(&HostMessage::Init(Init {
+        version: 1,
+        max_frame: DEFAULT_MAX_FRAME,
+        config: b"{}".to_vec(),
+        limits: InitLimits {
+            memory_bytes: 1 << 20,
+            ..InitLimits::default()
+        },
+    }));
+    let result = handle.join().expect("serve thread panicked");
+    let Err(e) = result else {
+        panic!("the start should have failed: {result:?}");
+    };
+    assert!(
+        matches!(&e, ServeError::Init(m) if m == "no greeting"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 70);
+    // Nothing but Hello was sent: the channel ends without Ready.
+    assert!(host.reader.read::<PluginMessage>().expect("read").is_none());
+}
