@@ -429,6 +429,7 @@ fn package(root: &Path, release: bool) -> Result<Built> {
             );
         }
     }
+    compile_python_runtime(root)?;
     let host_profile = if release { "release" } else { "debug" };
     Ok(Built {
         packages: out,
@@ -436,6 +437,17 @@ fn package(root: &Path, release: bool) -> Result<Built> {
         js: crate_bin_dir.join("corral-js"),
         bin_dir: target.join(host_profile),
     })
+}
+
+/// The Python runtime is read-only in the sandbox and python3 runs with
+/// -B there: without bytecode written here, every start would compile the
+/// `corral` package again.
+fn compile_python_runtime(root: &Path) -> Result<()> {
+    let mut compile = Command::new("python3");
+    compile
+        .args(["-m", "compileall", "-q"])
+        .arg(root.join("runtimes/python/corral"));
+    run(compile)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -454,12 +466,15 @@ fn dev(root: &Path, args: &[String]) -> Result<()> {
     let mut cmd = Command::new(corrald);
     cmd.env("CORRAL_SANDBOX", &built.sandbox);
     cmd.env("CORRAL_JS", &built.js);
+    cmd.env("CORRAL_RUNTIMES", root.join("runtimes"));
     cmd.arg("--dev").arg("--plugins").arg(&packages).args(args);
     run(cmd)
 }
 
 fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
     let built = package(root, false)?;
+    // The S3 tests start moto's server; the Python suites need pytest.
+    ensure_python_tools()?;
     // Every failing binary reported in one run, not just the first.
     let mut tests = cargo(&["test", "--workspace", "--no-fail-fast"]);
     tests.args(args);
@@ -482,6 +497,7 @@ fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
     let mut c_echo = Command::new(root.join("examples/plugins/c-echo/test.sh"));
     built.env(&mut c_echo);
     run(c_echo)?;
+    script_suites(root, &built)?;
     if vm {
         ensure_vm_tools(root)?;
         run(Command::new(root.join("tests/vm/run.sh")))?;
@@ -491,6 +507,72 @@ fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
         run(Command::new(root.join("protocol/fuzz/run.sh")))?;
     }
     Ok(())
+}
+
+/// The suites of the runtimes and client libraries in JavaScript and
+/// Python: the runtimes against fake hosts, the clients against a real
+/// corrald started from the built binaries.
+fn script_suites(root: &Path, built: &Built) -> Result<()> {
+    let runtimes = root.join("runtimes");
+    let mut node_runtime = Command::new("node");
+    node_runtime
+        .arg("--test")
+        .arg(root.join("runtimes/node/test"));
+    run(node_runtime)?;
+    let mut python_runtime = Command::new("python3");
+    python_runtime
+        .args(["-m", "pytest", "-q"])
+        .arg(root.join("runtimes/python"));
+    run(python_runtime)?;
+
+    let js_client = root.join("clients/js");
+    let mut npm_ci = Command::new("npm");
+    npm_ci
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&js_client);
+    run(npm_ci)?;
+    let mut npm_test = Command::new("npm");
+    npm_test.arg("test").current_dir(&js_client);
+    built.env(&mut npm_test);
+    npm_test.env("CORRAL_RUNTIMES", &runtimes);
+    run(npm_test)?;
+
+    let mut python_client = Command::new("python3");
+    python_client
+        .args(["-m", "pytest", "-q"])
+        .arg(root.join("clients/python"));
+    built.env(&mut python_client);
+    python_client.env("CORRAL_RUNTIMES", &runtimes);
+    run(python_client)
+}
+
+/// pytest for the Python suites and moto's S3 server for the S3 tests,
+/// from PyPI when missing, so the one test command works on a fresh
+/// machine.
+fn ensure_python_tools() -> Result<()> {
+    let has = |module: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has("pytest") && has("moto.server") {
+        return Ok(());
+    }
+    eprintln!("installing pytest and moto's S3 server from PyPI");
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "pytest",
+        "moto[server]",
+    ]);
+    run(pip)
 }
 
 fn on_path(program: &str) -> bool {

@@ -1055,8 +1055,11 @@ impl Daemon {
         peer: &Peer,
     ) -> Result<CallResponse, CorralError> {
         self.refuse_when_draining()?;
-        if request.method.is_empty() || request.method.len() > 256 {
-            return Err(CorralError::invalid_input("method must be 1 to 256 bytes"));
+        // An empty method is the plugin's default_method (PluginHost::call).
+        if request.method.len() > 256 {
+            return Err(CorralError::invalid_input(
+                "method must be at most 256 bytes",
+            ));
         }
         let entry = self.entry(name)?;
         let allowed_callers = entry
@@ -1564,7 +1567,7 @@ pub fn source_packages(dir: &Path) -> Vec<PathBuf> {
     };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(corral_protocol::manifest::MANIFEST_FILE).is_file())
+        .filter(|p| corral_protocol::package_layout::is_package_dir(p))
         .collect();
     dirs.sort();
     dirs

@@ -50,7 +50,7 @@ pub fn watch(
                     Ok(p) => p,
                     Err(_) => {
                         for dir in std::mem::take(&mut pending) {
-                            if dir.join(corral_protocol::manifest::MANIFEST_FILE).is_file() {
+                            if corral_protocol::package_layout::is_package_dir(&dir) {
                                 daemon.source_changed(&dir).await;
                             }
                         }
