@@ -96,6 +96,39 @@ fn sleeper_in_pid_namespace_of(plugin_pid: i32, uid: u32) {
     drop(ns);
 }
 
+/// Kills and reaps the sleeper, which its intermediate's exit left to this
+/// process: nothing else waits for it, and a zombie would count as a leak.
+fn reap_sleeper(plugin_pid: i32, uid: u32) {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+        };
+        if pid != plugin_pid
+            && field("PPid:").as_deref() == Some(me.as_str())
+            && field("Uid:") == Some(uid.to_string())
+        {
+            // SAFETY: a pid this process is the parent of.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
 /// Pids other than the plugin's own (1) in its /proc.
 async fn others(host: &PluginHost) -> Vec<String> {
     let pids = attempt(host, "proc_pids", Value::Null).await;
@@ -149,6 +182,7 @@ fn signals_to_processes_outside_the_landlock_domain_fail() {
             "the sleeper died: {}",
             status.detail
         );
+        reap_sleeper(plugin_pid, uid);
         h.finish().await;
     });
 }
@@ -158,9 +192,13 @@ fn signals_to_processes_outside_the_landlock_domain_fail() {
 #[test]
 fn a_refused_path_is_named_in_the_sdk_error() {
     run(async {
-        let mut h = Harness::new();
+        // A path that exists where the plugin looks, so that Landlock (not
+        // the minimal root, where it would be missing) refuses it.
+        let dir = open_dir();
+        let secret = world_readable_file(dir.path(), "secret.txt", "not for plugins\n");
+        let mut h = Harness::with_policy("[sandbox]\nminimal_root = false\n");
         let host = h.host("hostile").await;
-        let err = expect_error(&host, "sdk_read", json!({"path": "/etc/shadow"})).await;
+        let err = expect_error(&host, "sdk_read", json!({"path": secret})).await;
         assert_eq!(
             err.kind,
             ErrorKind::PluginError {
@@ -169,7 +207,8 @@ fn a_refused_path_is_named_in_the_sdk_error() {
             "{err:?}"
         );
         assert!(
-            err.message.contains("read /etc/shadow: Permission denied"),
+            err.message
+                .contains(&format!("read {}: Permission denied", secret.display())),
             "{}",
             err.message
         );

@@ -514,10 +514,16 @@ fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {
 /// corrald started from the built binaries.
 fn script_suites(root: &Path, built: &Built) -> Result<()> {
     let runtimes = root.join("runtimes");
+    // The test files only: the folder also holds the fixtures they run.
+    let node_tests = root.join("runtimes/node/test");
+    let mut test_files: Vec<PathBuf> = std::fs::read_dir(&node_tests)
+        .with_context(|| format!("reading {}", node_tests.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".test.js"))
+        .collect();
+    test_files.sort();
     let mut node_runtime = Command::new("node");
-    node_runtime
-        .arg("--test")
-        .arg(root.join("runtimes/node/test"));
+    node_runtime.arg("--test").args(&test_files);
     run(node_runtime)?;
     let mut python_runtime = Command::new("python3");
     python_runtime

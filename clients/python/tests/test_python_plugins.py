@@ -88,10 +88,12 @@ def test_the_sandbox_holds_for_python(pydaemon: Daemon):
     client = pydaemon.client
     whoami = client.call("hostile-python", "whoami").output
     assert whoami["pid"] == 1 and pydaemon.uid_first <= whoami["uid"] <= pydaemon.uid_last
-    # Files outside the package and the runtime: refused inside the sandbox.
+    # Files outside the package and the runtime: refused inside the sandbox,
+    # either absent from its minimal root or refused by Landlock.
     for method in ("read_file", "write_file"):
         result = client.call("hostile-python", method).output
-        assert result["ok"] is False and result["error"] == "PermissionError", result
+        assert result["ok"] is False, result
+        assert result["error"] in ("FileNotFoundError", "PermissionError", "OSError"), result
     assert client.call("hostile-python", "write_scratch").output == {"ok": True,
                                                                       "result": "fine"}
     assert client.call("hostile-python", "list_processes").output == {"ok": True,

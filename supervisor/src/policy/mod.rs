@@ -301,6 +301,10 @@ pub struct ScriptRuntime {
     /// skipped).
     #[serde(default)]
     pub read: Vec<HostPath>,
+    /// What the interpreter maps executable besides its program: compiled
+    /// extension modules (Python's lib-dynload). Read-only, never writable.
+    #[serde(default)]
+    pub read_exec: Vec<HostPath>,
     /// System calls or groups the interpreter needs beyond `seccomp.base`.
     #[serde(default)]
     pub syscalls: Vec<String>,

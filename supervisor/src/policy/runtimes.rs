@@ -137,14 +137,22 @@ pub fn prepare(
         ));
     }
     argv.push(entry.display().to_string());
-    for path in profile.read.iter().filter(|p| p.as_path().exists()) {
-        grants.push((
-            FsRule {
-                path: path.to_string(),
-                access: FsAccess::Read,
-            },
-            format!("{} ({key}.read)", policy.source_of(&format!("{key}.read"))),
-        ));
+    for (paths, access, field) in [
+        (&profile.read, FsAccess::Read, "read"),
+        (&profile.read_exec, FsAccess::ReadExec, "read_exec"),
+    ] {
+        for path in paths.iter().filter(|p| p.as_path().exists()) {
+            grants.push((
+                FsRule {
+                    path: path.to_string(),
+                    access,
+                },
+                format!(
+                    "{} ({key}.{field})",
+                    policy.source_of(&format!("{key}.{field}"))
+                ),
+            ));
+        }
     }
     Ok(Some(ScriptLaunch {
         runtime,
@@ -230,6 +238,26 @@ impl ScriptLaunch {
                 ));
                 landlock.fs.push(rule);
             }
+        }
+        // The interpreter's own threads come on top of those the plugin
+        // was granted (RLIMIT_NPROC counts the tasks of its uid).
+        if let Some(nproc) = out
+            .confinement
+            .rlimits
+            .iter_mut()
+            .find(|r| r.resource == corral_protocol::policy::Rlimit::Nproc)
+        {
+            nproc.soft = nproc.soft.saturating_add(u64::from(self.threads));
+            nproc.hard = nproc.hard.saturating_add(u64::from(self.threads));
+            lines.push(cite(
+                "rlimits.nproc",
+                nproc.hard.to_string(),
+                format!(
+                    "raised by the runtime's {} threads ({})",
+                    self.threads,
+                    policy.cite(&format!("{}.threads", self.profile_key))
+                ),
+            ));
         }
         if let Some(pids) = out.resources.pids_max
             && pids < u64::from(self.threads) + 1

@@ -25,6 +25,10 @@ pub struct ExecInput {
     /// Ask memfd_create for an executable memfd (MFD_EXEC).
     #[serde(default)]
     pub mfd_exec: bool,
+    /// Ask memfd_create for a memfd sealed non-executable
+    /// (MFD_NOEXEC_SEAL), the only kind the filter lets a plugin make.
+    #[serde(default)]
+    pub noexec_seal: bool,
     /// Exec in a forked child and report its fate (needs `exec = true`);
     /// otherwise this process execs, and a success ends the plugin with
     /// [`IMAGE_STATUS`].
@@ -95,7 +99,11 @@ fn prepare(input: &ExecInput) -> io::Result<Target> {
     match input.via.as_str() {
         "memfd_execve" | "memfd_execveat" => {
             const MFD_EXEC: libc::c_uint = 0x10;
-            let flags = if input.mfd_exec { MFD_EXEC } else { 0 };
+            const MFD_NOEXEC_SEAL: libc::c_uint = 0x8;
+            let mut flags = if input.mfd_exec { MFD_EXEC } else { 0 };
+            if input.noexec_seal {
+                flags |= MFD_NOEXEC_SEAL;
+            }
             // SAFETY: a valid C string; no pointer is kept.
             let fd = check(unsafe { libc::memfd_create(c"image".as_ptr(), flags) }.into())? as i32;
             write_all(fd, &elf)?;
