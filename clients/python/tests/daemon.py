@@ -14,6 +14,7 @@ trampoline) and CORRAL_TEST_PACKAGES (the packages).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -38,6 +39,8 @@ EXIT_WAIT = 30.0
 #: (3,000,000 + up to 4096 * 64 ranges of 1024).
 UID_BASE = 400_000_000
 UIDS = 1024
+# Daemons of one run that may be alive at the same time.
+INSTANCES_PER_RUN = 4
 
 
 class TestEnv:
@@ -81,15 +84,21 @@ RUNTIMES = Path(__file__).resolve().parents[3] / "runtimes"
 
 
 class Daemon:
+    _instances = itertools.count()
+
     def __init__(self, env: TestEnv, packages: list[str], *, policy: str = "",
                  extra: dict[str, Path] | None = None) -> None:
         self.env = env
         self.root = Path(tempfile.mkdtemp(prefix="corral-py-", dir="/var/tmp"))
         # Plugins run as other uids and reach their packages below here.
         os.chmod(self.root, 0o755)
-        self.id = f"{os.getpid()}"
+        # Several daemons of one test run may be alive at once (module
+        # fixtures): each gets a cgroup base and a uid range of its own,
+        # since corrald refuses a base another live corrald holds.
+        n = next(Daemon._instances) % INSTANCES_PER_RUN
+        self.id = f"{os.getpid()}-{n}"
         self.cgroup_base = f"corral-py-{self.id}"
-        self.uid_first = UID_BASE + (os.getpid() % 65536) * UIDS
+        self.uid_first = UID_BASE + ((os.getpid() % 65536) * INSTANCES_PER_RUN + n) * UIDS
         self.uid_last = self.uid_first + UIDS - 1
         self.socket = self.root / "corral.sock"
         self.sources = self.root / "sources"
