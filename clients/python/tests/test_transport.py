@@ -38,6 +38,20 @@ class FakeDaemon:
                     if not chunk:
                         break
                     data += chunk
+                # The whole body too, before answering: a peer that closes
+                # while the client still writes it breaks the client's pipe.
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip() or b"0")
+                while len(body) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                data = head + b"\r\n\r\n" + body
                 self.requests.append(data)
                 for i in range(0, len(self.answer), 7):  # in small pieces
                     conn.sendall(self.answer[i:i + 7])
