@@ -55,7 +55,7 @@ mod syscall_filter;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use entry::elf_is_dynamic;
+pub(crate) use entry::{elf_is_dynamic, resolve_in_package};
 pub use limits::CPU_PERIOD_US;
 pub use namespaces::{JOIN_IPC_FD, JOIN_NET_FD, JOIN_UTS_FD};
 pub use syscall_filter::TRAMPOLINE_SYSCALLS;

@@ -281,17 +281,7 @@ impl ScriptLaunch {
 /// The script entry inside the package: a regular file plugin uids can
 /// read, through directories they can search.
 fn script_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
-    let path = package_dir.join(entry);
-    let resolved = path
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if !resolved.starts_with(package_dir) {
-        return Err(format!(
-            "{} resolves to {}, outside the package",
-            path.display(),
-            resolved.display()
-        ));
-    }
+    let resolved = super::compile::resolve_in_package(package_dir, entry)?;
     readable_by_others(&resolved)?;
     Ok(resolved)
 }

@@ -77,8 +77,9 @@ pub(super) fn resolve(
     })
 }
 
-/// Resolves the entry inside the package and checks plugin uids can run it.
-fn check_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
+/// `entry` resolved (links followed) to a path that must stay inside the
+/// package: what a native entry and a script entry both start from.
+pub(crate) fn resolve_in_package(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
     let path = package_dir.join(entry);
     let resolved = path
         .canonicalize()
@@ -90,6 +91,12 @@ fn check_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
             resolved.display()
         ));
     }
+    Ok(resolved)
+}
+
+/// Resolves the entry inside the package and checks plugin uids can run it.
+fn check_entry(package_dir: &Path, entry: &str) -> Result<PathBuf, String> {
+    let resolved = resolve_in_package(package_dir, entry)?;
     let meta = std::fs::metadata(&resolved).map_err(|e| format!("{}: {e}", resolved.display()))?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", resolved.display()));
