@@ -3,7 +3,7 @@
 
 use super::args::InputArgs;
 use super::local::read_input;
-use super::output::{emit, emit_raw, fail, fail_client, usage};
+use super::output::{answer, emit, emit_raw, fail, fail_client, usage};
 use corral::client::InstallOptions;
 use corral::exit;
 use corral::render;
@@ -15,29 +15,8 @@ use corral_protocol::api::{
 use corral_protocol::error::CorralError;
 use corral_protocol::policy::SandboxPolicy;
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use tokio::signal::unix::{SignalKind, signal};
-
-/// Sends `endpoint`; prints the raw answer (`--json`) or `human` of it.
-async fn answer<T: DeserializeOwned>(
-    client: &Client,
-    endpoint: Endpoint,
-    json: bool,
-    human: impl FnOnce(T) -> String,
-) -> u8 {
-    match client.send(&endpoint).await {
-        Ok(raw) if json => emit_raw(&raw),
-        Ok(raw) => match raw.json::<T>() {
-            Ok(value) => {
-                emit(&human(value));
-                exit::OK
-            }
-            Err(e) => fail_client(&e, json),
-        },
-        Err(e) => fail_client(&e, json),
-    }
-}
 
 pub async fn ls(client: &Client, json: bool) -> u8 {
     answer(

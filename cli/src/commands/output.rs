@@ -3,8 +3,9 @@
 
 use corral::exit;
 use corral::render;
-use corral::{ClientError, RawResponse};
+use corral::{Client, ClientError, Endpoint, RawResponse};
 use corral_protocol::error::CorralError;
+use serde::de::DeserializeOwned;
 use std::io::Write;
 
 /// Writes `text` and a newline to stdout. False when stdout is gone (a
@@ -66,4 +67,24 @@ pub fn usage(message: &str) -> u8 {
         super::args::Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message);
     let _ = error.print();
     exit::USAGE
+}
+
+/// Sends `endpoint`; prints the raw answer (`--json`) or `human` of it.
+pub async fn answer<T: DeserializeOwned>(
+    client: &Client,
+    endpoint: Endpoint,
+    json: bool,
+    human: impl FnOnce(T) -> String,
+) -> u8 {
+    match client.send(&endpoint).await {
+        Ok(raw) if json => emit_raw(&raw),
+        Ok(raw) => match raw.json::<T>() {
+            Ok(value) => {
+                emit(&human(value));
+                exit::OK
+            }
+            Err(e) => fail_client(&e, json),
+        },
+        Err(e) => fail_client(&e, json),
+    }
 }

@@ -5,7 +5,7 @@
 //! and installs from them.
 
 use super::args::{PublishTarget, SourceCommand};
-use super::output::{emit, emit_raw, fail, fail_client};
+use super::output::{answer, emit, fail};
 use corral::exit;
 use corral::{Client, Endpoint};
 use corral_protocol::api::InstallResponse;
@@ -19,7 +19,6 @@ use corral_supervisor::sources::layout;
 use corral_supervisor::sources::pack::{Packed, pack as pack_dir};
 use corral_supervisor::sources::s3::S3;
 use corral_supervisor::store::{PackageLimits, Store};
-use serde::de::DeserializeOwned;
 use std::path::Path;
 
 /// Environment variable holding the signing key's password.
@@ -353,25 +352,6 @@ pub async fn publish(package: &Path, target: &PublishTarget, key: Option<&Path>,
             exit::OK
         }
         Err(e) => fail(&e, json),
-    }
-}
-
-async fn answer<T: DeserializeOwned>(
-    client: &Client,
-    endpoint: Endpoint,
-    json: bool,
-    human: impl FnOnce(T) -> String,
-) -> u8 {
-    match client.send(&endpoint).await {
-        Ok(raw) if json => emit_raw(&raw),
-        Ok(raw) => match raw.json::<T>() {
-            Ok(value) => {
-                emit(&human(value));
-                exit::OK
-            }
-            Err(e) => fail_client(&e, json),
-        },
-        Err(e) => fail_client(&e, json),
     }
 }
 
