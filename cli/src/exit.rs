@@ -36,8 +36,8 @@ Exit codes:
    4  invalid input, package, manifest, policy or configuration, no such
       plugin, or another package already installed under the name
    5  denied (permission_denied, feature_unavailable)
-   6  unavailable for now (not_loaded, quarantined, overloaded, shutting_down,
-      source_error)
+   6  unavailable for now (not_loaded, quarantined, overloaded, rate_limited,
+      quota_exceeded, service_unavailable, shutting_down, source_error)
   70  internal error, or an answer from the daemon that corral does not understand";
 
 /// The exit code for a typed error.
@@ -48,6 +48,7 @@ pub fn code_for(error: &CorralError) -> u8 {
         | ErrorKind::InvalidConfig { .. }
         | ErrorKind::InvalidPackage { .. }
         | ErrorKind::InvalidInput { .. }
+        | ErrorKind::PayloadTooLarge { .. }
         | ErrorKind::DependencyMissing { .. }
         | ErrorKind::PluginNotFound { .. }
         | ErrorKind::AlreadyExists { .. } => INVALID,
@@ -55,6 +56,9 @@ pub fn code_for(error: &CorralError) -> u8 {
         ErrorKind::NotLoaded { .. }
         | ErrorKind::Quarantined { .. }
         | ErrorKind::Overloaded { .. }
+        | ErrorKind::RateLimited { .. }
+        | ErrorKind::QuotaExceeded { .. }
+        | ErrorKind::ServiceUnavailable { .. }
         | ErrorKind::ShuttingDown
         | ErrorKind::SourceError { .. } => UNAVAILABLE,
         ErrorKind::Internal => INTERNAL,

@@ -132,6 +132,26 @@ pub enum ErrorKind {
         source_name: String,
         problem: String,
     },
+    /// A plugin's requests to host services came faster than its policy
+    /// allows.
+    RateLimited {
+        limit_per_second: u32,
+    },
+    /// A request or value is larger than its limit.
+    PayloadTooLarge {
+        limit_bytes: u64,
+        size_bytes: u64,
+    },
+    /// Storing this would take the plugin past its storage quota.
+    QuotaExceeded {
+        quota_bytes: u64,
+        used_bytes: u64,
+    },
+    /// A host service is not available here (`corral run` has no daemon;
+    /// brokered S3 needs `[storage.s3]` in corrald.toml).
+    ServiceUnavailable {
+        service: String,
+    },
     /// The call was cancelled (by the caller, an unload or a shutdown).
     Cancelled,
     /// The daemon is shutting down.
@@ -166,6 +186,10 @@ impl ErrorKind {
             ErrorKind::DependencyMissing { .. } => "dependency_missing",
             ErrorKind::InvalidConfig { .. } => "invalid_config",
             ErrorKind::SourceError { .. } => "source_error",
+            ErrorKind::RateLimited { .. } => "rate_limited",
+            ErrorKind::PayloadTooLarge { .. } => "payload_too_large",
+            ErrorKind::QuotaExceeded { .. } => "quota_exceeded",
+            ErrorKind::ServiceUnavailable { .. } => "service_unavailable",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal",
@@ -193,7 +217,9 @@ impl ErrorKind {
             | ErrorKind::InvalidInput { .. }
             | ErrorKind::InvalidConfig { .. }
             | ErrorKind::DependencyMissing { .. } => 400,
-            ErrorKind::Overloaded { .. } => 429,
+            ErrorKind::Overloaded { .. } | ErrorKind::RateLimited { .. } => 429,
+            ErrorKind::PayloadTooLarge { .. } | ErrorKind::QuotaExceeded { .. } => 413,
+            ErrorKind::ServiceUnavailable { .. } => 503,
             ErrorKind::FeatureUnavailable { .. } => 501,
             ErrorKind::SourceError { problem, .. } => match problem.as_str() {
                 "not_found" => 404,

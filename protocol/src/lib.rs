@@ -16,6 +16,7 @@ pub mod message;
 #[cfg(feature = "manifest")]
 pub mod package_layout;
 pub mod policy;
+pub mod services;
 #[cfg(feature = "manifest")]
 pub mod sources;
 #[cfg(feature = "manifest")]

@@ -8,7 +8,13 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 4] = *b"CRRL";
 
 /// Protocol versions this build speaks, newest last.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
+
+/// The first version with host services: `Request` from the plugin,
+/// `Response` and `Deliver` from the host. A plugin that offers only
+/// version 1 never receives either, and sending `Request` at version 1 is
+/// a protocol violation.
+pub const SERVICES_VERSION: u16 = 2;
 
 /// The file descriptor on which a plugin finds its channel.
 pub const CHANNEL_FD: i32 = 3;
@@ -42,6 +48,10 @@ pub enum HostMessage {
     Shutdown { grace_ms: u32 },
     /// Answer to the plugin's own `Ping`.
     Pong { nonce: u64 },
+    /// Answer to the plugin's `Request` with the same id (version 2).
+    Response(ServiceResponse),
+    /// An event on a topic the plugin subscribed to (version 2).
+    Deliver(Delivery),
 }
 
 /// Messages from the plugin to the host.
@@ -64,6 +74,8 @@ pub enum PluginMessage {
     /// Sent by the trampoline, never by plugin code: a confinement step
     /// failed and the plugin was not started.
     SandboxFailure(SandboxFailure),
+    /// A request to a service the host brokers (version 2).
+    Request(ServiceRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +184,61 @@ pub struct SandboxFailure {
     pub message: String,
 }
 
+/// A plugin's request to a host service. Ids are the plugin's own,
+/// separate from call ids; the host answers each with one `Response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRequest {
+    pub id: u64,
+    /// The call this request serves (its deadline bounds the request), or
+    /// 0 when it serves none (start-up, an event handler).
+    pub call_id: u64,
+    /// `plugins`, `events`, `kv`, `s3`, `config`.
+    pub service: String,
+    /// The operation of that service, e.g. `call` or `put`.
+    pub operation: String,
+    /// The operation's arguments, a UTF-8 JSON object.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceResponse {
+    pub id: u64,
+    pub result: ServiceResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServiceResult {
+    /// The operation's result, UTF-8 JSON.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    Err(ServiceError),
+}
+
+/// Why a request failed: the same code, message and details the HTTP API
+/// gives for the same condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceError {
+    /// An API error code: `permission_denied`, `plugin_not_found`, ...
+    pub code: String,
+    pub message: String,
+    /// The API's whole error object as UTF-8 JSON (code, message and the
+    /// code's details, such as `permission`).
+    #[serde(with = "serde_bytes")]
+    pub details: Vec<u8>,
+}
+
+/// An event delivered to a subscribed plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The topic as the plugin names it (its name maps undone).
+    pub topic: String,
+    /// The publishing plugin, or `client` for an API publisher.
+    pub from: String,
+    /// UTF-8 JSON.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +246,8 @@ mod tests {
     #[test]
     fn negotiation_picks_highest_common_version() {
         assert_eq!(negotiate_version(&[1, 7]), Some(1));
-        assert_eq!(negotiate_version(&[2, 3]), None);
+        assert_eq!(negotiate_version(&[1, 2]), Some(2));
+        assert_eq!(negotiate_version(&[3, 4]), None);
         assert_eq!(negotiate_version(&[]), None);
     }
 }

@@ -38,6 +38,13 @@ pub struct SandboxPolicy {
     /// `default_method`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_method: Option<String>,
+    /// The host services it may use (`crate::services`).
+    #[serde(default)]
+    pub services: crate::services::ServiceGrants,
+    /// Methods the manifest marks idempotent: retried after `crashed` or
+    /// `timeout` under the policy's retry rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idempotent: Vec<String>,
     /// Where each rule came from, in the order the compiler applied them.
     pub provenance: Vec<Provenance>,
     /// Features the kernel lacks that the policy marked `best_effort`.

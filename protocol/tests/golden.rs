@@ -6,8 +6,9 @@
 
 use corral_protocol::frame::{self, FrameBuffer, HANDSHAKE_MAX_FRAME, HARD_MAX_FRAME};
 use corral_protocol::message::{
-    Call, CallResult, Hello, HostMessage, Init, InitLimits, LogLevel, LogRecord, MAGIC,
-    PluginError, PluginEvent, PluginMessage, Reply, SandboxFailure,
+    Call, CallResult, Delivery, Hello, HostMessage, Init, InitLimits, LogLevel, LogRecord, MAGIC,
+    PluginError, PluginEvent, PluginMessage, Reply, SandboxFailure, ServiceRequest,
+    ServiceResponse, ServiceResult,
 };
 use std::collections::BTreeMap;
 
@@ -250,7 +251,7 @@ fn tag(frame: &[u8]) -> u32 {
 
 #[test]
 fn the_variant_tables_match_the_encoder() {
-    let plugin_samples: [(&str, PluginMessage); 8] = [
+    let plugin_samples: [(&str, PluginMessage); 9] = [
         (
             "Hello",
             PluginMessage::Hello(Hello {
@@ -294,6 +295,16 @@ fn the_variant_tables_match_the_encoder() {
                 message: String::new(),
             }),
         ),
+        (
+            "Request",
+            PluginMessage::Request(ServiceRequest {
+                id: 0,
+                call_id: 0,
+                service: String::new(),
+                operation: String::new(),
+                payload: vec![],
+            }),
+        ),
     ];
     let table = variant_table("### Plugin to host");
     assert_eq!(table.len(), plugin_samples.len(), "{table:?}");
@@ -306,7 +317,7 @@ fn the_variant_tables_match_the_encoder() {
         );
     }
 
-    let host_samples: [(&str, HostMessage); 6] = [
+    let host_samples: [(&str, HostMessage); 8] = [
         (
             "Init",
             HostMessage::Init(Init {
@@ -329,6 +340,21 @@ fn the_variant_tables_match_the_encoder() {
         ("Ping", HostMessage::Ping { nonce: 0 }),
         ("Shutdown", HostMessage::Shutdown { grace_ms: 0 }),
         ("Pong", HostMessage::Pong { nonce: 0 }),
+        (
+            "Response",
+            HostMessage::Response(ServiceResponse {
+                id: 0,
+                result: ServiceResult::Ok(vec![]),
+            }),
+        ),
+        (
+            "Deliver",
+            HostMessage::Deliver(Delivery {
+                topic: String::new(),
+                from: String::new(),
+                payload: vec![],
+            }),
+        ),
     ];
     let table = variant_table("### Host to plugin");
     assert_eq!(table.len(), host_samples.len(), "{table:?}");

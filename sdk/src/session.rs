@@ -279,6 +279,12 @@ impl Session {
             // is harmless and ignored.
             HostMessage::Pong { .. } => {}
             HostMessage::Init(_) => return Err(ServeError::Unexpected("a second Init")),
+            HostMessage::Response(_) => {
+                return Err(ServeError::Unexpected("a Response to no request"));
+            }
+            HostMessage::Deliver(_) => {
+                return Err(ServeError::Unexpected("an event it did not subscribe to"));
+            }
         }
         Ok(())
     }
@@ -564,5 +570,7 @@ fn host_message_name(message: &HostMessage) -> &'static str {
         HostMessage::Ping { .. } => "Ping",
         HostMessage::Shutdown { .. } => "Shutdown",
         HostMessage::Pong { .. } => "Pong",
+        HostMessage::Response(_) => "Response",
+        HostMessage::Deliver(_) => "Deliver",
     }
 }

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod restart;
 pub mod run;
 pub mod runtime;
+pub mod services;
 pub mod sources;
 pub mod spawn;
 pub mod state;

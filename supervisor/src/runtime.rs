@@ -47,6 +47,9 @@ pub trait LifecycleObserver: Send + Sync + std::fmt::Debug {
     fn seccomp_refused(&self, _plugin: &str, _syscall: &str, _killed: bool) {}
     /// Learning mode recorded something the plugin needed.
     fn learned(&self, _plugin: &str, _need: crate::learn::Need) {}
+    /// A host-service request was answered: `service` is a known service
+    /// name or `unknown`; `outcome` is `ok` or an error code.
+    fn service_request(&self, _plugin: &str, _service: &str, _outcome: &str) {}
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +92,9 @@ pub struct Runtime {
     /// Log records and output lines dropped over the rate limit, per
     /// plugin, for the metrics.
     pub drops: crate::child::bounds::DropCounters,
+    /// Routes host-service requests; set once by the daemon, absent for
+    /// `corral run`.
+    pub broker: std::sync::OnceLock<Arc<dyn crate::services::Broker>>,
     generation: AtomicU64,
     pool: CgroupPool,
 }
@@ -147,6 +153,7 @@ impl Runtime {
             events: EventBus::default(),
             output_limit: options.output_limit,
             drops: Default::default(),
+            broker: std::sync::OnceLock::new(),
             observer: options.observer,
             generation: AtomicU64::new(0),
             pool: CgroupPool {

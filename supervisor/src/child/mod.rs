@@ -12,6 +12,7 @@ pub mod bounds;
 pub mod exit;
 pub mod output;
 pub mod reply;
+pub mod requests;
 pub mod seccomp_notify;
 
 use crate::events::EventBus;
@@ -30,7 +31,7 @@ use exit::{DeathCause, Evidence, ExitStatus};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -38,6 +39,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+pub use requests::{ChildLink, Delivered};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -78,6 +81,8 @@ pub struct CallOutput {
 struct Pending {
     reply: oneshot::Sender<Result<CallOutput, CorralError>>,
     started: Instant,
+    /// When the host stops waiting: bounds the requests made for it.
+    deadline: Instant,
     cpu_at_start: u64,
 }
 
@@ -148,6 +153,16 @@ struct Shared {
     logs: bounds::LogLimiter,
     /// Pongs queued since the writer last took the outbox ([`bounds`]).
     unwritten_pongs: AtomicU64,
+    /// The protocol version agreed at Hello (0 before Init).
+    version: AtomicU16,
+    /// The frame limit agreed at Hello.
+    max_frame: AtomicU32,
+    /// Host-service requests and deliveries ([`requests`]).
+    requests: requests::RequestState,
+    broker: Option<Arc<dyn crate::services::Broker>>,
+    observer: Option<Arc<dyn crate::runtime::LifecycleObserver>>,
+    /// Unique per child for the runtime's life ([`ChildLink::id`]).
+    link_id: u64,
 }
 
 impl Shared {
@@ -177,6 +192,17 @@ impl Shared {
 
     fn is_dead(&self) -> bool {
         self.death.borrow().is_some()
+    }
+
+    /// The deadline of call `id` while it is in flight.
+    fn call_deadline(&self, id: u64) -> Option<Instant> {
+        if id == 0 {
+            return None;
+        }
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&id).map(|c| c.deadline))
     }
 
     fn death_error(&self, call_id: u64) -> CorralError {
@@ -261,6 +287,22 @@ impl Child {
         !self.shared.is_dead() && !self.shared.stop_requested.load(Ordering::Relaxed)
     }
 
+    /// A weak handle for services that deliver to this child later.
+    pub fn link(&self) -> ChildLink {
+        ChildLink::new(&self.shared)
+    }
+
+    /// The protocol version agreed at Hello.
+    pub fn protocol_version(&self) -> u16 {
+        self.shared.version.load(Ordering::Relaxed)
+    }
+
+    /// Host-service requests handled and refused, deliveries queued and
+    /// dropped.
+    pub fn request_counts(&self) -> &requests::RequestCounts {
+        &self.shared.requests.counts
+    }
+
     /// The cgroup's current figures, if it has one.
     pub fn stats(&self) -> Option<corral_cgroups::Stats> {
         self.shared.cgroup.as_ref().and_then(|c| c.stats().ok())
@@ -305,6 +347,7 @@ impl Child {
                 Pending {
                     reply: tx,
                     started: Instant::now(),
+                    deadline: Instant::now() + timeout,
                     cpu_at_start,
                 },
             );
@@ -526,6 +569,12 @@ impl Child {
             events: rt.events.clone(),
             logs: bounds::LogLimiter::new(rt.output_limit, rt.drops.of(&spec.plugin)),
             unwritten_pongs: AtomicU64::new(0),
+            version: AtomicU16::new(0),
+            max_frame: AtomicU32::new(HANDSHAKE_MAX_FRAME),
+            requests: requests::RequestState::default(),
+            broker: rt.broker.get().cloned(),
+            observer: rt.observer.clone(),
+            link_id: rt.next_generation(),
         });
         tokio::spawn(monitor(
             shared.clone(),
@@ -837,6 +886,8 @@ async fn handshake(
         )));
     }
     let max_frame = shared.policy.max_frame.min(hello.max_frame);
+    shared.version.store(version, Ordering::Relaxed);
+    shared.max_frame.store(max_frame, Ordering::Relaxed);
     let limits = &shared.policy.resources;
     let init = HostMessage::Init(Init {
         version,
@@ -922,6 +973,7 @@ fn message_name(m: &PluginMessage) -> &'static str {
         PluginMessage::Pong { .. } => "Pong",
         PluginMessage::Ping { .. } => "Ping",
         PluginMessage::SandboxFailure(_) => "SandboxFailure",
+        PluginMessage::Request(_) => "Request",
     }
 }
 
@@ -962,6 +1014,7 @@ async fn write_loop(shared: Arc<Shared>, mut writer: OwnedWriteHalf) {
         }
         shared.outbox.take_into(&mut batch);
         shared.unwritten_pongs.store(0, Ordering::Relaxed);
+        shared.requests.taken();
         if batch.is_empty() {
             if shared.outbox.closed.load(Ordering::Relaxed) || shared.is_dead() {
                 break;
@@ -1030,7 +1083,7 @@ async fn read_loop(shared: Arc<Shared>, mut reader: AsyncFrameReader<OwnedReadHa
 }
 
 fn handle_message(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     message: PluginMessage,
     batch_sample: &mut Option<UsageSample>,
 ) -> Result<(), String> {
@@ -1101,6 +1154,7 @@ fn handle_message(
                 .push(&HostMessage::Pong { nonce })
                 .map_err(|e| e.to_string())
         }
+        PluginMessage::Request(request) => requests::request(shared, request),
         other @ (PluginMessage::Hello(_)
         | PluginMessage::Ready
         | PluginMessage::SandboxFailure(_)) => Err(format!(
@@ -1234,6 +1288,9 @@ async fn monitor(
     // Publish the death before answering calls, so a caller that retries
     // at once sees this child as dead.
     death_tx.send_replace(Some(cause.clone()));
+    if let Some(broker) = &shared.broker {
+        broker.child_gone(&ChildLink::new(&shared));
+    }
     log_dropped(&shared, shared.logs.take_unreported());
     shared.outbox.closed.store(true, Ordering::Relaxed);
     shared.outbox.ready.notify_one();

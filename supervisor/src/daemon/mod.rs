@@ -258,6 +258,13 @@ impl Daemon {
             sources,
             _cgroup_lock: cgroup_lock,
         });
+        // Before any plugin starts: its children take the broker at spawn.
+        let _ = daemon
+            .rt
+            .broker
+            .set(Arc::new(crate::services::HostServices {
+                daemon: Arc::downgrade(&daemon),
+            }));
         daemon.restore().await?;
         Ok(daemon)
     }

@@ -39,6 +39,10 @@
 //! 10. [`syscall_filter`]: the seccomp allow-list and its BPF program.
 //! 11. [`environment`]: the variables the plugin starts with.
 //! 12. [`lifecycle`]: timeouts, restart policy, allowed callers.
+//! 13. [`services`]: the host services granted (calls to dependencies,
+//!     event topics, tables, buckets), their name maps and request
+//!     bounds. Last: nothing in the sandbox depends on them; the host
+//!     enforces them on each request.
 
 mod credentials;
 mod entry;
@@ -51,6 +55,7 @@ mod mounts;
 mod namespaces;
 mod permissions;
 mod provenance;
+mod services;
 mod syscall_filter;
 #[cfg(test)]
 mod tests;
@@ -209,6 +214,7 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
     let timeouts = lifecycle::timeouts(&cx, &limits, &mut rec);
     let restart = lifecycle::restart(&cx, &mut rec);
     let allowed_callers = lifecycle::allowed_callers(&cx, &mut rec);
+    let services = services::grant(&cx, &mut rec)?;
 
     let entry = package.entry.display().to_string();
     let mut compiled = SandboxPolicy {
@@ -235,6 +241,8 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
         instances: limits.instances,
         allowed_callers,
         default_method: None,
+        services,
+        idempotent: Vec::new(),
         provenance: rec.provenance,
         warnings: rec.warnings,
     };
