@@ -366,4 +366,3 @@ pub fn known_service(service: &str) -> &'static str {
         _ => "unknown",
     }
 }
-

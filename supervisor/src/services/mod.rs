@@ -123,9 +123,8 @@ pub fn parse<T: serde::de::DeserializeOwned>(
     operation: &str,
     payload: &[u8],
 ) -> Result<T, CorralError> {
-    serde_json::from_slice(payload).map_err(|e| {
-        CorralError::invalid_input(format!("{service}.{operation}: bad payload: {e}"))
-    })
+    serde_json::from_slice(payload)
+        .map_err(|e| CorralError::invalid_input(format!("{service}.{operation}: bad payload: {e}")))
 }
 
 /// A JSON body for a response.
