@@ -170,6 +170,8 @@ pub struct Daemon {
     access: RwLock<Access>,
     /// The S3 sources (`crate::sources`).
     pub sources: crate::sources::Sources,
+    /// Plugins' key-value tables (the `kv` service), here for purges.
+    pub storage: Arc<crate::services::storage::Storage>,
     /// Held for the daemon's life: its cgroup base is its own.
     _cgroup_lock: std::fs::File,
 }
@@ -242,6 +244,10 @@ impl Daemon {
         let state = State::load(&config.state_dir)?;
         let access = Access::new(&config.admin_groups, &config.caller_groups);
         let sources = crate::sources::Sources::new(&config, &metrics).await;
+        let storage = Arc::new(crate::services::storage::Storage::open(&config.state_dir));
+        let buckets = Arc::new(
+            crate::services::buckets::Buckets::new(config.services.s3.as_ref()).await,
+        );
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,
@@ -256,6 +262,7 @@ impl Daemon {
             metrics,
             access: RwLock::new(access),
             sources,
+            storage: storage.clone(),
             _cgroup_lock: cgroup_lock,
         });
         // Before any plugin starts: its children take the broker at spawn.
@@ -264,6 +271,8 @@ impl Daemon {
             .broker
             .set(Arc::new(crate::services::HostServices {
                 daemon: Arc::downgrade(&daemon),
+                storage,
+                buckets,
             }));
         daemon.restore().await?;
         Ok(daemon)
@@ -678,7 +687,13 @@ impl Daemon {
         self.store.prune(&keep);
     }
 
-    pub async fn remove(&self, name: &str) -> Result<RemoveResponse, CorralError> {
+    /// Removes the plugin; its stored data (key-value tables) stays
+    /// unless `purge_data`.
+    pub async fn remove(
+        &self,
+        name: &str,
+        purge_data: bool,
+    ) -> Result<RemoveResponse, CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
         let entry = self.entry(name)?;
@@ -713,8 +728,18 @@ impl Daemon {
         self.persist().await;
         self.prune_store();
         tracing::info!(plugin = %name, "removed");
+        let purged = if purge_data {
+            let p = self.storage.purge(name).await?;
+            Some(corral_protocol::api::PurgedData {
+                tables: p.tables,
+                bytes: p.bytes,
+            })
+        } else {
+            None
+        };
         Ok(RemoveResponse {
             removed: name.to_string(),
+            purged,
         })
     }
 

@@ -23,6 +23,9 @@
 //! `corral run` has no daemon and so no broker: every request is answered
 //! `service_unavailable`.
 
+pub mod buckets;
+pub mod storage;
+
 use crate::child::ChildLink;
 use corral_protocol::error::CorralError;
 use corral_protocol::policy::SandboxPolicy;
@@ -69,6 +72,10 @@ pub struct HostServices {
     /// The daemon, for services that reach other plugins. Weak: the
     /// daemon owns the runtime that holds this broker.
     pub daemon: std::sync::Weak<crate::daemon::Daemon>,
+    /// Key-value tables (`kv`).
+    pub storage: Arc<storage::Storage>,
+    /// Brokered S3 (`s3`).
+    pub buckets: Arc<buckets::Buckets>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -80,13 +87,15 @@ impl std::fmt::Debug for HostServices {
 impl Broker for HostServices {
     fn handle(
         &self,
-        _caller: Caller,
+        caller: Caller,
         service: String,
         operation: String,
-        _payload: Vec<u8>,
+        payload: Vec<u8>,
     ) -> ServiceFuture {
         let error = match service.as_str() {
-            "plugins" | "events" | "kv" | "s3" | "config" => CorralError::new(
+            "kv" => return self.storage.handle(caller, operation, payload),
+            "s3" => return self.buckets.handle(caller, operation, payload),
+            "plugins" | "events" | "config" => CorralError::new(
                 corral_protocol::error::ErrorKind::ServiceUnavailable {
                     service: service.clone(),
                 },
