@@ -204,10 +204,9 @@ impl Endpoint {
             Endpoint::Health => "/v1/health".into(),
             Endpoint::List | Endpoint::InstallPath(_) => "/v1/plugins".into(),
             Endpoint::Info { name } => plugin(name, ""),
-            Endpoint::Remove { name, purge_data } => plugin(
-                name,
-                if *purge_data { "?purge_data=true" } else { "" },
-            ),
+            Endpoint::Remove { name, purge_data } => {
+                plugin(name, if *purge_data { "?purge_data=true" } else { "" })
+            }
             Endpoint::Policy { name } => plugin(name, "/policy"),
             Endpoint::Load { name } => plugin(name, "/load"),
             Endpoint::Unload { name } => plugin(name, "/unload"),
@@ -453,7 +452,11 @@ impl Client {
 
     /// Unloads (if loaded) and removes the plugin; its stored data stays
     /// unless `purge_data`.
-    pub async fn remove(&self, name: &str, purge_data: bool) -> Result<RemoveResponse, ClientError> {
+    pub async fn remove(
+        &self,
+        name: &str,
+        purge_data: bool,
+    ) -> Result<RemoveResponse, ClientError> {
         self.json(&Endpoint::Remove {
             name: name.into(),
             purge_data,

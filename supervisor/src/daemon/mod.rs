@@ -245,9 +245,8 @@ impl Daemon {
         let access = Access::new(&config.admin_groups, &config.caller_groups);
         let sources = crate::sources::Sources::new(&config, &metrics).await;
         let storage = Arc::new(crate::services::storage::Storage::open(&config.state_dir));
-        let buckets = Arc::new(
-            crate::services::buckets::Buckets::new(config.services.s3.as_ref()).await,
-        );
+        let buckets =
+            Arc::new(crate::services::buckets::Buckets::new(config.services.s3.as_ref()).await);
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,

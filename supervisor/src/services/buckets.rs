@@ -169,10 +169,8 @@ impl Buckets {
                     "this corrald has no S3 store for plugins: an operator adds [services.s3] to corrald.toml",
                 ));
             };
-            let max_get = u64::from(caller.policy.max_frame)
-                .saturating_sub(RESPONSE_OVERHEAD)
-                / 4
-                * 3;
+            let max_get =
+                u64::from(caller.policy.max_frame).saturating_sub(RESPONSE_OVERHEAD) / 4 * 3;
             let grants = &caller.policy.services;
             let plugin = caller.plugin.as_str();
             match operation.as_str() {
@@ -279,7 +277,10 @@ async fn list(
         })
         .collect();
     let next = if truncated {
-        objects.last().and_then(|o| o["key"].as_str()).map(str::to_string)
+        objects
+            .last()
+            .and_then(|o| o["key"].as_str())
+            .map(str::to_string)
     } else {
         None
     };
@@ -324,10 +325,7 @@ fn place(
 /// that maps keys to paths.
 fn check_key(operation: &str, field: &str, key: &str, prefix: bool) -> Result<(), CorralError> {
     let bad = |why: &str| {
-        CorralError::invalid_input(format!(
-            "s3.{operation}: {field} {:?} {why}",
-            clip(key)
-        ))
+        CorralError::invalid_input(format!("s3.{operation}: {field} {:?} {why}", clip(key)))
     };
     if (key.is_empty() && !prefix) || key.len() > MAX_KEY {
         return Err(bad(&format!("must be 1 to {MAX_KEY} bytes")));
@@ -342,7 +340,9 @@ fn check_key(operation: &str, field: &str, key: &str, prefix: bool) -> Result<()
     } else {
         &segments[..]
     };
-    if checked.iter().any(|s| s.is_empty() || *s == "." || *s == "..")
+    if checked
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
         || (prefix && matches!(segments.last(), Some(&".") | Some(&"..")))
     {
         return Err(bad("has an empty, `.` or `..` segment"));
@@ -351,7 +351,13 @@ fn check_key(operation: &str, field: &str, key: &str, prefix: bool) -> Result<()
 }
 
 /// A store failure in the plugin's names; the detail goes to the log.
-fn store_error(plugin: &str, operation: &str, bucket: &str, key: &str, e: CorralError) -> CorralError {
+fn store_error(
+    plugin: &str,
+    operation: &str,
+    bucket: &str,
+    key: &str,
+    e: CorralError,
+) -> CorralError {
     let problem = problem_of(&e).to_string();
     tracing::warn!(plugin = %plugin, operation, bucket, key = clip(key), problem = %problem, error = %e.message, "s3 request failed");
     let reason = match problem.as_str() {
@@ -380,7 +386,16 @@ mod tests {
             assert!(check_key("get", "key", key, false).is_ok(), "{key}");
         }
         for key in [
-            "", "../x", "a/../b", "./a", "/abs", "a//b", "a/", "..", "a\nb", &"k".repeat(1025),
+            "",
+            "../x",
+            "a/../b",
+            "./a",
+            "/abs",
+            "a//b",
+            "a/",
+            "..",
+            "a\nb",
+            &"k".repeat(1025),
         ] {
             let err = check_key("get", "key", key, false).unwrap_err();
             assert_eq!(err.code(), "invalid_input", "{key:?}");

@@ -157,9 +157,7 @@ impl Db {
             if let Some(size) = removed {
                 let mut usage = txn.open_table(USAGE).map_err(io)?;
                 let here = usage.get(table).map_err(io)?.map_or(0, |v| v.value());
-                usage
-                    .insert(table, here.saturating_sub(size))
-                    .map_err(io)?;
+                usage.insert(table, here.saturating_sub(size)).map_err(io)?;
             }
             removed.is_some()
         };
@@ -220,12 +218,7 @@ impl Db {
         };
         let mut used = 0u64;
         for t in tables.iter().collect::<BTreeSet<_>>() {
-            used = used.saturating_add(
-                usage
-                    .get(t.as_str())
-                    .map_err(io)?
-                    .map_or(0, |v| v.value()),
-            );
+            used = used.saturating_add(usage.get(t.as_str()).map_err(io)?.map_or(0, |v| v.value()));
         }
         Ok(used)
     }
@@ -282,7 +275,10 @@ mod tests {
         db.put(&put("p_t", "k1", b"12345", 20)).unwrap();
         assert_eq!(db.usage(&["p_t".into()]).unwrap(), 7);
         let err = db.put(&put("p_t", "k2", &[b'x'; 20], 20)).unwrap_err();
-        assert!(matches!(err, DbError::Quota { quota: 20, used: 7 }), "{err}");
+        assert!(
+            matches!(err, DbError::Quota { quota: 20, used: 7 }),
+            "{err}"
+        );
         assert_eq!(db.get("p_t", "k2").unwrap(), None);
         assert_eq!(db.usage(&["p_t".into()]).unwrap(), 7);
         // Overwriting with something smaller is always allowed.

@@ -135,7 +135,12 @@ impl Storage {
         let workers = self.workers.clone();
         Box::pin(async move {
             let db = db.map_err(|reason| unavailable(&path, &reason))?;
-            let op = prepare(&caller.plugin, &caller.policy.services, &operation, &payload)?;
+            let op = prepare(
+                &caller.plugin,
+                &caller.policy.services,
+                &operation,
+                &payload,
+            )?;
             let _permit = workers
                 .acquire_owned()
                 .await
@@ -197,7 +202,8 @@ enum Op {
 
 impl Op {
     fn run(self, db: &Db) -> Result<Vec<u8>, DbError> {
-        let encode = |v: serde_json::Value| serde_json::to_vec(&v).map_err(|e| DbError::Io(e.to_string()));
+        let encode =
+            |v: serde_json::Value| serde_json::to_vec(&v).map_err(|e| DbError::Io(e.to_string()));
         match self {
             Op::Get { table, key } => Ok(match db.get(&table, &key)? {
                 // Stored bytes are JSON this service encoded: spliced in
@@ -271,8 +277,8 @@ fn prepare(
             let value = body(&a.value)?;
             // Owned when reached through the plugin's own prefix, not
             // through the operator's map.
-            let owner = (!grants.table_names.map.contains_key(&a.table))
-                .then(|| plugin.to_string());
+            let owner =
+                (!grants.table_names.map.contains_key(&a.table)).then(|| plugin.to_string());
             Op::Put {
                 table,
                 key: a.key,
@@ -309,7 +315,12 @@ fn prepare(
     })
 }
 
-fn check_key(operation: &str, field: &str, key: &str, may_be_empty: bool) -> Result<(), CorralError> {
+fn check_key(
+    operation: &str,
+    field: &str,
+    key: &str,
+    may_be_empty: bool,
+) -> Result<(), CorralError> {
     if (key.is_empty() && !may_be_empty) || key.len() > MAX_KEY {
         return Err(CorralError::invalid_input(format!(
             "kv.{operation}: {field} is {} bytes; keys are 1 to {MAX_KEY} bytes",

@@ -50,21 +50,49 @@ fn own_tables_round_trip() {
     let g = grants("a", &["users"], &[], 1 << 20);
     let v = serde_json::json!({"name": "ada", "n": [1, 2]});
     assert_eq!(
-        call(&f, "a", &g, "put", serde_json::json!({"table": "users", "key": "u1", "value": v})).unwrap(),
+        call(
+            &f,
+            "a",
+            &g,
+            "put",
+            serde_json::json!({"table": "users", "key": "u1", "value": v})
+        )
+        .unwrap(),
         serde_json::json!({})
     );
     assert_eq!(
-        call(&f, "a", &g, "get", serde_json::json!({"table": "users", "key": "u1"})).unwrap(),
+        call(
+            &f,
+            "a",
+            &g,
+            "get",
+            serde_json::json!({"table": "users", "key": "u1"})
+        )
+        .unwrap(),
         serde_json::json!({ "value": v })
     );
     // Stored under the plugin's prefix.
     assert!(f.db.get("a_users", "u1").unwrap().is_some());
     assert_eq!(
-        call(&f, "a", &g, "delete", serde_json::json!({"table": "users", "key": "u1"})).unwrap(),
+        call(
+            &f,
+            "a",
+            &g,
+            "delete",
+            serde_json::json!({"table": "users", "key": "u1"})
+        )
+        .unwrap(),
         serde_json::json!({"deleted": true})
     );
     assert_eq!(
-        call(&f, "a", &g, "get", serde_json::json!({"table": "users", "key": "u1"})).unwrap(),
+        call(
+            &f,
+            "a",
+            &g,
+            "get",
+            serde_json::json!({"table": "users", "key": "u1"})
+        )
+        .unwrap(),
         serde_json::json!({"value": null})
     );
 }
@@ -93,16 +121,54 @@ fn ungranted_tables_are_refused_naming_the_permission() {
 #[test]
 fn same_names_in_two_plugins_never_meet_unless_mapped() {
     let f = fixture();
-    let a = grants("a", &["users", "shared"], &[("shared", "team_shared")], 1 << 20);
-    let b = grants("b", &["users", "common"], &[("common", "team_shared")], 1 << 20);
-    call(&f, "a", &a, "put", serde_json::json!({"table": "users", "key": "k", "value": "from a"})).unwrap();
+    let a = grants(
+        "a",
+        &["users", "shared"],
+        &[("shared", "team_shared")],
+        1 << 20,
+    );
+    let b = grants(
+        "b",
+        &["users", "common"],
+        &[("common", "team_shared")],
+        1 << 20,
+    );
+    call(
+        &f,
+        "a",
+        &a,
+        "put",
+        serde_json::json!({"table": "users", "key": "k", "value": "from a"}),
+    )
+    .unwrap();
     assert_eq!(
-        call(&f, "b", &b, "get", serde_json::json!({"table": "users", "key": "k"})).unwrap(),
+        call(
+            &f,
+            "b",
+            &b,
+            "get",
+            serde_json::json!({"table": "users", "key": "k"})
+        )
+        .unwrap(),
         serde_json::json!({"value": null})
     );
-    call(&f, "a", &a, "put", serde_json::json!({"table": "shared", "key": "k", "value": "both"})).unwrap();
+    call(
+        &f,
+        "a",
+        &a,
+        "put",
+        serde_json::json!({"table": "shared", "key": "k", "value": "both"}),
+    )
+    .unwrap();
     assert_eq!(
-        call(&f, "b", &b, "get", serde_json::json!({"table": "common", "key": "k"})).unwrap(),
+        call(
+            &f,
+            "b",
+            &b,
+            "get",
+            serde_json::json!({"table": "common", "key": "k"})
+        )
+        .unwrap(),
         serde_json::json!({"value": "both"})
     );
     // The shared table has no owner: a purge of either leaves it.
@@ -116,20 +182,67 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
     let f = fixture();
     let g = grants("a", &["t"], &[], 40);
     // "k1" + "\"0123456789\"" = 14 bytes.
-    call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": "k1", "value": "0123456789"})).unwrap();
-    call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": "k2", "value": "0123456789"})).unwrap();
-    let err = call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": "k3", "value": "0123456789"}))
-        .unwrap_err();
+    call(
+        &f,
+        "a",
+        &g,
+        "put",
+        serde_json::json!({"table": "t", "key": "k1", "value": "0123456789"}),
+    )
+    .unwrap();
+    call(
+        &f,
+        "a",
+        &g,
+        "put",
+        serde_json::json!({"table": "t", "key": "k2", "value": "0123456789"}),
+    )
+    .unwrap();
+    let err = call(
+        &f,
+        "a",
+        &g,
+        "put",
+        serde_json::json!({"table": "t", "key": "k3", "value": "0123456789"}),
+    )
+    .unwrap_err();
     assert!(
-        matches!(err.kind, ErrorKind::QuotaExceeded { quota_bytes: 40, used_bytes: 28 }),
+        matches!(
+            err.kind,
+            ErrorKind::QuotaExceeded {
+                quota_bytes: 40,
+                used_bytes: 28
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
-        call(&f, "a", &g, "get", serde_json::json!({"table": "t", "key": "k3"})).unwrap(),
+        call(
+            &f,
+            "a",
+            &g,
+            "get",
+            serde_json::json!({"table": "t", "key": "k3"})
+        )
+        .unwrap(),
         serde_json::json!({"value": null})
     );
-    call(&f, "a", &g, "delete", serde_json::json!({"table": "t", "key": "k1"})).unwrap();
-    call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": "k3", "value": "0123456789"})).unwrap();
+    call(
+        &f,
+        "a",
+        &g,
+        "delete",
+        serde_json::json!({"table": "t", "key": "k1"}),
+    )
+    .unwrap();
+    call(
+        &f,
+        "a",
+        &g,
+        "put",
+        serde_json::json!({"table": "t", "key": "k3", "value": "0123456789"}),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -137,8 +250,22 @@ fn a_shared_table_counts_against_each_user() {
     let f = fixture();
     let a = grants("a", &["s"], &[("s", "shared")], 1000);
     let b = grants("b", &["s"], &[("s", "shared")], 20);
-    call(&f, "a", &a, "put", serde_json::json!({"table": "s", "key": "k", "value": "x".repeat(30)})).unwrap();
-    let err = call(&f, "b", &b, "put", serde_json::json!({"table": "s", "key": "k2", "value": 1})).unwrap_err();
+    call(
+        &f,
+        "a",
+        &a,
+        "put",
+        serde_json::json!({"table": "s", "key": "k", "value": "x".repeat(30)}),
+    )
+    .unwrap();
+    let err = call(
+        &f,
+        "b",
+        &b,
+        "put",
+        serde_json::json!({"table": "s", "key": "k2", "value": 1}),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "quota_exceeded");
 }
 
@@ -147,14 +274,46 @@ fn bad_input_is_refused_naming_what_is_wrong() {
     let f = fixture();
     let g = grants("a", &["t"], &[], 1 << 20);
     let cases = [
-        ("get", serde_json::json!({"table": "t", "key": ""}), "key is 0 bytes"),
-        ("get", serde_json::json!({"table": "t", "key": "k".repeat(1025)}), "1 to 1024"),
-        ("put", serde_json::json!({"table": "t", "key": "k"}), "missing field `value`"),
-        ("get", serde_json::json!({"table": "t", "key": 7}), "bad payload"),
-        ("get", serde_json::json!({"table": "t", "key": "k", "extra": 1}), "unknown field"),
-        ("list", serde_json::json!({"table": "t", "limit": 1001}), "limit 1001"),
-        ("list", serde_json::json!({"table": "t", "limit": 0}), "limit 0"),
-        ("list", serde_json::json!({"table": "t", "after": "a".repeat(1025)}), "after is 1025"),
+        (
+            "get",
+            serde_json::json!({"table": "t", "key": ""}),
+            "key is 0 bytes",
+        ),
+        (
+            "get",
+            serde_json::json!({"table": "t", "key": "k".repeat(1025)}),
+            "1 to 1024",
+        ),
+        (
+            "put",
+            serde_json::json!({"table": "t", "key": "k"}),
+            "missing field `value`",
+        ),
+        (
+            "get",
+            serde_json::json!({"table": "t", "key": 7}),
+            "bad payload",
+        ),
+        (
+            "get",
+            serde_json::json!({"table": "t", "key": "k", "extra": 1}),
+            "unknown field",
+        ),
+        (
+            "list",
+            serde_json::json!({"table": "t", "limit": 1001}),
+            "limit 1001",
+        ),
+        (
+            "list",
+            serde_json::json!({"table": "t", "limit": 0}),
+            "limit 0",
+        ),
+        (
+            "list",
+            serde_json::json!({"table": "t", "after": "a".repeat(1025)}),
+            "after is 1025",
+        ),
         ("scan", serde_json::json!({"table": "t"}), "no operation"),
     ];
     for (op, payload, want) in cases {
@@ -165,7 +324,14 @@ fn bad_input_is_refused_naming_what_is_wrong() {
     let err = prepare("a", &g, "get", b"not json").err().unwrap();
     assert_eq!(err.code(), "invalid_input");
     // A 1024-byte key is fine.
-    call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": "k".repeat(1024), "value": 1})).unwrap();
+    call(
+        &f,
+        "a",
+        &g,
+        "put",
+        serde_json::json!({"table": "t", "key": "k".repeat(1024), "value": 1}),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -173,9 +339,23 @@ fn list_pages_through_every_key_once() {
     let f = fixture();
     let g = grants("a", &["t"], &[], 1 << 20);
     for i in 0..25 {
-        call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": format!("k{i:02}"), "value": i})).unwrap();
+        call(
+            &f,
+            "a",
+            &g,
+            "put",
+            serde_json::json!({"table": "t", "key": format!("k{i:02}"), "value": i}),
+        )
+        .unwrap();
     }
-    call(&f, "a", &g, "put", serde_json::json!({"table": "t", "key": "other", "value": 0})).unwrap();
+    call(
+        &f,
+        "a",
+        &g,
+        "put",
+        serde_json::json!({"table": "t", "key": "other", "value": 0}),
+    )
+    .unwrap();
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
