@@ -10,6 +10,7 @@ mod corral;
 mod daemon;
 mod env;
 mod helpers;
+mod kv;
 mod load;
 mod machine;
 mod memory;
@@ -34,15 +35,17 @@ enum SectionName {
     Api,
     Load,
     Scripts,
+    Kv,
 }
 
-const ALL: [SectionName; 6] = [
+const ALL: [SectionName; 7] = [
     SectionName::ColdStart,
     SectionName::WarmCall,
     SectionName::Memory,
     SectionName::Api,
     SectionName::Load,
     SectionName::Scripts,
+    SectionName::Kv,
 ];
 
 #[derive(Parser, Debug)]
@@ -249,6 +252,7 @@ fn run(args: Args) -> Result<bool> {
             SectionName::Api => api::run(&mut ctx),
             SectionName::Load => load::run(&mut ctx),
             SectionName::Scripts => scripts::run(&mut ctx),
+            SectionName::Kv => kv::run(&mut ctx),
         };
         let mut section = result.unwrap_or_else(|e| {
             all_ok = false;

@@ -134,23 +134,38 @@ impl Storage {
         let path = self.path.clone();
         let workers = self.workers.clone();
         Box::pin(async move {
-            let db = db.map_err(|reason| unavailable(&path, &reason))?;
-            let op = prepare(
+            run(
+                db,
+                &path,
+                &workers,
                 &caller.plugin,
                 &caller.policy.services,
                 &operation,
                 &payload,
-            )?;
-            let _permit = workers
-                .acquire_owned()
-                .await
-                .map_err(|_| CorralError::new(ErrorKind::ShuttingDown, "corrald is stopping"))?;
-            let plugin = caller.plugin.clone();
-            tokio::task::spawn_blocking(move || op.run(&db))
-                .await
-                .map_err(|e| CorralError::internal(format!("kv.{operation}: {e}")))?
-                .map_err(|e| db_error(&plugin, &operation, e))
+            )
+            .await
         })
+    }
+
+    /// One request as `plugin` with `grants`, without a child: what
+    /// [`Storage::handle`] does, for benchmarks and tools.
+    pub async fn request(
+        &self,
+        plugin: &str,
+        grants: &ServiceGrants,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CorralError> {
+        run(
+            self.db.clone(),
+            &self.path,
+            &self.workers,
+            plugin,
+            grants,
+            operation,
+            payload,
+        )
+        .await
     }
 
     /// Removes the tables `plugin` owns; what was removed.
@@ -172,6 +187,28 @@ impl Storage {
         tracing::info!(plugin = %plugin, tables = ?purged.tables, bytes = purged.bytes, "purged the plugin's stored data");
         Ok(purged)
     }
+}
+
+async fn run(
+    db: Result<Arc<Db>, String>,
+    path: &Path,
+    workers: &Arc<Semaphore>,
+    plugin: &str,
+    grants: &ServiceGrants,
+    operation: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, CorralError> {
+    let db = db.map_err(|reason| unavailable(path, &reason))?;
+    let op = prepare(plugin, grants, operation, payload)?;
+    let _permit = workers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| CorralError::new(ErrorKind::ShuttingDown, "corrald is stopping"))?;
+    tokio::task::spawn_blocking(move || op.run(&db))
+        .await
+        .map_err(|e| CorralError::internal(format!("kv.{operation}: {e}")))?
+        .map_err(|e| db_error(plugin, operation, e))
 }
 
 /// One checked operation, in real names, ready for the database.
