@@ -132,6 +132,7 @@ struct ListArgs {
 }
 
 /// A bucket and key prefix, checked and mapped.
+#[derive(Debug)]
 struct Place {
     /// The plugin's name for the bucket, for messages.
     name: String,
@@ -397,7 +398,7 @@ mod tests {
             "a\nb",
             &"k".repeat(1025),
         ] {
-            let err = check_key("get", "key", key, false).unwrap_err();
+            let err = check_key("get", "key", key, false).expect_err("refused");
             assert_eq!(err.code(), "invalid_input", "{key:?}");
         }
         assert!(check_key("list", "prefix", "", true).is_ok());
@@ -420,13 +421,13 @@ mod tests {
             },
             ..ServiceGrants::default()
         };
-        let p = place(&client, "a", &grants, "data").ok().unwrap();
+        let p = place(&client, "a", &grants, "data").expect("placed");
         assert_eq!(p.s3.bucket, "corral-data");
         assert_eq!(p.key_prefix, "a/");
-        let p = place(&client, "a", &grants, "team").ok().unwrap();
+        let p = place(&client, "a", &grants, "team").expect("placed");
         assert_eq!(p.s3.bucket, "team-data");
         assert_eq!(p.key_prefix, "");
-        let err = place(&client, "a", &grants, "secrets").err().unwrap();
+        let err = place(&client, "a", &grants, "secrets").expect_err("refused");
         assert!(
             matches!(&err.kind, ErrorKind::PermissionDenied { permission: Some(p) } if p == "s3.bucket secrets"),
             "{err:?}"
@@ -442,10 +443,13 @@ mod tests {
             access_key_id: None,
             secret_access_key: None,
         };
-        assert_eq!(c.check().unwrap_err().0, "services.s3.endpoint");
+        assert_eq!(c.check().expect_err("refused").0, "services.s3.endpoint");
         c.endpoint = Some("http://127.0.0.1:9000".into());
         assert!(c.check().is_ok());
         c.access_key_id = Some("id".into());
-        assert_eq!(c.check().unwrap_err().0, "services.s3.access_key_id");
+        assert_eq!(
+            c.check().expect_err("refused").0,
+            "services.s3.access_key_id"
+        );
     }
 }

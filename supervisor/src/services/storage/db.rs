@@ -270,68 +270,73 @@ mod tests {
 
     #[test]
     fn puts_are_counted_and_a_refused_put_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("kv.redb")).unwrap();
-        db.put(&put("p_t", "k1", b"12345", 20)).unwrap();
-        assert_eq!(db.usage(&["p_t".into()]).unwrap(), 7);
-        let err = db.put(&put("p_t", "k2", &[b'x'; 20], 20)).unwrap_err();
+        let dir = tempfile::tempdir().expect("succeeds");
+        let db = Db::open(&dir.path().join("kv.redb")).expect("succeeds");
+        db.put(&put("p_t", "k1", b"12345", 20)).expect("succeeds");
+        assert_eq!(db.usage(&["p_t".into()]).expect("succeeds"), 7);
+        let err = db
+            .put(&put("p_t", "k2", &[b'x'; 20], 20))
+            .expect_err("refused");
         assert!(
             matches!(err, DbError::Quota { quota: 20, used: 7 }),
             "{err}"
         );
-        assert_eq!(db.get("p_t", "k2").unwrap(), None);
-        assert_eq!(db.usage(&["p_t".into()]).unwrap(), 7);
+        assert_eq!(db.get("p_t", "k2").expect("succeeds"), None);
+        assert_eq!(db.usage(&["p_t".into()]).expect("succeeds"), 7);
         // Overwriting with something smaller is always allowed.
-        db.put(&put("p_t", "k1", b"1", 0)).unwrap();
-        assert_eq!(db.usage(&["p_t".into()]).unwrap(), 3);
-        assert!(db.delete("p_t", "k1").unwrap());
-        assert!(!db.delete("p_t", "k1").unwrap());
-        assert_eq!(db.usage(&["p_t".into()]).unwrap(), 0);
+        db.put(&put("p_t", "k1", b"1", 0)).expect("succeeds");
+        assert_eq!(db.usage(&["p_t".into()]).expect("succeeds"), 3);
+        assert!(db.delete("p_t", "k1").expect("succeeds"));
+        assert!(!db.delete("p_t", "k1").expect("succeeds"));
+        assert_eq!(db.usage(&["p_t".into()]).expect("succeeds"), 0);
     }
 
     #[test]
     fn lists_page_in_byte_order_within_the_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("kv.redb")).unwrap();
+        let dir = tempfile::tempdir().expect("succeeds");
+        let db = Db::open(&dir.path().join("kv.redb")).expect("succeeds");
         for k in ["a1", "b1", "b2", "b3", "c1"] {
-            db.put(&put("p_t", k, b"1", 1000)).unwrap();
+            db.put(&put("p_t", k, b"1", 1000)).expect("succeeds");
         }
-        let (keys, next) = db.list("p_t", "b", None, 2).unwrap();
+        let (keys, next) = db.list("p_t", "b", None, 2).expect("succeeds");
         assert_eq!(keys, ["b1", "b2"]);
         assert_eq!(next.as_deref(), Some("b2"));
-        let (keys, next) = db.list("p_t", "b", next.as_deref(), 2).unwrap();
+        let (keys, next) = db.list("p_t", "b", next.as_deref(), 2).expect("succeeds");
         assert_eq!(keys, ["b3"]);
         assert_eq!(next, None);
-        let (keys, _) = db.list("p_t", "", Some("b3"), 10).unwrap();
+        let (keys, _) = db.list("p_t", "", Some("b3"), 10).expect("succeeds");
         assert_eq!(keys, ["c1"]);
-        assert_eq!(db.list("nothing", "", None, 10).unwrap().0.len(), 0);
+        assert_eq!(
+            db.list("nothing", "", None, 10).expect("succeeds").0.len(),
+            0
+        );
     }
 
     #[test]
     fn a_purge_removes_only_the_owners_tables() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("kv.redb")).unwrap();
-        db.put(&put("p_t", "k", b"1", 1000)).unwrap();
+        let dir = tempfile::tempdir().expect("succeeds");
+        let db = Db::open(&dir.path().join("kv.redb")).expect("succeeds");
+        db.put(&put("p_t", "k", b"1", 1000)).expect("succeeds");
         let mut other = put("p_tx", "k", b"1", 1000);
         other.owner = Some("p_t");
-        db.put(&other).unwrap();
+        db.put(&other).expect("succeeds");
         let mut shared = put("shared", "k", b"1", 1000);
         shared.owner = None;
-        db.put(&shared).unwrap();
-        let purged = db.purge("p").unwrap();
+        db.put(&shared).expect("succeeds");
+        let purged = db.purge("p").expect("succeeds");
         assert_eq!(purged.tables, ["p_t"]);
         assert_eq!(purged.bytes, 2);
-        assert_eq!(db.get("p_t", "k").unwrap(), None);
-        assert!(db.get("p_tx", "k").unwrap().is_some());
-        assert!(db.get("shared", "k").unwrap().is_some());
+        assert_eq!(db.get("p_t", "k").expect("succeeds"), None);
+        assert!(db.get("p_tx", "k").expect("succeeds").is_some());
+        assert!(db.get("shared", "k").expect("succeeds").is_some());
     }
 
     #[test]
     fn a_corrupt_file_is_an_open_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("succeeds");
         let path = dir.path().join("kv.redb");
-        std::fs::write(&path, vec![0x5a; 4096]).unwrap();
-        let err = Db::open(&path).unwrap_err();
+        std::fs::write(&path, vec![0x5a; 4096]).expect("succeeds");
+        let err = Db::open(&path).expect_err("refused");
         assert!(err.to_string().contains("kv.redb"), "{err}");
     }
 }

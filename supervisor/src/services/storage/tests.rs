@@ -27,8 +27,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("kv.redb")).unwrap();
+    let dir = tempfile::tempdir().expect("succeeds");
+    let db = Db::open(&dir.path().join("kv.redb")).expect("succeeds");
     Fixture { _dir: dir, db }
 }
 
@@ -41,7 +41,7 @@ fn call(
 ) -> Result<serde_json::Value, CorralError> {
     let op = prepare(plugin, g, op, payload.to_string().as_bytes())?;
     let out = op.run(&f.db).map_err(|e| db_error(plugin, "test", e))?;
-    Ok(serde_json::from_slice(&out).unwrap())
+    Ok(serde_json::from_slice(&out).expect("succeeds"))
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn own_tables_round_trip() {
             "put",
             serde_json::json!({"table": "users", "key": "u1", "value": v})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({})
     );
     assert_eq!(
@@ -68,11 +68,11 @@ fn own_tables_round_trip() {
             "get",
             serde_json::json!({"table": "users", "key": "u1"})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({ "value": v })
     );
     // Stored under the plugin's prefix.
-    assert!(f.db.get("a_users", "u1").unwrap().is_some());
+    assert!(f.db.get("a_users", "u1").expect("succeeds").is_some());
     assert_eq!(
         call(
             &f,
@@ -81,7 +81,7 @@ fn own_tables_round_trip() {
             "delete",
             serde_json::json!({"table": "users", "key": "u1"})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({"deleted": true})
     );
     assert_eq!(
@@ -92,7 +92,7 @@ fn own_tables_round_trip() {
             "get",
             serde_json::json!({"table": "users", "key": "u1"})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({"value": null})
     );
 }
@@ -109,7 +109,7 @@ fn ungranted_tables_are_refused_naming_the_permission() {
         } else {
             serde_json::json!({"table": "secrets", "key": "k"})
         };
-        let err2 = call(&f, "a", &g, op, payload).unwrap_err();
+        let err2 = call(&f, "a", &g, op, payload).expect_err("refused");
         assert_eq!(err2.code(), "permission_denied", "{op}");
         assert!(
             matches!(&err2.kind, ErrorKind::PermissionDenied { permission: Some(p) } if p == "kv.table secrets"),
@@ -140,7 +140,7 @@ fn same_names_in_two_plugins_never_meet_unless_mapped() {
         "put",
         serde_json::json!({"table": "users", "key": "k", "value": "from a"}),
     )
-    .unwrap();
+    .expect("succeeds");
     assert_eq!(
         call(
             &f,
@@ -149,7 +149,7 @@ fn same_names_in_two_plugins_never_meet_unless_mapped() {
             "get",
             serde_json::json!({"table": "users", "key": "k"})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({"value": null})
     );
     call(
@@ -159,7 +159,7 @@ fn same_names_in_two_plugins_never_meet_unless_mapped() {
         "put",
         serde_json::json!({"table": "shared", "key": "k", "value": "both"}),
     )
-    .unwrap();
+    .expect("succeeds");
     assert_eq!(
         call(
             &f,
@@ -168,13 +168,13 @@ fn same_names_in_two_plugins_never_meet_unless_mapped() {
             "get",
             serde_json::json!({"table": "common", "key": "k"})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({"value": "both"})
     );
     // The shared table has no owner: a purge of either leaves it.
-    f.db.purge("a").unwrap();
-    assert!(f.db.get("team_shared", "k").unwrap().is_some());
-    assert!(f.db.get("a_users", "k").unwrap().is_none());
+    f.db.purge("a").expect("succeeds");
+    assert!(f.db.get("team_shared", "k").expect("succeeds").is_some());
+    assert!(f.db.get("a_users", "k").expect("succeeds").is_none());
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
         "put",
         serde_json::json!({"table": "t", "key": "k1", "value": "0123456789"}),
     )
-    .unwrap();
+    .expect("succeeds");
     call(
         &f,
         "a",
@@ -197,7 +197,7 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
         "put",
         serde_json::json!({"table": "t", "key": "k2", "value": "0123456789"}),
     )
-    .unwrap();
+    .expect("succeeds");
     let err = call(
         &f,
         "a",
@@ -205,7 +205,7 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
         "put",
         serde_json::json!({"table": "t", "key": "k3", "value": "0123456789"}),
     )
-    .unwrap_err();
+    .expect_err("refused");
     assert!(
         matches!(
             err.kind,
@@ -224,7 +224,7 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
             "get",
             serde_json::json!({"table": "t", "key": "k3"})
         )
-        .unwrap(),
+        .expect("succeeds"),
         serde_json::json!({"value": null})
     );
     call(
@@ -234,7 +234,7 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
         "delete",
         serde_json::json!({"table": "t", "key": "k1"}),
     )
-    .unwrap();
+    .expect("succeeds");
     call(
         &f,
         "a",
@@ -242,7 +242,7 @@ fn the_quota_holds_and_a_refused_put_changes_nothing() {
         "put",
         serde_json::json!({"table": "t", "key": "k3", "value": "0123456789"}),
     )
-    .unwrap();
+    .expect("succeeds");
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn a_shared_table_counts_against_each_user() {
         "put",
         serde_json::json!({"table": "s", "key": "k", "value": "x".repeat(30)}),
     )
-    .unwrap();
+    .expect("succeeds");
     let err = call(
         &f,
         "b",
@@ -265,7 +265,7 @@ fn a_shared_table_counts_against_each_user() {
         "put",
         serde_json::json!({"table": "s", "key": "k2", "value": 1}),
     )
-    .unwrap_err();
+    .expect_err("refused");
     assert_eq!(err.code(), "quota_exceeded");
 }
 
@@ -317,11 +317,11 @@ fn bad_input_is_refused_naming_what_is_wrong() {
         ("scan", serde_json::json!({"table": "t"}), "no operation"),
     ];
     for (op, payload, want) in cases {
-        let err = call(&f, "a", &g, op, payload).unwrap_err();
+        let err = call(&f, "a", &g, op, payload).expect_err("refused");
         assert_eq!(err.code(), "invalid_input", "{op}: {err:?}");
         assert!(err.message.contains(want), "{op}: {}", err.message);
     }
-    let err = prepare("a", &g, "get", b"not json").err().unwrap();
+    let err = prepare("a", &g, "get", b"not json").err().expect("refused");
     assert_eq!(err.code(), "invalid_input");
     // A 1024-byte key is fine.
     call(
@@ -331,7 +331,7 @@ fn bad_input_is_refused_naming_what_is_wrong() {
         "put",
         serde_json::json!({"table": "t", "key": "k".repeat(1024), "value": 1}),
     )
-    .unwrap();
+    .expect("succeeds");
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn list_pages_through_every_key_once() {
             "put",
             serde_json::json!({"table": "t", "key": format!("k{i:02}"), "value": i}),
         )
-        .unwrap();
+        .expect("succeeds");
     }
     call(
         &f,
@@ -355,7 +355,7 @@ fn list_pages_through_every_key_once() {
         "put",
         serde_json::json!({"table": "t", "key": "other", "value": 0}),
     )
-    .unwrap();
+    .expect("succeeds");
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -366,8 +366,8 @@ fn list_pages_through_every_key_once() {
             "list",
             serde_json::json!({"table": "t", "prefix": "k", "after": after, "limit": 10}),
         )
-        .unwrap();
-        let keys: Vec<String> = serde_json::from_value(page["keys"].clone()).unwrap();
+        .expect("succeeds");
+        let keys: Vec<String> = serde_json::from_value(page["keys"].clone()).expect("succeeds");
         assert!(keys.len() <= 10);
         seen.extend(keys);
         match page["next"].as_str() {
@@ -381,31 +381,32 @@ fn list_pages_through_every_key_once() {
 
 #[tokio::test]
 async fn a_corrupt_database_refuses_requests_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("services")).unwrap();
-    std::fs::write(dir.path().join(DB_FILE), vec![0x42; 8192]).unwrap();
+    let dir = tempfile::tempdir().expect("succeeds");
+    std::fs::create_dir_all(dir.path().join("services")).expect("succeeds");
+    std::fs::write(dir.path().join(DB_FILE), vec![0x42; 8192]).expect("succeeds");
     let storage = Storage::open(dir.path());
-    let err = storage.purge("a").await.unwrap_err();
+    let err = storage.purge("a").await.expect_err("refused");
     assert_eq!(err.code(), "service_unavailable");
     assert!(err.message.contains("kv.redb"), "{}", err.message);
     // The file is left for the operator, untouched.
     assert_eq!(
-        std::fs::read(dir.path().join(DB_FILE)).unwrap(),
+        std::fs::read(dir.path().join(DB_FILE)).expect("succeeds"),
         vec![0x42; 8192]
     );
 }
 
 #[tokio::test]
 async fn data_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("succeeds");
     {
-        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE)).expect("succeeds");
         let g = grants("a", &["t"], &[], 1 << 20);
-        let op = prepare("a", &g, "put", br#"{"table":"t","key":"k","value":[1]}"#).unwrap();
-        op.run(&db).unwrap();
+        let op =
+            prepare("a", &g, "put", br#"{"table":"t","key":"k","value":[1]}"#).expect("succeeds");
+        op.run(&db).expect("succeeds");
     }
     let storage = Storage::open(dir.path());
-    let purged = storage.purge("a").await.unwrap();
+    let purged = storage.purge("a").await.expect("succeeds");
     assert_eq!(purged.tables, ["a_t"]);
     assert_eq!(purged.bytes, 4);
 }
