@@ -117,6 +117,7 @@ mod context;
 mod error;
 pub mod fs;
 mod plugin;
+mod services;
 mod session;
 pub mod testing;
 
@@ -124,6 +125,9 @@ pub use context::Context;
 pub use corral_protocol::message::{InitLimits, LogLevel};
 pub use error::{Error, ServeError, codes};
 pub use plugin::{InitInfo, Plugin};
+pub use services::{
+    Event, KvPage, ListOptions, Published, RequestId, S3Entry, S3Object, S3Page, ServiceError,
+};
 pub use session::{EndReason, Served};
 
 /// The protocol crate, for hosts in tests and for raw frame access.
