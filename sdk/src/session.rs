@@ -502,7 +502,15 @@ impl Session {
                     "the call was cancelled while it waited for the host",
                 ));
             }
-            if self.closed || self.failure.is_some() {
+            if let Some(failure) = &self.failure {
+                // The failure stays recorded: the serve loop ends with it
+                // once the handler returns.
+                return Err(ServiceError::local(
+                    codes::CHANNEL_CLOSED,
+                    format!("the session with the host failed while the request waited: {failure}"),
+                ));
+            }
+            if self.closed {
                 return Err(ServiceError::local(
                     codes::CHANNEL_CLOSED,
                     "the channel to the host closed before the answer came",

@@ -73,6 +73,14 @@ fn services_plugin() -> Plugin {
         .json("events", move |_ctx: &mut Context, _: ()| {
             Ok(std::mem::take(&mut *events.borrow_mut()))
         })
+        .json("big_put", |ctx: &mut Context, bytes: usize| {
+            let value = "x".repeat(bytes);
+            Ok(outcome(ctx.request(
+                "kv",
+                "put",
+                &json!({ "table": "t", "key": "k", "value": value }),
+            )))
+        })
         .raw("echo", |_ctx, input: &[u8]| Ok(input.to_vec()))
         .on_event(move |_ctx: &mut Context, event: &Event| {
             if event.topic == "bad" {
@@ -410,4 +418,64 @@ fn a_failing_start_up_hook_ends_the_plugin() {
         }
         other => panic!("expected a failed start, got {other:?}"),
     }
+}
+
+#[test]
+fn deliveries_over_the_queue_bound_are_dropped_counted_and_serving_goes_on() {
+    // The SDK keeps at most 4096 deliveries waiting for the event handler.
+    const BOUND: usize = 4096;
+    let (mut host, handle) = start(2);
+    let call = host.send_call("subscribe", br#""t.*""#, 0).expect("call");
+    let request = host.request().expect("request");
+    for n in 0..BOUND + 5 {
+        host.deliver("t.x", "client", format!("{n}").as_bytes())
+            .expect("deliver");
+    }
+    host.respond(request.id, body(json!({}))).expect("respond");
+    assert_eq!(reply_json(&mut host, call), Value::Null);
+    let events = host.send_call("events", b"null", 0).expect("call");
+    let kept = reply_json(&mut host, events);
+    let kept = kept.as_array().expect("a list of events");
+    assert_eq!(kept.len(), BOUND, "the queue held at its bound");
+    assert_eq!(kept[0]["payload"], json!(0), "the oldest are kept");
+    assert_eq!(kept[BOUND - 1]["payload"], json!(BOUND - 1));
+    let logged = host.side.iter().any(|m| {
+        matches!(m, PluginMessage::Log(log) if log.message.starts_with("dropped 5 event deliveries"))
+    });
+    assert!(logged, "the drop is logged with its count");
+    assert_eq!(
+        host.call("echo", b"next").expect("call"),
+        CallResult::Ok(b"next".to_vec())
+    );
+    finish(host, handle);
+}
+
+#[test]
+fn a_request_too_large_for_a_frame_fails_locally_and_the_next_is_sent() {
+    let (mut host, handle) = start(2);
+    // Init allowed frames of 1 MiB.
+    let call = host.send_call("big_put", b"2000000", 0).expect("call");
+    let answer = reply_json(&mut host, call);
+    assert_eq!(answer["err"]["code"], "payload_too_large", "{answer}");
+    let call = host.send_call("big_put", b"10", 0).expect("call");
+    let request = host.request().expect("the small request is sent");
+    assert_eq!(request.id, 1, "the refused request used no id");
+    host.respond(request.id, body(json!({}))).expect("respond");
+    assert_eq!(reply_json(&mut host, call), json!({ "ok": {} }));
+    finish(host, handle);
+}
+
+#[test]
+fn a_host_that_goes_away_while_a_request_waits_ends_serving() {
+    let (mut host, handle) = start(2);
+    host.send_call("call", b"null", 0).expect("call");
+    host.request().expect("request");
+    host.stream()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let served = handle
+        .join()
+        .expect("serve thread panicked")
+        .expect("an end of stream is an orderly end");
+    assert_eq!(served.reason, corral_sdk::EndReason::Closed);
 }
