@@ -375,7 +375,9 @@ async fn publish_event(
     d.authorize(&peer, Need::Admin, "publish events")?;
     let bytes = read_body(body, limit, &conn).await?;
     let request: PublishRequest = parse_json(&bytes, "event")?;
-    let reach = d.bus.publish_from_client(&request.topic, &request.payload)?;
+    let reach = d
+        .bus
+        .publish_from_client(&request.topic, &request.payload)?;
     Ok(Json(reach).into_response())
 }
 

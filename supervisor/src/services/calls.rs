@@ -82,8 +82,18 @@ pub async fn handle(
     }
 }
 
-async fn call(daemon: Weak<Daemon>, caller: &Caller, args: CallArgs) -> Result<Vec<u8>, CorralError> {
-    if !caller.policy.services.calls.iter().any(|c| *c == args.plugin) {
+async fn call(
+    daemon: Weak<Daemon>,
+    caller: &Caller,
+    args: CallArgs,
+) -> Result<Vec<u8>, CorralError> {
+    if !caller
+        .policy
+        .services
+        .calls
+        .iter()
+        .any(|c| *c == args.plugin)
+    {
         return Err(not_granted(&caller.plugin, &args.plugin));
     }
     if args.method.len() > 256 {
@@ -168,11 +178,15 @@ mod tests {
             Some(Duration::from_millis(300))
         );
         assert_eq!(
-            bounded_timeout(Some(100), Some(deadline), now).ok().flatten(),
+            bounded_timeout(Some(100), Some(deadline), now)
+                .ok()
+                .flatten(),
             Some(Duration::from_millis(100))
         );
         assert_eq!(
-            bounded_timeout(Some(5000), Some(deadline), now).ok().flatten(),
+            bounded_timeout(Some(5000), Some(deadline), now)
+                .ok()
+                .flatten(),
             Some(Duration::from_millis(300))
         );
         assert_eq!(
@@ -195,7 +209,11 @@ mod tests {
             }
         );
         assert!(e.message.contains("[dependencies]"), "{}", e.message);
-        assert!(e.message.contains("calls = [\"text-utils\"]"), "{}", e.message);
+        assert!(
+            e.message.contains("calls = [\"text-utils\"]"),
+            "{}",
+            e.message
+        );
     }
 
     #[tokio::test]

@@ -258,7 +258,11 @@ impl Bus {
                     Delivered::Dropped => {
                         reach.dropped += 1;
                         BusMetrics::count(&self.metrics.dropped, sub.inbox.plugin());
-                        tracing::debug!(plugin = sub.inbox.plugin(), topic = clip(real_topic), "event dropped: queue full");
+                        tracing::debug!(
+                            plugin = sub.inbox.plugin(),
+                            topic = clip(real_topic),
+                            "event dropped: queue full"
+                        );
                     }
                     Delivered::Gone => gone.push(*id),
                 }
@@ -458,17 +462,28 @@ mod tests {
     fn two_plugins_share_a_topic_through_their_name_maps() {
         let bus = Bus::new(None);
         let mut a = grants(&["user-events"], &[]);
-        a.topic_names.map.insert("user-events".into(), "shared-events".into());
+        a.topic_names
+            .map
+            .insert("user-events".into(), "shared-events".into());
         a.topic_names.prefix = "a.".into();
         let mut b = grants(&[], &["people*"]);
-        b.topic_names.map.insert("people".into(), "shared-events".into());
+        b.topic_names
+            .map
+            .insert("people".into(), "shared-events".into());
         b.topic_names.prefix = "b.".into();
         let sub = FakeInbox::new("b", 100);
-        bus.subscribe(2, sub.clone(), &b, "people*").expect("subscribe");
+        bus.subscribe(2, sub.clone(), &b, "people*")
+            .expect("subscribe");
         let reach = bus
             .publish_as("a", &a, "user-events", &serde_json::json!(null))
             .expect("publish");
-        assert_eq!(reach, Reach { delivered: 1, dropped: 0 });
+        assert_eq!(
+            reach,
+            Reach {
+                delivered: 1,
+                dropped: 0
+            }
+        );
         assert_eq!(sub.topics(), vec!["people"]);
         // A prefixed topic of a's does not reach b: b cannot name it.
         let mut a_any = a.clone();
@@ -484,7 +499,8 @@ mod tests {
         let mut b = grants(&[], &["*"]);
         b.topic_names.prefix = "b/".into();
         let sub = FakeInbox::new("b", 100);
-        bus.subscribe(3, sub.clone(), &b, "orders.*").expect("subscribe");
+        bus.subscribe(3, sub.clone(), &b, "orders.*")
+            .expect("subscribe");
         let mut a = grants(&["*"], &[]);
         a.topic_names.prefix = "b/".into();
         bus.publish_as("a", &a, "orders.new", &serde_json::json!(1))
@@ -555,7 +571,13 @@ mod tests {
             total.delivered += r.delivered;
             total.dropped += r.dropped;
         }
-        assert_eq!(total, Reach { delivered: 7, dropped: 3 });
+        assert_eq!(
+            total,
+            Reach {
+                delivered: 7,
+                dropped: 3
+            }
+        );
         assert_eq!(quick.topics().len(), 5);
         let text = render(&bus);
         assert!(
@@ -578,7 +600,8 @@ mod tests {
         let g = grants(&["*"], &["*"]);
         let sub = FakeInbox::new("b", 10);
         bus.subscribe(8, sub.clone(), &g, "a").expect("subscribe");
-        bus.subscribe(8, sub.clone(), &g, "a").expect("twice is once");
+        bus.subscribe(8, sub.clone(), &g, "a")
+            .expect("twice is once");
         assert_eq!(bus.unsubscribe(8, "zzz").ok(), Some(false));
         bus.child_gone(8);
         assert_eq!(bus.subscriber_count(), 0);
@@ -624,13 +647,19 @@ mod tests {
             .expect("publish");
         let first = rx.try_recv().expect("mirrored");
         match &first.event {
-            Event::Plugin { plugin, topic, payload } => {
+            Event::Plugin {
+                plugin,
+                topic,
+                payload,
+            } => {
                 assert_eq!((plugin.as_str(), topic.as_str()), ("client", "big"));
                 assert!(payload.get("omitted_bytes").is_some(), "{payload}");
             }
             other => panic!("not a plugin event: {other:?}"),
         }
         let second = rx.try_recv().expect("mirrored");
-        assert!(matches!(&second.event, Event::Plugin { payload, .. } if payload == &serde_json::json!({"a": 1})));
+        assert!(
+            matches!(&second.event, Event::Plugin { payload, .. } if payload == &serde_json::json!({"a": 1}))
+        );
     }
 }
