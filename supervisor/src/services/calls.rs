@@ -87,13 +87,7 @@ async fn call(
     caller: &Caller,
     args: CallArgs,
 ) -> Result<Vec<u8>, CorralError> {
-    if !caller
-        .policy
-        .services
-        .calls
-        .iter()
-        .any(|c| *c == args.plugin)
-    {
+    if !caller.policy.services.calls.contains(&args.plugin) {
         return Err(not_granted(&caller.plugin, &args.plugin));
     }
     if args.method.len() > 256 {
