@@ -226,9 +226,9 @@ async fn wait_events(daemon: &Daemon, plugin: &str, want: usize) -> Vec<Value> {
 async fn a_wildcard_subscriber_gets_matching_topics_in_its_own_names() {
     let (_setup, daemon) = start_bus().await;
     let ok = request(&daemon, "sub", "subscribe", json!({"pattern": "orders.*"})).await;
-    assert_eq!(ok, json!({"ok": {}}));
+    assert_eq!(ok["ok"], json!({}), "{ok}");
     let ok = request(&daemon, "mapped", "subscribe", json!({"pattern": "people"})).await;
-    assert_eq!(ok, json!({"ok": {}}));
+    assert_eq!(ok["ok"], json!({}), "{ok}");
 
     let reach = request(
         &daemon,
@@ -237,7 +237,7 @@ async fn a_wildcard_subscriber_gets_matching_topics_in_its_own_names() {
         json!({"topic": "orders.created", "payload": {"id": 7}}),
     )
     .await;
-    assert_eq!(reach, json!({"ok": {"delivered": 1, "dropped": 0}}));
+    assert_eq!(reach["ok"], json!({"delivered": 1, "dropped": 0}));
     let reach = request(
         &daemon,
         "pub",
@@ -245,9 +245,7 @@ async fn a_wildcard_subscriber_gets_matching_topics_in_its_own_names() {
         json!({"topic": "user-events", "payload": "hi"}),
     )
     .await;
-    assert_eq!(
-        reach,
-        json!({"ok": {"delivered": 1, "dropped": 0}}),
+    assert_eq!(reach["ok"], json!({"delivered": 1, "dropped": 0}),
         "mapped gets the shared topic"
     );
     // An admin client publishing the real name reaches the mapped one too.
@@ -279,9 +277,9 @@ async fn a_wildcard_subscriber_gets_matching_topics_in_its_own_names() {
         json!({"pattern": "orders.*"}),
     )
     .await;
-    assert_eq!(removed, json!({"ok": {"removed": true}}));
+    assert_eq!(removed["ok"], json!({"removed": true}));
     let reach = request(&daemon, "pub", "publish", json!({"topic": "orders.paid"})).await;
-    assert_eq!(reach, json!({"ok": {"delivered": 0, "dropped": 0}}));
+    assert_eq!(reach["ok"], json!({"delivered": 0, "dropped": 0}));
     let metrics = daemon.client.metrics().await;
     assert!(
         metrics.contains(r#"corral_events_total{plugin="mapped"} 2"#),
@@ -355,7 +353,7 @@ async fn a_subscriber_that_does_not_read_never_slows_a_publisher() {
     let (_setup, daemon) = start_bus().await;
     let api = daemon.client.clone();
     let ok = request(&daemon, "slow", "subscribe", json!({"pattern": "bulk"})).await;
-    assert_eq!(ok, json!({"ok": {}}));
+    assert_eq!(ok["ok"], json!({}), "{ok}");
     let blocked =
         tokio::spawn(async move { api.call_ok("slow", "block", json!({"ms": 4000})).await });
     corral_daemon_tests::eventually(
@@ -397,7 +395,7 @@ async fn a_subscriber_that_does_not_read_never_slows_a_publisher() {
 async fn subscriptions_end_with_the_subscriber() {
     let (_setup, daemon) = start_bus().await;
     let ok = request(&daemon, "sub", "subscribe", json!({"pattern": "orders.*"})).await;
-    assert_eq!(ok, json!({"ok": {}}));
+    assert_eq!(ok["ok"], json!({}), "{ok}");
     let reach: Value = daemon
         .client
         .send(&publish("orders.one", json!(1)))
@@ -422,7 +420,7 @@ async fn subscriptions_end_with_the_subscriber() {
     );
     // The restarted child starts with none, and subscribes again.
     let ok = request(&daemon, "sub", "subscribe", json!({"pattern": "orders.*"})).await;
-    assert_eq!(ok, json!({"ok": {}}));
+    assert_eq!(ok["ok"], json!({}), "{ok}");
     let reach: Value = daemon
         .client
         .send(&publish("orders.three", json!(3)))

@@ -5,7 +5,8 @@
 //! Methods (input and output JSON):
 //! - `request {service, operation, payload}`: sends one Request (serving
 //!   this call) and returns `{"ok": body}` or `{"err": {code, message,
-//!   details}}`;
+//!   details}}`, with `elapsed_us`, the round trip as the plugin saw it
+//!   (for the benchmarks);
 //! - `subscribe {pattern}`: `events.subscribe`, answered like `request`;
 //! - `events`: the deliveries received so far, `[{topic, from, payload}]`;
 //! - `timeout`: the `timeout_ms` the host gave this call;
@@ -198,6 +199,7 @@ impl Plugin {
             Value::String(raw) => raw.clone().into_bytes(),
             other => other.to_string().into_bytes(),
         };
+        let started = std::time::Instant::now();
         self.send(&PluginMessage::Request(ServiceRequest {
             id,
             call_id,
@@ -209,7 +211,8 @@ impl Plugin {
             match self.receive()? {
                 None => return Err("the host closed the channel".into()),
                 Some(HostMessage::Response(r)) if r.id == id => {
-                    return Ok(match r.result {
+                    let elapsed_us = started.elapsed().as_micros() as u64;
+                    let mut answer = match r.result {
                         ServiceResult::Ok(body) => json!({
                             "ok": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)
                         }),
@@ -218,7 +221,9 @@ impl Plugin {
                             "message": e.message,
                             "details": serde_json::from_slice::<Value>(&e.details).unwrap_or(Value::Null),
                         }}),
-                    });
+                    };
+                    answer["elapsed_us"] = json!(elapsed_us);
+                    return Ok(answer);
                 }
                 Some(HostMessage::Response(_)) => {}
                 Some(other) => self.other(other)?,
