@@ -260,3 +260,70 @@ async fn a_flood_from_one_plugin_does_not_stop_another_plugins_calls() {
     assert_eq!(api.call_ok("hog", "echo", json!(1)).await.output, json!(1));
     daemon.stop().await;
 }
+
+/// The input that makes `chain[0]` call `chain[1]`, which calls
+/// `chain[2]`, ..., the last one echoing "bottom".
+fn chained(chain: &[String]) -> Value {
+    match chain {
+        [_, next, rest @ ..] => {
+            let (method, input) = if rest.is_empty() {
+                ("echo", json!("bottom"))
+            } else {
+                ("request", chained(&chain[1..]))
+            };
+            json!({"service": "plugins", "operation": "call",
+                   "payload": {"plugin": next, "method": method, "input": input}})
+        }
+        _ => json!(null),
+    }
+}
+
+/// What the innermost call answered, digging through each level's
+/// `{"ok": {"output": ...}}`.
+fn innermost(mut answer: Value) -> Value {
+    while let Some(output) = answer.get("ok").and_then(|ok| ok.get("output")).cloned() {
+        if output.get("ok").is_none() && output.get("err").is_none() {
+            return output;
+        }
+        answer = output;
+    }
+    answer
+}
+
+/// A chain of dependency calls is bounded at run time (a cycle that
+/// slipped past load would end the same way): eight calls deep works,
+/// the ninth is refused with a typed error, and nothing hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_dependency_calls_is_bounded_in_depth() {
+    let setup = Setup::new();
+    let chain: Vec<String> = (0..10).map(|i| format!("link-{i}")).collect();
+    for (i, name) in chain.iter().enumerate() {
+        let dir = setup.add_package("services-raw", name);
+        if let Some(next) = chain.get(i + 1) {
+            append(&dir, &format!("\n[dependencies]\n{next} = \"*\"\n"));
+        }
+    }
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    // link-1 → ... → link-9: eight dependency calls.
+    let answer = api
+        .call_ok("link-1", "request", chained(&chain[1..]))
+        .await
+        .output;
+    assert_eq!(innermost(answer.clone()), json!("bottom"), "{answer}");
+    // link-0 → ... → link-9: the ninth is refused where it is made.
+    let answer = api
+        .call_ok("link-0", "request", chained(&chain))
+        .await
+        .output;
+    let refused = innermost(answer.clone());
+    assert_eq!(refused["err"]["code"], "dependency_missing", "{answer}");
+    assert!(
+        refused["err"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 8"),
+        "{refused}"
+    );
+    daemon.stop().await;
+}

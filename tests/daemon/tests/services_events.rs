@@ -245,7 +245,9 @@ async fn a_wildcard_subscriber_gets_matching_topics_in_its_own_names() {
         json!({"topic": "user-events", "payload": "hi"}),
     )
     .await;
-    assert_eq!(reach["ok"], json!({"delivered": 1, "dropped": 0}),
+    assert_eq!(
+        reach["ok"],
+        json!({"delivered": 1, "dropped": 0}),
         "mapped gets the shared topic"
     );
     // An admin client publishing the real name reaches the mapped one too.
