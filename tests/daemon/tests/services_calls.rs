@@ -327,3 +327,23 @@ async fn a_chain_of_dependency_calls_is_bounded_in_depth() {
     );
     daemon.stop().await;
 }
+
+/// A dependency that does not answer in time gives the caller `timeout`
+/// at the limit it asked for, not a hang; the next call works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_that_is_too_slow_gives_timeout() {
+    let (_setup, daemon) = start().await;
+    let answer = request(
+        &daemon,
+        "app",
+        "plugins",
+        "call",
+        json!({"plugin": "dep", "method": "block", "input": {"ms": 3000}, "timeout_ms": 300}),
+    )
+    .await;
+    assert_eq!(err_code(&answer), "timeout", "{answer}");
+    assert_eq!(answer["err"]["details"]["limit_ms"], json!(300), "{answer}");
+    let answer = call_dep(&daemon, "echo", json!("after")).await;
+    assert_eq!(answer["ok"]["output"], json!("after"), "{answer}");
+    daemon.stop().await;
+}
