@@ -20,8 +20,12 @@
 //! - A delivery is queued on the subscriber's channel without waiting
 //!   (`ChildLink::deliver`); a full queue drops it and counts it, so a
 //!   slow subscriber never slows a publisher.
-//! - A child holds at most [`MAX_PATTERNS`] subscriptions; they end with
-//!   it ([`Bus::child_gone`], and lazily when a delivery finds it gone).
+//! - A child holds at most [`MAX_PATTERNS`] subscriptions of at most
+//!   [`MAX_PATTERN_BYTES`] in all; they end with it ([`Bus::child_gone`],
+//!   and lazily when a delivery finds it gone). Matching a topic against a
+//!   pattern costs up to their lengths multiplied, so the byte bound is
+//!   what keeps the work of one publish per subscriber small whatever
+//!   patterns a plugin picks.
 //! - Published events also go to the lifecycle stream as
 //!   `Event::Plugin` (what `GET /v1/events?topic=` reads), with payloads
 //!   over [`MIRRORED_PAYLOAD_BYTES`] left out, so a flood of large
@@ -45,6 +49,9 @@ use std::sync::{Arc, RwLock};
 
 /// Patterns one child may be subscribed to at once.
 pub const MAX_PATTERNS: usize = 64;
+
+/// Bytes of those patterns, together.
+pub const MAX_PATTERN_BYTES: usize = 2048;
 
 /// Largest payload copied into the lifecycle stream's `Event::Plugin`.
 pub const MIRRORED_PAYLOAD_BYTES: usize = 8 << 10;
@@ -312,9 +319,12 @@ impl Bus {
         if sub.patterns.iter().any(|p| p == pattern) {
             return Ok(());
         }
-        if sub.patterns.len() >= MAX_PATTERNS {
+        let bytes: usize = sub.patterns.iter().map(String::len).sum();
+        if sub.patterns.len() >= MAX_PATTERNS || bytes + pattern.len() > MAX_PATTERN_BYTES {
             return Err(CorralError::invalid_input(format!(
-                "events.subscribe: plugin {plugin} already holds {MAX_PATTERNS} subscriptions; unsubscribe from one first"
+                "events.subscribe: plugin {plugin} already holds {} subscriptions of {bytes} bytes \
+                 (at most {MAX_PATTERNS}, {MAX_PATTERN_BYTES} bytes in all); unsubscribe from one first",
+                sub.patterns.len()
             )));
         }
         sub.patterns.push(pattern.to_string());
@@ -634,6 +644,16 @@ mod tests {
         let e = bus.subscribe(10, sub, &g, "one-more").expect_err("bounded");
         assert_eq!(e.code(), "invalid_input");
         assert_eq!(bus.unsubscribe(10, "t0").ok(), Some(true));
+        // Long patterns reach the byte bound first.
+        let long = |i: usize| format!("{i:03}{}", "*a".repeat(98));
+        for i in 0..MAX_PATTERN_BYTES / 199 {
+            bus.subscribe(11, FakeInbox::new("c", 1), &g, &long(i))
+                .expect("subscribe");
+        }
+        let e = bus
+            .subscribe(11, FakeInbox::new("c", 1), &g, &long(999))
+            .expect_err("bounded by bytes");
+        assert!(e.message.contains("bytes"), "{}", e.message);
     }
 
     #[test]
