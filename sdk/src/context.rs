@@ -34,12 +34,13 @@ impl<'s> Context<'s> {
         }
     }
 
-    /// The host's id of this call.
+    /// The host's id of this call; 0 in the event handler and the
+    /// start-up hook, which serve no call.
     pub fn call_id(&self) -> u64 {
         self.id
     }
 
-    /// The method being called.
+    /// The method being called; empty outside a call.
     pub fn method(&self) -> &str {
         self.method
     }
