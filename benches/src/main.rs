@@ -17,6 +17,7 @@ mod memory;
 mod report;
 mod scripts;
 mod seccomp;
+mod services;
 mod soak;
 mod stats;
 mod warm_call;
@@ -36,9 +37,10 @@ enum SectionName {
     Load,
     Scripts,
     Kv,
+    Services,
 }
 
-const ALL: [SectionName; 7] = [
+const ALL: [SectionName; 8] = [
     SectionName::ColdStart,
     SectionName::WarmCall,
     SectionName::Memory,
@@ -46,6 +48,7 @@ const ALL: [SectionName; 7] = [
     SectionName::Load,
     SectionName::Scripts,
     SectionName::Kv,
+    SectionName::Services,
 ];
 
 #[derive(Parser, Debug)]
@@ -253,6 +256,7 @@ fn run(args: Args) -> Result<bool> {
             SectionName::Load => load::run(&mut ctx),
             SectionName::Scripts => scripts::run(&mut ctx),
             SectionName::Kv => kv::run(&mut ctx),
+            SectionName::Services => services::run(&mut ctx),
         };
         let mut section = result.unwrap_or_else(|e| {
             all_ok = false;

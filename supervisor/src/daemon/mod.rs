@@ -172,6 +172,8 @@ pub struct Daemon {
     pub sources: crate::sources::Sources,
     /// Plugins' key-value tables (the `kv` service), here for purges.
     pub storage: Arc<crate::services::storage::Storage>,
+    /// The host services' event bus, also reached by API clients.
+    pub bus: Arc<crate::services::events::Bus>,
     /// Held for the daemon's life: its cgroup base is its own.
     _cgroup_lock: std::fs::File,
 }
@@ -247,6 +249,8 @@ impl Daemon {
         let storage = Arc::new(crate::services::storage::Storage::open(&config.state_dir));
         let buckets =
             Arc::new(crate::services::buckets::Buckets::new(config.services.s3.as_ref()).await);
+        let bus = Arc::new(crate::services::events::Bus::new(Some(rt.events.clone())));
+        metrics.register(|r| bus.register_metrics(r));
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,
@@ -262,6 +266,7 @@ impl Daemon {
             access: RwLock::new(access),
             sources,
             storage: storage.clone(),
+            bus: bus.clone(),
             _cgroup_lock: cgroup_lock,
         });
         // Before any plugin starts: its children take the broker at spawn.
@@ -272,6 +277,7 @@ impl Daemon {
                 daemon: Arc::downgrade(&daemon),
                 storage,
                 buckets,
+                events: bus,
             }));
         daemon.restore().await?;
         Ok(daemon)
@@ -1125,6 +1131,42 @@ impl Daemon {
                 ),
             ));
         }
+        let input = serde_json::to_vec(&request.input)
+            .map_err(|e| CorralError::invalid_input(e.to_string()))?;
+        self.call_loaded(
+            &entry,
+            &request.method,
+            input,
+            request.timeout_ms.map(Duration::from_millis),
+        )
+        .await
+    }
+
+    /// A call from a plugin to one of its dependencies (the `plugins`
+    /// host service, which checked the caller's grant). The same path as
+    /// an API call (slots, metrics, events), but `allowed_callers` does
+    /// not apply: it names API clients by uid, and the operator's grant
+    /// to the calling plugin is what admits this call.
+    pub async fn call_from_plugin(
+        &self,
+        name: &str,
+        method: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<CallResponse, CorralError> {
+        self.refuse_when_draining()?;
+        let entry = self.entry(name)?;
+        self.call_loaded(&entry, method, input, timeout).await
+    }
+
+    async fn call_loaded(
+        &self,
+        entry: &PluginEntry,
+        method: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<CallResponse, CorralError> {
+        let name = entry.name.as_str();
         let host = entry.host().ok_or_else(|| not_loaded(name))?;
         let _permit = entry.slots.clone().try_acquire_owned().map_err(|_| {
             CorralError::new(
@@ -1137,16 +1179,8 @@ impl Daemon {
                 ),
             )
         })?;
-        let input = serde_json::to_vec(&request.input)
-            .map_err(|e| CorralError::invalid_input(e.to_string()))?;
         let started = Instant::now();
-        let result = host
-            .call(
-                &request.method,
-                input,
-                request.timeout_ms.map(Duration::from_millis),
-            )
-            .await;
+        let result = host.call(method, input, timeout).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),

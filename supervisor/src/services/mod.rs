@@ -24,6 +24,8 @@
 //! `service_unavailable`.
 
 pub mod buckets;
+pub mod calls;
+pub mod events;
 pub mod storage;
 
 use crate::child::ChildLink;
@@ -44,6 +46,9 @@ pub struct Caller {
     /// When the call this request serves must be answered; `None` when it
     /// serves no call.
     pub deadline: Option<Instant>,
+    /// Dependency calls between the API call at the root of the chain
+    /// and the call this request serves ([`calls::MAX_CALL_DEPTH`]).
+    pub depth: u32,
     /// The child itself, for deliveries back to it.
     pub link: ChildLink,
 }
@@ -76,6 +81,8 @@ pub struct HostServices {
     pub storage: Arc<storage::Storage>,
     /// Brokered S3 (`s3`).
     pub buckets: Arc<buckets::Buckets>,
+    /// The event bus ([`events`]); the daemon holds it too, for clients.
+    pub events: Arc<events::Bus>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -95,7 +102,17 @@ impl Broker for HostServices {
         let error = match service.as_str() {
             "kv" => return self.storage.handle(caller, operation, payload),
             "s3" => return self.buckets.handle(caller, operation, payload),
-            "plugins" | "events" | "config" => CorralError::new(
+            "plugins" => {
+                let daemon = self.daemon.clone();
+                return Box::pin(async move {
+                    calls::handle(daemon, caller, &operation, &payload).await
+                });
+            }
+            "events" => {
+                let result = self.events.handle(&caller, &operation, &payload);
+                return Box::pin(async move { result });
+            }
+            "config" => CorralError::new(
                 corral_protocol::error::ErrorKind::ServiceUnavailable {
                     service: service.clone(),
                 },
@@ -104,6 +121,10 @@ impl Broker for HostServices {
             _ => unknown_service(&service, &operation),
         };
         Box::pin(async move { Err(error) })
+    }
+
+    fn child_gone(&self, link: &ChildLink) {
+        self.events.child_gone(link.id());
     }
 }
 
