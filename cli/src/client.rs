@@ -101,6 +101,16 @@ pub enum Endpoint {
     Policy {
         name: String,
     },
+    /// `GET /v1/plugins/{name}/config`: its effective settings.
+    Settings {
+        name: String,
+    },
+    /// `PATCH /v1/plugins/{name}/config`: a JSON merge patch (RFC 7396)
+    /// of its settings.
+    PatchSettings {
+        name: String,
+        patch: serde_json::Value,
+    },
     Load {
         name: String,
     },
@@ -174,6 +184,7 @@ impl Endpoint {
             | Endpoint::List
             | Endpoint::Info { .. }
             | Endpoint::Policy { .. }
+            | Endpoint::Settings { .. }
             | Endpoint::Events { .. }
             | Endpoint::Metrics
             | Endpoint::Sources
@@ -192,6 +203,7 @@ impl Endpoint {
             | Endpoint::SourcePoll { .. }
             | Endpoint::SourceInstall { .. } => Method::POST,
             Endpoint::Remove { .. } => Method::DELETE,
+            Endpoint::PatchSettings { .. } => Method::PATCH,
         }
     }
 
@@ -203,6 +215,9 @@ impl Endpoint {
             Endpoint::List | Endpoint::InstallPath(_) => "/v1/plugins".into(),
             Endpoint::Info { name } | Endpoint::Remove { name } => plugin(name, ""),
             Endpoint::Policy { name } => plugin(name, "/policy"),
+            Endpoint::Settings { name } | Endpoint::PatchSettings { name, .. } => {
+                plugin(name, "/config")
+            }
             Endpoint::Load { name } => plugin(name, "/load"),
             Endpoint::Unload { name } => plugin(name, "/unload"),
             Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
@@ -277,6 +292,7 @@ impl Endpoint {
     pub fn body(&self) -> Result<Option<(&'static str, Bytes)>, ClientError> {
         match self {
             Endpoint::Call { request, .. } => json_body(request),
+            Endpoint::PatchSettings { patch, .. } => json_body(patch),
             Endpoint::InstallPath(request) => json_body(request),
             Endpoint::InstallUpload { archive, .. } => {
                 let zip = archive.starts_with(b"PK\x03\x04") || archive.starts_with(b"PK\x05\x06");
@@ -925,6 +941,7 @@ mod tests {
             policy_error: None,
             processes: vec![child(0), child(1)],
             last_error: None,
+            settings: None,
         }
     }
 

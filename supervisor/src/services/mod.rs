@@ -23,6 +23,10 @@
 //! `corral run` has no daemon and so no broker: every request is answered
 //! `service_unavailable`.
 
+pub mod config;
+pub mod hooks;
+pub mod retry;
+
 use crate::child::ChildLink;
 use corral_protocol::error::CorralError;
 use corral_protocol::policy::SandboxPolicy;
@@ -80,13 +84,14 @@ impl std::fmt::Debug for HostServices {
 impl Broker for HostServices {
     fn handle(
         &self,
-        _caller: Caller,
+        caller: Caller,
         service: String,
         operation: String,
         _payload: Vec<u8>,
     ) -> ServiceFuture {
         let error = match service.as_str() {
-            "plugins" | "events" | "kv" | "s3" | "config" => CorralError::new(
+            "config" => return config::handle(&self.daemon, &caller, &operation),
+            "plugins" | "events" | "kv" | "s3" => CorralError::new(
                 corral_protocol::error::ErrorKind::ServiceUnavailable {
                     service: service.clone(),
                 },
