@@ -291,3 +291,27 @@ pub async fn events(client: &Client, plugin: Option<String>, json: bool) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::settings_patch;
+    use serde_json::json;
+
+    #[test]
+    fn set_arguments_make_one_merge_patch() {
+        let patch = settings_patch(&[
+            "retries=3".into(),
+            "greeting=hi there".into(),
+            "db.port=5432".into(),
+            "db.host=\"x\"".into(),
+            "token=null".into(),
+        ])
+        .expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"retries": 3, "greeting": "hi there", "db": {"port": 5432, "host": "x"}, "token": null})
+        );
+        assert!(settings_patch(&["no-equals".into()]).is_err());
+        assert!(settings_patch(&["a..b=1".into()]).is_err());
+    }
+}

@@ -136,6 +136,43 @@ async fn a_rejecting_hook_fails_the_call_naming_the_hook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_error_hook_observes_without_changing_the_error() {
+    let policy = [
+        hook("on_error", "look", "[\"hello\"]", 0, ""),
+        // A hook whose plugin is not installed: failed, so skipped by its rule.
+        "[[hooks]]\nstage = \"on_submit\"\nplugin = \"absent\"\nmethod = \"check\"\non_failure = \"skip\"\n".to_string(),
+    ]
+    .concat();
+    let setup = Setup::new().package("hello").with_policy(&policy);
+    js_package(&setup.sources(), "audit", "", AUDIT_JS);
+    let daemon = Daemon::start(&setup).await;
+    let api = daemon.client.clone();
+    // hello's `fail` always fails with its own error; that is the answer.
+    let error = api
+        .call("hello", "fail", Value::Null)
+        .await
+        .error(422, "plugin_error");
+    assert_eq!(error["plugin_code"], "requested_failure", "{error}");
+    let metrics = api.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "corral_hook_runs_total{hook=\"audit.look\",stage=\"on_error\",outcome=\"ok\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "corral_hook_runs_total{hook=\"absent.check\",stage=\"on_submit\",outcome=\"skipped\"}"
+        ) >= 1,
+        "{metrics}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_times_out_fails_the_call_or_is_skipped_by_its_rule() {
     let policy = [
         hook(

@@ -219,3 +219,51 @@ async fn a_settings_change_swaps_only_that_plugin_and_fails_no_call() {
     );
     daemon.stop().await;
 }
+
+/// Settings may hold secrets: a caller sees none of them, and may neither
+/// read nor change them through the config endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_see_or_change_settings() {
+    use corral_daemon_tests::peer::{Identity, Peer};
+    const CALLERS: u32 = 4100;
+    let mut setup = Setup::new()
+        .package("hello")
+        .with_policy("[plugins.hello]\nsettings = { greeting = \"s3cr3t-token\" }\n");
+    add_schema(&setup.sources().join("hello"), SCHEMA);
+    setup.socket_mode = "0666".into();
+    setup.caller_groups = vec![CALLERS.to_string()];
+    let daemon = Daemon::start(&setup).await;
+    let socket = setup.socket();
+    let peer = Peer::new(env!("CARGO_BIN_EXE_dt-peer"), setup.root());
+    let caller = Identity::user(4001, &[CALLERS]);
+
+    let seen: Value = peer
+        .request(&caller, &socket, &Request::get("/v1/plugins/hello"))
+        .await
+        .response
+        .status(200)
+        .value();
+    assert!(
+        seen.get("settings").is_none(),
+        "a caller sees settings: {seen}"
+    );
+    assert!(!seen.to_string().contains("s3cr3t-token"), "{seen}");
+    peer.request(&caller, &socket, &Request::get("/v1/plugins/hello/config"))
+        .await
+        .response
+        .error(403, "permission_denied");
+    peer.request(&caller, &socket, &patch("hello", &json!({"retries": 1})))
+        .await
+        .response
+        .error(403, "permission_denied");
+    // The admin (root) sees them.
+    let api = daemon.client.clone();
+    assert_eq!(
+        api.detail("hello")
+            .await
+            .settings
+            .expect("admin sees settings")["greeting"],
+        "s3cr3t-token"
+    );
+    daemon.stop().await;
+}
