@@ -13,7 +13,7 @@
 //! remote `$ref`: it is built without network retrieval), so a bad one
 //! is `invalid_manifest` naming `config`.
 
-use super::{Caller, ServiceFuture, body, unknown_operation};
+use super::{ServiceFuture, body, unknown_operation};
 use corral_protocol::error::{CorralError, ErrorKind, SchemaViolation};
 use corral_protocol::manifest::Manifest;
 use serde_json::{Map, Value};
@@ -197,16 +197,15 @@ pub fn patched_overlay(old: Option<&Value>, patch: &Value) -> Result<Value, Corr
 }
 
 /// The `config` service: `get` answers the caller's current settings.
+/// `plugin` is the caller's: a plugin reads its own settings only.
 pub fn handle(
     daemon: &std::sync::Weak<crate::daemon::Daemon>,
-    caller: &Caller,
+    plugin: &str,
     operation: &str,
 ) -> ServiceFuture {
     let answer = match operation {
         "get" => match daemon.upgrade() {
-            Some(d) => d
-                .settings_of(&caller.plugin)
-                .and_then(|s: Arc<Value>| body(&*s)),
+            Some(d) => d.settings_of(plugin).and_then(|s: Arc<Value>| body(&*s)),
             None => Err(CorralError::new(
                 ErrorKind::ShuttingDown,
                 "corrald is shutting down",
@@ -335,6 +334,24 @@ mod tests {
             );
         }
         check_schema(&manifest(schema()), "p/plugin.toml").expect("good schema");
+    }
+
+    #[test]
+    fn get_is_the_only_operation_and_needs_a_daemon() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let gone = std::sync::Weak::new();
+        let set = rt.block_on(handle(&gone, "p", "set"));
+        assert!(
+            matches!(set, Err(ref e) if e.code() == "invalid_input" && e.message.contains("get")),
+            "{set:?}"
+        );
+        let get = rt.block_on(handle(&gone, "p", "get"));
+        assert!(
+            matches!(get, Err(ref e) if e.code() == "shutting_down"),
+            "{get:?}"
+        );
     }
 
     #[test]

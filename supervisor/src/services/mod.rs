@@ -90,7 +90,7 @@ impl Broker for HostServices {
         _payload: Vec<u8>,
     ) -> ServiceFuture {
         let error = match service.as_str() {
-            "config" => return config::handle(&self.daemon, &caller, &operation),
+            "config" => return config::handle(&self.daemon, &caller.plugin, &operation),
             "plugins" | "events" | "kv" | "s3" => CorralError::new(
                 corral_protocol::error::ErrorKind::ServiceUnavailable {
                     service: service.clone(),
