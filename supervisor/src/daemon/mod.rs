@@ -1395,6 +1395,7 @@ impl Daemon {
         };
         let config = new_config.clone().unwrap_or_else(|| self.config());
         let policy = Policy::load(&config.policy, &config.policy_dir).map_err(policy_error)?;
+        self.check_settings_under(&policy)?;
         if let Some(new) = new_config {
             let (new, restart_needed) = self.config().reloadable(new);
             for setting in restart_needed {

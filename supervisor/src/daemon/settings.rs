@@ -5,6 +5,7 @@
 //! new ones with the new settings, switch calls to them, drain the old.
 
 use super::Daemon;
+use crate::policy::Policy;
 use crate::services::config::{self, Layers};
 use corral_protocol::api::Event;
 use corral_protocol::error::CorralError;
@@ -21,22 +22,18 @@ impl Daemon {
         manifest: &Manifest,
         overlay: Option<&Value>,
     ) -> Result<Value, CorralError> {
-        let name = manifest.name();
-        let policy = self.current_policy();
-        let key = format!("plugins.{name}.settings");
-        let from_policy = policy
-            .plugins
-            .get(name)
-            .and_then(|r| r.settings.as_ref())
-            .map(|v| (v, policy.source_of(&key).to_string()));
-        config::effective(
-            manifest,
-            &Layers {
-                plugin: name,
-                policy: from_policy,
-                overlay,
-            },
-        )
+        settings_under(&self.current_policy(), manifest, overlay)
+    }
+
+    /// Before a new policy is applied: every installed plugin's settings
+    /// under it, so a policy that gives one a value that does not fit is
+    /// refused whole (`invalid_config`) and changes nothing.
+    pub(super) fn check_settings_under(&self, policy: &Policy) -> Result<(), CorralError> {
+        for entry in self.entries() {
+            let overlay = self.settings.get(&entry.name);
+            settings_under(policy, &entry.package.manifest, overlay.as_ref())?;
+        }
+        Ok(())
     }
 
     /// The settings a plugin's instances run with.
@@ -92,4 +89,28 @@ impl Daemon {
         self.persist().await;
         Ok(settings)
     }
+}
+
+/// A plugin's effective settings under `policy` with `overlay` (the
+/// API's) over them.
+fn settings_under(
+    policy: &Policy,
+    manifest: &Manifest,
+    overlay: Option<&Value>,
+) -> Result<Value, CorralError> {
+    let name = manifest.name();
+    let key = format!("plugins.{name}.settings");
+    let from_policy = policy
+        .plugins
+        .get(name)
+        .and_then(|r| r.settings.as_ref())
+        .map(|v| (v, policy.source_of(&key).to_string()));
+    config::effective(
+        manifest,
+        &Layers {
+            plugin: name,
+            policy: from_policy,
+            overlay,
+        },
+    )
 }

@@ -290,3 +290,38 @@ async fn an_idempotent_method_is_retried_after_a_timeout_and_another_is_not() {
     );
     daemon.stop().await;
 }
+
+/// A policy whose hooks or retries are wrong does not load: the reload is
+/// `invalid_policy` naming the key, and the running policy stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_hook_or_retry_is_an_invalid_policy_naming_the_key() {
+    let setup = Setup::new().package("hello");
+    let daemon = Daemon::start(&setup).await;
+    let api = daemon.client.clone();
+    for (text, key) in [
+        (
+            "[[hooks]]\nstage = \"before\"\nplugin = \"audit\"\nmethod = \"check\"\n",
+            "hooks[0].stage",
+        ),
+        (
+            "[[hooks]]\nstage = \"on_submit\"\nplugin = \"audit\"\nmethod = \"check\"\ntimeout = \"soon\"\n",
+            "hooks[0].timeout",
+        ),
+        (
+            "[[hooks]]\nstage = \"on_submit\"\nplugin = \"audit\"\nmethod = \"check\"\nretries = 2\n",
+            "hooks[0]",
+        ),
+        ("[retry]\nattempts = 1000\n", "retry.attempts"),
+    ] {
+        setup.set_policy(text);
+        let error = api.post("/v1/reload").await.error(400, "invalid_policy");
+        let got = error["key"].as_str().unwrap_or_default().to_string();
+        assert!(
+            got.starts_with(key),
+            "{text}: key {got} is not {key}: {error}"
+        );
+    }
+    // Nothing changed: calls go on without hooks.
+    api.call_ok("hello", "greet", json!({"name": "x"})).await;
+    daemon.stop().await;
+}

@@ -267,3 +267,42 @@ async fn only_admins_see_or_change_settings() {
     );
     daemon.stop().await;
 }
+
+/// Settings changed in the policy take effect on a policy reload, through
+/// new instances; the API's values still win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reload_applies_changed_settings() {
+    let setup = Setup::new()
+        .package("hello")
+        .with_policy("[plugins.hello]\nsettings = { retries = 1 }\n");
+    add_schema(&setup.sources().join("hello"), SCHEMA);
+    let daemon = Daemon::start(&setup).await;
+    let api = daemon.client.clone();
+    assert_eq!(settings_seen_by(&api, "hello").await["retries"], 1);
+    setup.set_policy("[plugins.hello]\nsettings = { retries = 2, greeting = \"hey\" }\n");
+    let report: Value = api.post("/v1/reload").await.ok();
+    assert_eq!(report["policy_changed"], json!(["hello"]), "{report}");
+    assert_eq!(
+        settings_seen_by(&api, "hello").await,
+        json!({"greeting": "hey", "retries": 2})
+    );
+    api.send(&patch("hello", &json!({"greeting": "api"})))
+        .await
+        .status(200);
+    setup.set_policy("[plugins.hello]\nsettings = { retries = 4, greeting = \"policy\" }\n");
+    api.post("/v1/reload").await.status(200);
+    assert_eq!(
+        settings_seen_by(&api, "hello").await,
+        json!({"greeting": "api", "retries": 4})
+    );
+    // A policy value that does not fit: the reload is refused whole, and
+    // the plugin keeps its instances and settings.
+    let pid = api.child_pids("hello").await;
+    setup.set_policy("[plugins.hello]\nsettings = { retries = 99 }\n");
+    let error = api.post("/v1/reload").await.error(400, "invalid_config");
+    assert_eq!(error["pointer"], "/retries", "{error}");
+    assert_eq!(error["rule"], "maximum", "{error}");
+    assert_eq!(api.child_pids("hello").await, pid);
+    assert_eq!(settings_seen_by(&api, "hello").await["retries"], 4);
+    daemon.stop().await;
+}
