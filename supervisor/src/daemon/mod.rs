@@ -176,6 +176,8 @@ pub struct Daemon {
     pub sources: crate::sources::Sources,
     /// Plugin settings set through the API (`crate::services::config`).
     settings: crate::services::config::Overlays,
+    /// The host services' event bus, also reached by API clients.
+    pub bus: Arc<crate::services::events::Bus>,
     /// Held for the daemon's life: its cgroup base is its own.
     _cgroup_lock: std::fs::File,
 }
@@ -249,6 +251,8 @@ impl Daemon {
         let settings = crate::services::config::Overlays::new(state.settings.clone());
         let access = Access::new(&config.admin_groups, &config.caller_groups);
         let sources = crate::sources::Sources::new(&config, &metrics).await;
+        let bus = Arc::new(crate::services::events::Bus::new(Some(rt.events.clone())));
+        metrics.register(|r| bus.register_metrics(r));
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,
@@ -264,6 +268,7 @@ impl Daemon {
             access: RwLock::new(access),
             sources,
             settings,
+            bus: bus.clone(),
             _cgroup_lock: cgroup_lock,
         });
         // Before any plugin starts: its children take the broker at spawn.
@@ -272,6 +277,7 @@ impl Daemon {
             .broker
             .set(Arc::new(crate::services::HostServices {
                 daemon: Arc::downgrade(&daemon),
+                events: bus,
             }));
         daemon.restore().await?;
         Ok(daemon)
@@ -1147,16 +1153,42 @@ impl Daemon {
         let started = Instant::now();
         // Hooks, then the call with its retries (each takes its own slot).
         let result = crate::services::hooks::call(self, name, request).await;
-        let outcome = match &result {
+        self.count_call(name, &result, started);
+        result
+    }
+
+    /// A call from a plugin to one of its dependencies (the `plugins`
+    /// host service, which checked the caller's grant). The same path as
+    /// an API call (slots, metrics, events), but `allowed_callers` does
+    /// not apply: it names API clients by uid, and the operator's grant
+    /// to the calling plugin is what admits this call.
+    pub async fn call_from_plugin(
+        &self,
+        name: &str,
+        method: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<CallResponse, CorralError> {
+        self.refuse_when_draining()?;
+        let started = Instant::now();
+        let result = self
+            .call_direct(name, method, input, timeout)
+            .await
+            .map(|out| CallResponse::from_output(&out.output, out.usage));
+        self.count_call(name, &result, started);
+        result
+    }
+
+    fn count_call<T>(&self, name: &str, result: &Result<T, CorralError>, started: Instant) {
+        let outcome = match result {
             Ok(_) => "ok",
             Err(e) => e.code(),
         };
         self.metrics.call(name, outcome, started.elapsed());
-        result
     }
 
     /// One call to a loaded plugin, with no access check and no hooks:
-    /// the attempts of an API call and the calls hooks make.
+    /// each attempt of an API call, dependency calls, the calls hooks make.
     pub(crate) async fn call_direct(
         &self,
         name: &str,

@@ -23,7 +23,9 @@
 //! `corral run` has no daemon and so no broker: every request is answered
 //! `service_unavailable`.
 
+pub mod calls;
 pub mod config;
+pub mod events;
 pub mod hooks;
 pub mod retry;
 
@@ -45,6 +47,9 @@ pub struct Caller {
     /// When the call this request serves must be answered; `None` when it
     /// serves no call.
     pub deadline: Option<Instant>,
+    /// Dependency calls between the API call at the root of the chain
+    /// and the call this request serves ([`calls::MAX_CALL_DEPTH`]).
+    pub depth: u32,
     /// The child itself, for deliveries back to it.
     pub link: ChildLink,
 }
@@ -73,6 +78,8 @@ pub struct HostServices {
     /// The daemon, for services that reach other plugins. Weak: the
     /// daemon owns the runtime that holds this broker.
     pub daemon: std::sync::Weak<crate::daemon::Daemon>,
+    /// The event bus ([`events`]); the daemon holds it too, for clients.
+    pub events: Arc<events::Bus>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -87,11 +94,21 @@ impl Broker for HostServices {
         caller: Caller,
         service: String,
         operation: String,
-        _payload: Vec<u8>,
+        payload: Vec<u8>,
     ) -> ServiceFuture {
         let error = match service.as_str() {
             "config" => return config::handle(&self.daemon, &caller.plugin, &operation),
-            "plugins" | "events" | "kv" | "s3" => CorralError::new(
+            "plugins" => {
+                let daemon = self.daemon.clone();
+                return Box::pin(async move {
+                    calls::handle(daemon, caller, &operation, &payload).await
+                });
+            }
+            "events" => {
+                let result = self.events.handle(&caller, &operation, &payload);
+                return Box::pin(async move { result });
+            }
+            "kv" | "s3" => CorralError::new(
                 corral_protocol::error::ErrorKind::ServiceUnavailable {
                     service: service.clone(),
                 },
@@ -100,6 +117,10 @@ impl Broker for HostServices {
             _ => unknown_service(&service, &operation),
         };
         Box::pin(async move { Err(error) })
+    }
+
+    fn child_gone(&self, link: &ChildLink) {
+        self.events.child_gone(link.id());
     }
 }
 
