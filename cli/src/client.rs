@@ -101,6 +101,16 @@ pub enum Endpoint {
     Policy {
         name: String,
     },
+    /// `GET /v1/plugins/{name}/config`: its effective settings.
+    Settings {
+        name: String,
+    },
+    /// `PATCH /v1/plugins/{name}/config`: a JSON merge patch (RFC 7396)
+    /// of its settings.
+    PatchSettings {
+        name: String,
+        patch: serde_json::Value,
+    },
     Load {
         name: String,
     },
@@ -176,6 +186,7 @@ impl Endpoint {
             | Endpoint::List
             | Endpoint::Info { .. }
             | Endpoint::Policy { .. }
+            | Endpoint::Settings { .. }
             | Endpoint::Events { .. }
             | Endpoint::Metrics
             | Endpoint::Sources
@@ -194,6 +205,7 @@ impl Endpoint {
             | Endpoint::SourcePoll { .. }
             | Endpoint::SourceInstall { .. } => Method::POST,
             Endpoint::Remove { .. } => Method::DELETE,
+            Endpoint::PatchSettings { .. } => Method::PATCH,
         }
     }
 
@@ -208,6 +220,9 @@ impl Endpoint {
                 plugin(name, if *purge_data { "?purge_data=true" } else { "" })
             }
             Endpoint::Policy { name } => plugin(name, "/policy"),
+            Endpoint::Settings { name } | Endpoint::PatchSettings { name, .. } => {
+                plugin(name, "/config")
+            }
             Endpoint::Load { name } => plugin(name, "/load"),
             Endpoint::Unload { name } => plugin(name, "/unload"),
             Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
@@ -282,6 +297,7 @@ impl Endpoint {
     pub fn body(&self) -> Result<Option<(&'static str, Bytes)>, ClientError> {
         match self {
             Endpoint::Call { request, .. } => json_body(request),
+            Endpoint::PatchSettings { patch, .. } => json_body(patch),
             Endpoint::InstallPath(request) => json_body(request),
             Endpoint::InstallUpload { archive, .. } => {
                 let zip = archive.starts_with(b"PK\x03\x04") || archive.starts_with(b"PK\x05\x06");
@@ -950,6 +966,7 @@ mod tests {
             policy_error: None,
             processes: vec![child(0), child(1)],
             last_error: None,
+            settings: None,
         }
     }
 

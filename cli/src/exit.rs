@@ -29,7 +29,7 @@ pub const HELP: &str = "\
 Exit codes:
    0  success
    1  the call or plugin failed (a typed error from the plugin or its sandbox:
-      plugin_error, timeout, crashed, memory_limit_exceeded, ...)
+      plugin_error, timeout, crashed, memory_limit_exceeded, hook_rejected, ...)
    2  usage error (bad command line)
    3  the daemon is unreachable (no socket, nothing listening, no permission
       on the socket) or the connection to it broke
@@ -70,6 +70,8 @@ pub fn code_for(error: &CorralError) -> u8 {
         | ErrorKind::ProtocolViolation { .. }
         | ErrorKind::SandboxSetupFailed { .. }
         | ErrorKind::PluginError { .. }
+        | ErrorKind::HookRejected { .. }
+        | ErrorKind::HookFailed { .. }
         | ErrorKind::StartTimeout { .. }
         | ErrorKind::Cancelled => PLUGIN_ERROR,
     }

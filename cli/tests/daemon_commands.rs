@@ -152,6 +152,7 @@ fn info_shows_the_plugin_and_its_children() {
             ErrorKind::Timeout { limit_ms: 10_000 },
             "the call ran longer than 10s",
         )),
+        settings: None,
     };
     let body = serde_json::to_string(&detail).expect("detail encodes");
     let daemon = FakeDaemon::start(vec![(

@@ -189,6 +189,28 @@ pub enum Event {
         problem: String,
         message: String,
     },
+    /// An operator's hook ran on a call to `plugin`: `hook` is
+    /// `<plugin>.<method>` of the hook, `outcome` one of `ok`, `rewrote`,
+    /// `rejected`, `failed` (the call failed for it) or `skipped` (it
+    /// failed and its rule is `skip`).
+    HookRan {
+        plugin: String,
+        hook: String,
+        stage: String,
+        outcome: String,
+    },
+    /// A call to an idempotent method failed with `code` (crashed,
+    /// timeout) and is tried again: `attempt` is the retry's number.
+    CallRetried {
+        plugin: String,
+        method: String,
+        attempt: u32,
+        code: String,
+    },
+    /// An operator changed the plugin's settings; new instances take them.
+    SettingsChanged {
+        plugin: String,
+    },
     /// An event the plugin itself emitted.
     Plugin {
         plugin: String,
@@ -212,6 +234,9 @@ impl Event {
             | Event::SourceUpdated { plugin, .. }
             | Event::SourceFailed { plugin, .. }
             | Event::ReloadFailed { plugin, .. }
+            | Event::HookRan { plugin, .. }
+            | Event::CallRetried { plugin, .. }
+            | Event::SettingsChanged { plugin }
             | Event::Plugin { plugin, .. } => plugin,
             Event::Lagged { .. } => "",
         }
@@ -309,6 +334,11 @@ pub struct PluginDetail {
     pub processes: Vec<ChildInfo>,
     /// The most recent failure of any instance.
     pub last_error: Option<crate::error::CorralError>,
+    /// The effective settings (validated against the manifest's
+    /// `[config]`, defaults applied): shown to admins only, since
+    /// settings may hold secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
 }
 
 /// `POST /v1/plugins` with a JSON body: install from a path on the
@@ -442,6 +472,7 @@ mod tests {
                 cpu_ms: 0.1,
             }],
             last_error: None,
+            settings: None,
         };
         let json = serde_json::to_string(&detail).expect("encode");
         assert_eq!(json.matches("\"children\":").count(), 1, "{json}");

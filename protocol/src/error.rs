@@ -118,11 +118,32 @@ pub enum ErrorKind {
         dependency: String,
         requirement: String,
     },
-    /// The daemon's own configuration file does not load.
+    /// The daemon's own configuration file does not load, or a plugin's
+    /// settings do not fit the schema its manifest's `[config]` gives:
+    /// then `pointer` is the JSON pointer of the offending value and
+    /// `rule` the schema keyword it breaks (`type`, `minimum`, ...).
     InvalidConfig {
         file: String,
         key: String,
         reason: String,
+        /// `pointer` and `rule`, at the top level in JSON. Boxed: an
+        /// error stays small enough to return by value.
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        schema: Option<Box<SchemaViolation>>,
+    },
+    /// An operator's `on_submit` or `on_result` hook refused the call
+    /// (its method answered with an error).
+    HookRejected {
+        /// `<plugin>.<method>` of the hook.
+        hook: String,
+        stage: String,
+    },
+    /// A hook whose failure rule is `fail` did not answer (timed out,
+    /// crashed, not loaded): the call fails with the hook's cause.
+    HookFailed {
+        hook: String,
+        stage: String,
+        cause: String,
     },
     /// A package source (an S3 bucket) failed: `problem` is one of
     /// `unreachable`, `access_denied`, `no_such_bucket`, `not_found`,
@@ -159,6 +180,15 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Where a value breaks a JSON Schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaViolation {
+    /// JSON pointer of the value, `/` for the whole document.
+    pub pointer: String,
+    /// The schema keyword it breaks: `type`, `minimum`, `required`, ...
+    pub rule: String,
+}
+
 impl ErrorKind {
     /// The wire code, e.g. `memory_limit_exceeded`.
     pub fn code(&self) -> &'static str {
@@ -185,6 +215,8 @@ impl ErrorKind {
             ErrorKind::StartTimeout { .. } => "start_timeout",
             ErrorKind::DependencyMissing { .. } => "dependency_missing",
             ErrorKind::InvalidConfig { .. } => "invalid_config",
+            ErrorKind::HookRejected { .. } => "hook_rejected",
+            ErrorKind::HookFailed { .. } => "hook_failed",
             ErrorKind::SourceError { .. } => "source_error",
             ErrorKind::RateLimited { .. } => "rate_limited",
             ErrorKind::PayloadTooLarge { .. } => "payload_too_large",
@@ -209,7 +241,8 @@ impl ErrorKind {
             | ErrorKind::SeccompViolation { .. }
             | ErrorKind::ProtocolViolation { .. }
             | ErrorKind::SandboxSetupFailed { .. } => 502,
-            ErrorKind::PluginError { .. } => 422,
+            ErrorKind::PluginError { .. } | ErrorKind::HookRejected { .. } => 422,
+            ErrorKind::HookFailed { .. } => 502,
             ErrorKind::PermissionDenied { .. } => 403,
             ErrorKind::InvalidManifest { .. }
             | ErrorKind::InvalidPolicy { .. }
@@ -325,6 +358,35 @@ pub fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_config_carries_pointer_and_rule_only_when_known() {
+        let with = CorralError::new(
+            ErrorKind::InvalidConfig {
+                file: "policy.toml".into(),
+                key: "plugins.p.settings".into(),
+                reason: "9 is greater than 5".into(),
+                schema: Some(Box::new(SchemaViolation {
+                    pointer: "/retries".into(),
+                    rule: "maximum".into(),
+                })),
+            },
+            "m",
+        );
+        let json = serde_json::to_value(&with).expect("json");
+        assert_eq!(json["pointer"], "/retries");
+        assert_eq!(json["rule"], "maximum");
+        let back: CorralError = serde_json::from_value(json).expect("decodes");
+        assert_eq!(back, with);
+        let without = serde_json::json!({"code": "invalid_config", "message": "m",
+            "file": "corrald.toml", "key": "limits", "reason": "r"});
+        let e: CorralError = serde_json::from_value(without.clone()).expect("decodes");
+        assert!(matches!(
+            e.kind,
+            ErrorKind::InvalidConfig { schema: None, .. }
+        ));
+        assert_eq!(serde_json::to_value(&e).expect("json"), without);
+    }
 
     #[test]
     fn json_shape_is_code_message_and_details() {

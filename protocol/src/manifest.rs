@@ -63,6 +63,10 @@ pub struct PluginSection {
     /// Children to keep running (a small pool); capped by policy.
     #[serde(default = "one")]
     pub instances: u32,
+    /// Methods safe to run twice: a call to one that fails `crashed` or
+    /// `timeout` may be retried under the operator's `[retry]` policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idempotent: Vec<MethodName>,
 }
 
 fn any_engine() -> VersionReq {

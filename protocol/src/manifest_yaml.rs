@@ -131,6 +131,7 @@ pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
             default_method: seed.default_method,
             engine,
             instances: seed.instances.unwrap_or(1),
+            idempotent: Vec::new(),
         },
         dependencies: BTreeMap::new(),
         permissions,

@@ -129,6 +129,7 @@ pub fn bare_manifest(name: PluginName) -> Manifest {
             default_method: MethodName::try_from(BARE_DEFAULT_METHOD.to_string()).ok(),
             engine: semver::VersionReq::STAR,
             instances: 1,
+            idempotent: Vec::new(),
         },
         dependencies: BTreeMap::new(),
         permissions: Permissions::default(),

@@ -213,6 +213,7 @@ impl From<ConfigError> for corral_protocol::error::CorralError {
                 file: e.file,
                 key: e.key,
                 reason: e.reason,
+                schema: None,
             },
             message,
         )

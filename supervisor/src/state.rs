@@ -31,6 +31,10 @@ pub struct State {
     /// API brings the name back.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub removed: BTreeSet<String>,
+    /// Settings set through the API, by plugin: merge-patch overlays on
+    /// the policy's (`crate::services::config`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]

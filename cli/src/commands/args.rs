@@ -90,6 +90,22 @@ pub enum Command {
         /// The plugin's name.
         name: String,
     },
+    /// Show a plugin's effective settings, or change them (validated
+    /// against its manifest's [config] schema; the plugin's instances are
+    /// swapped for new ones that take them, with no failed call).
+    Config {
+        /// The plugin's name.
+        name: String,
+        /// Set one setting: KEY=VALUE, where VALUE is JSON or else a
+        /// string; a dotted KEY reaches into objects (db.port=5432).
+        /// Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A JSON merge patch (RFC 7396) from FILE, or - for stdin; null
+        /// removes what the API set.
+        #[arg(long, value_name = "FILE|-", conflicts_with = "set")]
+        patch: Option<PathBuf>,
+    },
     /// Load and enable a plugin; returns once it serves calls.
     Load {
         /// The plugin's name.

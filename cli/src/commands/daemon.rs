@@ -128,6 +128,88 @@ pub async fn rm(client: &Client, name: String, purge_data: bool, json: bool) -> 
     .await
 }
 
+/// `corral config NAME [--set K=V ...|--patch FILE|-]`.
+pub async fn config(
+    client: &Client,
+    name: String,
+    set: Vec<String>,
+    patch: Option<PathBuf>,
+    json: bool,
+) -> u8 {
+    let patch = match (set.is_empty(), patch) {
+        (true, None) => None,
+        (false, _) => match settings_patch(&set) {
+            Ok(p) => Some(p),
+            Err(e) => return fail(&e, json),
+        },
+        (true, Some(file)) => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            let parsed = text
+                .map_err(|e| {
+                    CorralError::invalid_input(format!("cannot read {}: {e}", file.display()))
+                })
+                .and_then(|t| {
+                    serde_json::from_str(&t).map_err(|e| {
+                        CorralError::invalid_input(format!("the patch is not JSON: {e}"))
+                    })
+                });
+            match parsed {
+                Ok(p) => Some(p),
+                Err(e) => return fail(&e, json),
+            }
+        }
+    };
+    let endpoint = match patch {
+        Some(patch) => Endpoint::PatchSettings { name, patch },
+        None => Endpoint::Settings { name },
+    };
+    answer(client, endpoint, json, |v: serde_json::Value| {
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    })
+    .await
+}
+
+/// `--set` arguments as one merge patch: `a.b=1` is `{"a": {"b": 1}}`; a
+/// value that is not JSON is a string.
+pub fn settings_patch(set: &[String]) -> Result<serde_json::Value, CorralError> {
+    let mut patch = serde_json::Map::new();
+    for item in set {
+        let Some((key, raw)) = item.split_once('=') else {
+            return Err(CorralError::invalid_input(format!(
+                "--set {item}: write KEY=VALUE"
+            )));
+        };
+        let path: Vec<&str> = key.split('.').collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(CorralError::invalid_input(format!(
+                "--set {item}: the key {key:?} has an empty part"
+            )));
+        }
+        let value = serde_json::from_str(raw)
+            .unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        let mut at = &mut patch;
+        for part in &path[..path.len() - 1] {
+            let slot = at
+                .entry(part.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !slot.is_object() {
+                *slot = serde_json::Value::Object(Default::default());
+            }
+            match slot.as_object_mut() {
+                Some(o) => at = o,
+                None => unreachable!("made an object just above"),
+            }
+        }
+        at.insert(path[path.len() - 1].to_string(), value);
+    }
+    Ok(serde_json::Value::Object(patch))
+}
+
 pub async fn policy(client: &Client, name: String, json: bool) -> u8 {
     answer(
         client,
@@ -207,5 +289,29 @@ pub async fn events(client: &Client, plugin: Option<String>, json: bool) -> u8 {
             // Nobody reads stdout any more.
             return exit::OK;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settings_patch;
+    use serde_json::json;
+
+    #[test]
+    fn set_arguments_make_one_merge_patch() {
+        let patch = settings_patch(&[
+            "retries=3".into(),
+            "greeting=hi there".into(),
+            "db.port=5432".into(),
+            "db.host=\"x\"".into(),
+            "token=null".into(),
+        ])
+        .expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"retries": 3, "greeting": "hi there", "db": {"port": 5432, "host": "x"}, "token": null})
+        );
+        assert!(settings_patch(&["no-equals".into()]).is_err());
+        assert!(settings_patch(&["a..b=1".into()]).is_err());
     }
 }

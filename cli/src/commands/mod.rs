@@ -52,6 +52,9 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         } => daemon::reload_configuration(&client, json).await,
         Command::Ls => daemon::ls(&client, json).await,
         Command::Info { name } => daemon::info(&client, name, json).await,
+        Command::Config { name, set, patch } => {
+            daemon::config(&client, name, set, patch, json).await
+        }
         Command::Load { name } => {
             daemon::lifecycle(&client, corral::Endpoint::Load { name }, json).await
         }

@@ -91,6 +91,22 @@ fn describe(event: &Event) -> (&'static str, String) {
             format!("{missed} events were dropped because this client fell behind"),
         ),
         Event::Plugin { topic, payload, .. } => ("event", format!("{topic}: {payload}")),
+        Event::HookRan {
+            hook,
+            stage,
+            outcome,
+            ..
+        } => ("hook", format!("{stage} {hook}: {outcome}")),
+        Event::CallRetried {
+            method,
+            attempt,
+            code,
+            ..
+        } => (
+            "call retried",
+            format!("{method}: retry {attempt} after {code}"),
+        ),
+        Event::SettingsChanged { .. } => ("settings changed", String::new()),
         Event::SourceUpdated {
             source_name,
             version,

@@ -60,6 +60,10 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/plugins", get(list).post(install))
         .route("/v1/plugins/{name}", get(detail).delete(remove))
         .route("/v1/plugins/{name}/policy", get(policy))
+        .route(
+            "/v1/plugins/{name}/config",
+            get(settings).patch(patch_settings),
+        )
         .route("/v1/plugins/{name}/load", post(load))
         .route("/v1/plugins/{name}/unload", post(unload))
         .route("/v1/plugins/{name}/reload", post(reload))
@@ -188,6 +192,34 @@ async fn policy(
     d.authorize(&peer, Need::Admin, "read policies")?;
     check_name(&name)?;
     Ok(Json(d.policy_of(&name)?).into_response())
+}
+
+/// A plugin's effective settings; admins only (settings may hold
+/// secrets).
+async fn settings(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "read plugin settings")?;
+    check_name(&name)?;
+    Ok(Json(&*d.settings_of(&name)?).into_response())
+}
+
+/// A JSON merge patch (RFC 7396) of a plugin's settings.
+async fn patch_settings(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "change plugin settings")?;
+    check_name(&name)?;
+    let bytes = read_body(body, limit, &conn).await?;
+    let patch: serde_json::Value = parse_json(&bytes, "settings patch")?;
+    Ok(Json(d.patch_settings(&name, patch).await?).into_response())
 }
 
 async fn load(

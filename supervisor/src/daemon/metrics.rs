@@ -48,6 +48,15 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    /// `<plugin>.<method>` of the hook.
+    pub hook: String,
+    pub stage: String,
+    /// ok, rewrote, rejected, failed or skipped.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
 }
@@ -94,6 +103,8 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     accept_errors: Counter,
     http_errors: Family<StatusLabel, Counter>,
+    hook_runs: Family<HookLabels, Counter>,
+    call_retries: Family<PluginLabel, Counter>,
     /// Rate limits for log lines outsiders can cause.
     pub logs: LogLimiter,
     log_records_dropped: Family<PluginLabel, Counter>,
@@ -131,6 +142,8 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabel, Counter>::default();
         let accept_errors = Counter::default();
         let http_errors = Family::<StatusLabel, Counter>::default();
+        let hook_runs = Family::<HookLabels, Counter>::default();
+        let call_retries = Family::<PluginLabel, Counter>::default();
         let log_lines_dropped = Family::<LineLabel, Counter>::default();
         let log_records_dropped = Family::<PluginLabel, Counter>::default();
         let output_lines_dropped = Family::<PluginLabel, Counter>::default();
@@ -224,6 +237,16 @@ impl Metrics {
             http_errors.clone(),
         );
         r.register(
+            "hook_runs",
+            "Operator hooks run on calls, by hook, stage and outcome",
+            hook_runs.clone(),
+        );
+        r.register(
+            "call_retries",
+            "Calls to idempotent methods tried again after a crash or timeout",
+            call_retries.clone(),
+        );
+        r.register(
             "log_lines_dropped",
             "Log lines not written by the rate limit, by kind of line",
             log_lines_dropped.clone(),
@@ -264,11 +287,31 @@ impl Metrics {
             connections_closed,
             accept_errors,
             http_errors,
+            hook_runs,
+            call_retries,
             logs: LogLimiter::new(log_lines_dropped),
             log_records_dropped,
             output_lines_dropped,
             service_requests,
         }
+    }
+
+    pub fn hook_ran(&self, hook: &str, stage: &str, outcome: &str) {
+        self.hook_runs
+            .get_or_create(&HookLabels {
+                hook: hook.to_string(),
+                stage: stage.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn call_retried(&self, plugin: &str) {
+        self.call_retries
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_string(),
+            })
+            .inc();
     }
 
     pub fn hot_reload_failed(&self, plugin: &str) {

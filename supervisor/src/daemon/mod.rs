@@ -14,6 +14,7 @@ pub mod conn_io;
 pub mod log_limit;
 pub mod metrics;
 pub mod server;
+pub mod settings;
 pub mod watch;
 
 use crate::config::Config;
@@ -134,6 +135,9 @@ pub struct PluginEntry {
     /// Why the last change picked up in its source folder was not
     /// swapped in, until a later one is.
     hot_reload_error: Mutex<Option<CorralError>>,
+    /// Its effective settings (`crate::services::config`); `{}` when they
+    /// do not validate (then `compiled` holds the error).
+    pub settings: Arc<serde_json::Value>,
 }
 
 impl PluginEntry {
@@ -172,6 +176,8 @@ pub struct Daemon {
     pub sources: crate::sources::Sources,
     /// Plugins' key-value tables (the `kv` service), here for purges.
     pub storage: Arc<crate::services::storage::Storage>,
+    /// Plugin settings set through the API (`crate::services::config`).
+    settings: crate::services::config::Overlays,
     /// The host services' event bus, also reached by API clients.
     pub bus: Arc<crate::services::events::Bus>,
     /// Held for the daemon's life: its cgroup base is its own.
@@ -244,6 +250,7 @@ impl Daemon {
         )
         .map_err(StartError::Store)?;
         let state = State::load(&config.state_dir)?;
+        let settings = crate::services::config::Overlays::new(state.settings.clone());
         let access = Access::new(&config.admin_groups, &config.caller_groups);
         let sources = crate::sources::Sources::new(&config, &metrics).await;
         let storage = Arc::new(crate::services::storage::Storage::open(&config.state_dir));
@@ -266,6 +273,7 @@ impl Daemon {
             access: RwLock::new(access),
             sources,
             storage: storage.clone(),
+            settings,
             bus: bus.clone(),
             _cgroup_lock: cgroup_lock,
         });
@@ -412,6 +420,7 @@ impl Daemon {
         compiled: Result<Arc<SandboxPolicy>, CorralError>,
     ) -> Arc<PluginEntry> {
         let max_in_flight = self.config().limits.max_in_flight_per_plugin;
+        let (compiled, settings) = self.settle(&package, compiled);
         Arc::new(PluginEntry {
             name: package.manifest.name().to_string(),
             compiled,
@@ -423,7 +432,29 @@ impl Daemon {
             slots: Arc::new(Semaphore::new(max_in_flight as usize)),
             max_in_flight,
             hot_reload_error: Mutex::new(None),
+            settings,
         })
+    }
+
+    /// A package's effective settings under the current policy and the
+    /// API's overlay; settings that do not validate keep the plugin from
+    /// loading, like a policy that does not compile.
+    fn settle(
+        &self,
+        package: &StoredPackage,
+        compiled: Result<Arc<SandboxPolicy>, CorralError>,
+    ) -> (
+        Result<Arc<SandboxPolicy>, CorralError>,
+        Arc<serde_json::Value>,
+    ) {
+        let overlay = self.settings.get(package.manifest.name());
+        match self.settings_with(&package.manifest, overlay.as_ref()) {
+            Ok(v) => (compiled, Arc::new(v)),
+            Err(e) => (
+                compiled.and(Err(e)),
+                Arc::new(serde_json::Value::Object(Default::default())),
+            ),
+        }
     }
 
     fn compile_package(&self, package: &StoredPackage) -> Result<Arc<SandboxPolicy>, CorralError> {
@@ -466,6 +497,7 @@ impl Daemon {
             .iter()
             .map(|e| (e.name.clone(), installed_record(e)))
             .collect();
+        state.settings = self.settings.snapshot();
         if let Err(e) = state.save(&config.state_dir) {
             tracing::error!(error = %e, "cannot save the daemon state");
         }
@@ -648,7 +680,11 @@ impl Daemon {
                 false,
             ));
         }
-        if let Err(e) = self.refuse_cycle(&name, &package.manifest) {
+        let manifest_file = format!("{name} ({}/plugin.toml)", package.dir.display());
+        if let Err(e) = self
+            .refuse_cycle(&name, &package.manifest)
+            .and_then(|()| crate::services::config::check_schema(&package.manifest, &manifest_file))
+        {
             self.prune_store();
             return Err(e);
         }
@@ -725,6 +761,8 @@ impl Daemon {
             .write()
             .map_err(|_| CorralError::internal("registry poisoned"))?
             .remove(name);
+        // Its settings go with it.
+        self.settings.set(name, None);
         if entry.source.starts_with("source:") {
             // The removal wins over the folder: remembered, so neither a
             // restart nor a change in the folder brings it back.
@@ -1023,7 +1061,9 @@ impl Daemon {
             plugin: entry.name.clone(),
             version: entry.package.manifest.plugin.version.to_string(),
         });
-        PluginHost::start(self.rt.clone(), policy, b"{}".to_vec())
+        let settings = serde_json::to_vec(&*entry.settings)
+            .map_err(|e| CorralError::internal(format!("encoding the settings: {e}")))?;
+        PluginHost::start(self.rt.clone(), policy, settings)
             .await
             .inspect_err(|e| {
                 self.rt.events.publish(Event::Crashed {
@@ -1131,15 +1171,14 @@ impl Daemon {
                 ),
             ));
         }
-        let input = serde_json::to_vec(&request.input)
-            .map_err(|e| CorralError::invalid_input(e.to_string()))?;
-        self.call_loaded(
-            &entry,
-            &request.method,
-            input,
-            request.timeout_ms.map(Duration::from_millis),
-        )
-        .await
+        if entry.host().is_none() {
+            return Err(not_loaded(name));
+        }
+        let started = Instant::now();
+        // Hooks, then the call with its retries (each takes its own slot).
+        let result = crate::services::hooks::call(self, name, request).await;
+        self.count_call(name, &result, started);
+        result
     }
 
     /// A call from a plugin to one of its dependencies (the `plugins`
@@ -1155,18 +1194,33 @@ impl Daemon {
         timeout: Option<Duration>,
     ) -> Result<CallResponse, CorralError> {
         self.refuse_when_draining()?;
-        let entry = self.entry(name)?;
-        self.call_loaded(&entry, method, input, timeout).await
+        let started = Instant::now();
+        let result = self
+            .call_direct(name, method, input, timeout)
+            .await
+            .map(|out| CallResponse::from_output(&out.output, out.usage));
+        self.count_call(name, &result, started);
+        result
     }
 
-    async fn call_loaded(
+    fn count_call<T>(&self, name: &str, result: &Result<T, CorralError>, started: Instant) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        self.metrics.call(name, outcome, started.elapsed());
+    }
+
+    /// One call to a loaded plugin, with no access check and no hooks:
+    /// each attempt of an API call, dependency calls, the calls hooks make.
+    pub(crate) async fn call_direct(
         &self,
-        entry: &PluginEntry,
+        name: &str,
         method: &str,
         input: Vec<u8>,
         timeout: Option<Duration>,
-    ) -> Result<CallResponse, CorralError> {
-        let name = entry.name.as_str();
+    ) -> Result<crate::child::CallOutput, CorralError> {
+        let entry = self.entry(name)?;
         let host = entry.host().ok_or_else(|| not_loaded(name))?;
         let _permit = entry.slots.clone().try_acquire_owned().map_err(|_| {
             CorralError::new(
@@ -1179,14 +1233,7 @@ impl Daemon {
                 ),
             )
         })?;
-        let started = Instant::now();
-        let result = host.call(method, input, timeout).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        };
-        self.metrics.call(name, outcome, started.elapsed());
-        result.map(|out| CallResponse::from_output(&out.output, out.usage))
+        host.call(method, input, timeout).await
     }
 
     // ---- reading -----------------------------------------------------
@@ -1255,6 +1302,8 @@ impl Daemon {
             return Ok(detail);
         }
         detail.policy = None;
+        // Settings may hold secrets.
+        detail.settings = None;
         if detail.policy_error.is_some() {
             detail.policy_error = Some(CorralError::new(
                 ErrorKind::PermissionDenied {
@@ -1307,6 +1356,7 @@ impl Daemon {
             manifest: entry.package.manifest.clone(),
             policy: entry.compiled.as_ref().ok().map(|p| (**p).clone()),
             policy_error: entry.compiled.as_ref().err().cloned(),
+            settings: Some((*entry.settings).clone()),
             processes,
             last_error: entry
                 .hot_reload_error
@@ -1401,6 +1451,7 @@ impl Daemon {
         };
         let config = new_config.clone().unwrap_or_else(|| self.config());
         let policy = Policy::load(&config.policy, &config.policy_dir).map_err(policy_error)?;
+        self.check_settings_under(&policy)?;
         if let Some(new) = new_config {
             let (new, restart_needed) = self.config().reloadable(new);
             for setting in restart_needed {
@@ -1419,11 +1470,12 @@ impl Daemon {
         }
         for old in self.entries() {
             let recompiled = self.compile_package(&old.package);
+            let (recompiled, settings) = self.settle(&old.package, recompiled);
             let changed = match (&recompiled, &old.compiled) {
                 (Ok(a), Ok(b)) => a != b,
                 (Err(a), Err(b)) => a != b,
                 _ => true,
-            };
+            } || settings != old.settings;
             if !changed {
                 continue;
             }

@@ -242,7 +242,13 @@ pub fn compile(input: &CompileInput<'_>) -> Result<SandboxPolicy, CompileError> 
         allowed_callers,
         default_method: None,
         services,
-        idempotent: Vec::new(),
+        idempotent: input
+            .manifest
+            .plugin
+            .idempotent
+            .iter()
+            .map(|m| m.as_str().to_string())
+            .collect(),
         provenance: rec.provenance,
         warnings: rec.warnings,
     };

@@ -66,6 +66,14 @@ pub struct Policy {
     pub syscall_groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginRules>,
+    /// `[[hooks]]`: plugin methods the operator runs around calls
+    /// ([`crate::services::hooks`]).
+    #[serde(default)]
+    pub hooks: Vec<crate::services::hooks::HookRule>,
+    /// `[retry]`: how calls to idempotent methods are retried
+    /// ([`crate::services::retry`]).
+    #[serde(default)]
+    pub retry: crate::services::retry::RetrySettings,
     /// Dotted key → the file that set it last.
     #[serde(skip)]
     sources: BTreeMap<String, String>,
@@ -208,6 +216,12 @@ pub struct PluginRules {
     /// Its overrides of `[services]`.
     #[serde(default)]
     pub services: ServiceOverrides,
+    /// Its settings (a TOML table, as JSON), validated against the
+    /// schema its manifest's `[config]` gives; settings set through the
+    /// API win ([`crate::services::config`]).
+    pub settings: Option<serde_json::Value>,
+    /// Its override of `[retry]`.
+    pub retry: Option<crate::services::retry::RetrySettings>,
 }
 
 /// `[plugins.<name>.names]`: prefixes and exact maps (seed 001's
@@ -472,11 +486,29 @@ impl Policy {
     }
 
     /// The file that set `key` (dotted), if any.
+    /// A key not recorded itself (a table merged from several files, an
+    /// item of an array such as `hooks[0].timeout`) takes the file of a
+    /// key beneath it, else of the nearest key above it.
     pub fn source_of(&self, key: &str) -> &str {
-        self.sources
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or(BUILTIN_SOURCE)
+        if let Some(file) = self.sources.get(key) {
+            return file;
+        }
+        let beneath = self
+            .sources
+            .range(key.to_string()..)
+            .take_while(|(k, _)| k.starts_with(key))
+            .find(|(k, _)| k[key.len()..].starts_with(['.', '[']));
+        if let Some((_, file)) = beneath {
+            return file;
+        }
+        let mut above = key;
+        while let Some(cut) = above.rfind(['.', '[']) {
+            above = &above[..cut];
+            if let Some(file) = self.sources.get(above) {
+                return file;
+            }
+        }
+        BUILTIN_SOURCE
     }
 
     /// `"<file>: <key>"` for provenance lines.
@@ -560,6 +592,9 @@ impl Policy {
             return Err(err(self, &key, reason));
         }
         if let Err((key, reason)) = self.validate_services() {
+            return Err(err(self, &key, reason));
+        }
+        if let Err((key, reason)) = crate::services::hooks::validate(self) {
             return Err(err(self, &key, reason));
         }
         for (name, rules) in &self.plugins {

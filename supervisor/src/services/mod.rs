@@ -25,7 +25,10 @@
 
 pub mod buckets;
 pub mod calls;
+pub mod config;
 pub mod events;
+pub mod hooks;
+pub mod retry;
 pub mod storage;
 
 use crate::child::ChildLink;
@@ -102,6 +105,7 @@ impl Broker for HostServices {
         let error = match service.as_str() {
             "kv" => return self.storage.handle(caller, operation, payload),
             "s3" => return self.buckets.handle(caller, operation, payload),
+            "config" => return config::handle(&self.daemon, &caller.plugin, &operation),
             "plugins" => {
                 let daemon = self.daemon.clone();
                 return Box::pin(async move {
@@ -112,12 +116,6 @@ impl Broker for HostServices {
                 let result = self.events.handle(&caller, &operation, &payload);
                 return Box::pin(async move { result });
             }
-            "config" => CorralError::new(
-                corral_protocol::error::ErrorKind::ServiceUnavailable {
-                    service: service.clone(),
-                },
-                format!("the {service} service is not offered by this corrald"),
-            ),
             _ => unknown_service(&service, &operation),
         };
         Box::pin(async move { Err(error) })
