@@ -407,6 +407,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn services_s3_is_read_and_checked() {
+        let c = Config::parse(
+            "[services.s3]\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n",
+            "c",
+        )
+        .expect("parse");
+        let s3 = c.services.s3.expect("the s3 table");
+        assert_eq!(s3.region, "us-east-1");
+        assert!(s3.path_style);
+        for (text, key) in [
+            (
+                "[services.s3]\nendpoint = \"s3.local\"\n",
+                "services.s3.endpoint",
+            ),
+            (
+                "[services.s3]\naccess_key_id = \"id\"\n",
+                "services.s3.access_key_id",
+            ),
+        ] {
+            let e = Config::parse(text, "c").expect_err("refused");
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = Config::parse("[services.s3]\nbucket = \"x\"\n", "c").expect_err("refused");
+        assert!(e.to_string().contains("bucket"), "{e}");
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(Config::parse("", "c").expect("empty"), Config::default());
     }

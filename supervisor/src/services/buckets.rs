@@ -159,7 +159,31 @@ impl Buckets {
         Buckets { client }
     }
 
+    /// Answers one request, within what is left of the call it serves
+    /// (a store that hangs costs the plugin its deadline, not more; with
+    /// no call, the client's own connect and read timeouts bound it).
     pub fn handle(&self, caller: Caller, operation: String, payload: Vec<u8>) -> ServiceFuture {
+        let deadline = caller.deadline;
+        let work = self.serve(caller, operation, payload);
+        Box::pin(async move {
+            let Some(deadline) = deadline else {
+                return work.await;
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CorralError::new(
+                        ErrorKind::Timeout {
+                            limit_ms: left.as_millis().try_into().unwrap_or(u64::MAX),
+                        },
+                        "the S3 store did not answer before the call this request serves timed out",
+                    ))
+                })
+        })
+    }
+
+    fn serve(&self, caller: Caller, operation: String, payload: Vec<u8>) -> ServiceFuture {
         let client = self.client.clone();
         Box::pin(async move {
             let Some(client) = client else {

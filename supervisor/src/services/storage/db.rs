@@ -71,16 +71,29 @@ pub struct Db {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| DbError::Open {
-                path: path.display().to_string(),
-                reason: format!("creating {}: {e}", dir.display()),
-            })?;
-        }
-        let db = Database::create(path).map_err(|e| DbError::Open {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let failed = |reason: String| DbError::Open {
             path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        // Plugins' data is nobody else's business: the directory and the
+        // file are the daemon's alone.
+        // (Only the last directory: the state directory above it keeps
+        // its own mode, which the package store below it may rely on.)
+        if let Some(dir) = path.parent() {
+            if let Some(above) = dir.parent() {
+                std::fs::create_dir_all(above)
+                    .map_err(|e| failed(format!("creating {}: {e}", above.display())))?;
+            }
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| failed(e.to_string()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| failed(format!("making it private: {e}")))?;
         Ok(Db { db })
     }
 
@@ -329,6 +342,17 @@ mod tests {
         assert_eq!(db.get("p_t", "k").expect("succeeds"), None);
         assert!(db.get("p_tx", "k").expect("succeeds").is_some());
         assert!(db.get("shared", "k").expect("succeeds").is_some());
+    }
+
+    #[test]
+    fn the_file_is_the_daemons_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("succeeds");
+        let path = dir.path().join("services/kv.redb");
+        Db::open(&path).expect("succeeds");
+        let mode = |p: &Path| std::fs::metadata(p).expect("succeeds").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("services")), 0o700);
     }
 
     #[test]
