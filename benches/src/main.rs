@@ -10,6 +10,7 @@ mod corral;
 mod daemon;
 mod env;
 mod helpers;
+mod kv;
 mod load;
 mod machine;
 mod memory;
@@ -35,16 +36,18 @@ enum SectionName {
     Api,
     Load,
     Scripts,
+    Kv,
     Services,
 }
 
-const ALL: [SectionName; 7] = [
+const ALL: [SectionName; 8] = [
     SectionName::ColdStart,
     SectionName::WarmCall,
     SectionName::Memory,
     SectionName::Api,
     SectionName::Load,
     SectionName::Scripts,
+    SectionName::Kv,
     SectionName::Services,
 ];
 
@@ -252,6 +255,7 @@ fn run(args: Args) -> Result<bool> {
             SectionName::Api => api::run(&mut ctx),
             SectionName::Load => load::run(&mut ctx),
             SectionName::Scripts => scripts::run(&mut ctx),
+            SectionName::Kv => kv::run(&mut ctx),
             SectionName::Services => services::run(&mut ctx),
         };
         let mut section = result.unwrap_or_else(|e| {

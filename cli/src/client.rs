@@ -137,6 +137,8 @@ pub enum Endpoint {
     ReloadConfiguration,
     Remove {
         name: String,
+        /// Also remove its stored data (`?purge_data=true`).
+        purge_data: bool,
     },
     Events {
         plugin: Option<String>,
@@ -213,7 +215,10 @@ impl Endpoint {
         match self {
             Endpoint::Health => "/v1/health".into(),
             Endpoint::List | Endpoint::InstallPath(_) => "/v1/plugins".into(),
-            Endpoint::Info { name } | Endpoint::Remove { name } => plugin(name, ""),
+            Endpoint::Info { name } => plugin(name, ""),
+            Endpoint::Remove { name, purge_data } => {
+                plugin(name, if *purge_data { "?purge_data=true" } else { "" })
+            }
             Endpoint::Policy { name } => plugin(name, "/policy"),
             Endpoint::Settings { name } | Endpoint::PatchSettings { name, .. } => {
                 plugin(name, "/config")
@@ -461,9 +466,18 @@ impl Client {
         self.json(&Endpoint::ReloadConfiguration).await
     }
 
-    /// Unloads (if loaded) and removes the plugin.
-    pub async fn remove(&self, name: &str) -> Result<RemoveResponse, ClientError> {
-        self.json(&Endpoint::Remove { name: name.into() }).await
+    /// Unloads (if loaded) and removes the plugin; its stored data stays
+    /// unless `purge_data`.
+    pub async fn remove(
+        &self,
+        name: &str,
+        purge_data: bool,
+    ) -> Result<RemoveResponse, ClientError> {
+        self.json(&Endpoint::Remove {
+            name: name.into(),
+            purge_data,
+        })
+        .await
     }
 
     /// The metrics in Prometheus text format.
@@ -784,9 +798,20 @@ mod tests {
                 "/v1/plugins/hello/reload",
             ),
             (
-                Endpoint::Remove { name: name() },
+                Endpoint::Remove {
+                    name: name(),
+                    purge_data: false,
+                },
                 "DELETE",
                 "/v1/plugins/hello",
+            ),
+            (
+                Endpoint::Remove {
+                    name: name(),
+                    purge_data: true,
+                },
+                "DELETE",
+                "/v1/plugins/hello?purge_data=true",
             ),
             (
                 Endpoint::InstallUpload {

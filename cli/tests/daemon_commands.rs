@@ -633,6 +633,7 @@ fn rm_deletes_the_plugin() {
             200,
             &to_json(&RemoveResponse {
                 removed: "hello".into(),
+                purged: None,
             }),
         ),
     )]);
@@ -642,6 +643,35 @@ fn rm_deletes_the_plugin() {
     assert_eq!(
         (request.method.as_str(), request.path.as_str()),
         ("DELETE", "/v1/plugins/hello")
+    );
+}
+
+#[test]
+fn rm_purge_data_asks_for_the_data_too() {
+    let daemon = FakeDaemon::start(vec![(
+        ("DELETE", "/v1/plugins/hello?purge_data=true"),
+        Answer::json(
+            200,
+            &to_json(&RemoveResponse {
+                removed: "hello".into(),
+                purged: Some(corral_protocol::api::PurgedData {
+                    tables: vec!["hello_users".into()],
+                    bytes: 42,
+                }),
+            }),
+        ),
+    )]);
+    let run = daemon
+        .corral(&["rm", "--purge-data", "hello"])
+        .expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "removed hello and its stored data (1 tables, 42 bytes)\n"
+    );
+    let request = daemon.only_request();
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("DELETE", "/v1/plugins/hello?purge_data=true")
     );
 }
 

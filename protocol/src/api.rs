@@ -376,6 +376,17 @@ pub struct InstallResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoveResponse {
     pub removed: String,
+    /// With `?purge_data=true`: the plugin's stored data that was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<PurgedData>,
+}
+
+/// A plugin's stored data removed with it: its key-value tables (real
+/// names) and the bytes they held.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PurgedData {
+    pub tables: Vec<String>,
+    pub bytes: u64,
 }
 
 /// Answer to `POST /v1/reload` (what SIGHUP does, with the outcome

@@ -46,6 +46,17 @@ pub struct Config {
     pub limits: ApiLimits,
     /// Log format: "text" or "json".
     pub log_format: String,
+    /// Host services' daemon-side settings (`[services.s3]`).
+    pub services: ServicesConfig,
+}
+
+/// `[services]`: what the host services need from the daemon's side.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// The S3 store plugins' granted buckets live in; none: the `s3`
+    /// service answers `service_unavailable`.
+    pub s3: Option<crate::services::buckets::S3ServiceConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -143,6 +154,7 @@ impl Default for Config {
             s3_sources: Vec::new(),
             limits: ApiLimits::default(),
             log_format: "text".into(),
+            services: ServicesConfig::default(),
         }
     }
 }
@@ -233,6 +245,7 @@ impl Config {
         keep_running!(sources);
         keep_running!(s3_sources);
         keep_running!(log_format);
+        keep_running!(services);
         keep_running!(limits.max_connections);
         keep_running!(limits.max_connections_per_uid);
         keep_running!(limits.reserved_connections);
@@ -306,6 +319,7 @@ impl Config {
             s3_sources: Vec::new(),
             limits: ApiLimits::default(),
             log_format: "text".into(),
+            services: ServicesConfig::default(),
         }
     }
 
@@ -369,6 +383,9 @@ impl Config {
         }
         crate::sources::config::check(&self.s3_sources)
             .map_err(|(key, reason)| err(&key, reason))?;
+        if let Some(s3) = &self.services.s3 {
+            s3.check().map_err(|(key, reason)| err(&key, reason))?;
+        }
         for (i, s) in self.sources.iter().enumerate() {
             if !s.path.is_absolute() {
                 return Err(err(

@@ -167,6 +167,10 @@ pub enum Command {
     Rm {
         /// The plugin's name.
         name: String,
+        /// Also remove the plugin's stored data (its key-value tables);
+        /// without it the data stays for a later install.
+        #[arg(long)]
+        purge_data: bool,
     },
     /// Pack a package directory as <name>-<version>.tar.gz with its .sha256
     /// (and .minisig with --key), checked by the rules an install applies.

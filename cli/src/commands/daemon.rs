@@ -118,10 +118,10 @@ pub async fn install(
     .await
 }
 
-pub async fn rm(client: &Client, name: String, json: bool) -> u8 {
+pub async fn rm(client: &Client, name: String, purge_data: bool, json: bool) -> u8 {
     answer(
         client,
-        Endpoint::Remove { name },
+        Endpoint::Remove { name, purge_data },
         json,
         |r: RemoveResponse| render::removed(&r),
     )

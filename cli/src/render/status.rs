@@ -230,7 +230,15 @@ pub fn installed(i: &InstallResponse) -> String {
 
 /// `corral rm`.
 pub fn removed(r: &RemoveResponse) -> String {
-    format!("removed {}", r.removed)
+    match &r.purged {
+        Some(p) => format!(
+            "removed {} and its stored data ({} tables, {} bytes)",
+            r.removed,
+            p.tables.len(),
+            p.bytes
+        ),
+        None => format!("removed {}", r.removed),
+    }
 }
 
 /// `corral policy reload`.

@@ -276,14 +276,24 @@ async fn reload_configuration(
     Ok(Json(d.reload_configuration().await?).into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Also remove the plugin's stored data (its key-value tables).
+    #[serde(default)]
+    purge_data: bool,
+}
+
 async fn remove(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Admin, "remove plugins")?;
     check_name(&name)?;
-    Ok(Json(d.remove(&name).await?).into_response())
+    let query: RemoveQuery = parse_query(query)?;
+    Ok(Json(d.remove(&name, query.purge_data).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

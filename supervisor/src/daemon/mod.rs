@@ -176,6 +176,8 @@ pub struct Daemon {
     pub sources: crate::sources::Sources,
     /// Plugin settings set through the API (`crate::services::config`).
     settings: crate::services::config::Overlays,
+    /// Plugins' key-value tables (the `kv` service), here for purges.
+    pub storage: Arc<crate::services::storage::Storage>,
     /// The host services' event bus, also reached by API clients.
     pub bus: Arc<crate::services::events::Bus>,
     /// Held for the daemon's life: its cgroup base is its own.
@@ -251,6 +253,9 @@ impl Daemon {
         let settings = crate::services::config::Overlays::new(state.settings.clone());
         let access = Access::new(&config.admin_groups, &config.caller_groups);
         let sources = crate::sources::Sources::new(&config, &metrics).await;
+        let storage = Arc::new(crate::services::storage::Storage::open(&config.state_dir));
+        let buckets =
+            Arc::new(crate::services::buckets::Buckets::new(config.services.s3.as_ref()).await);
         let bus = Arc::new(crate::services::events::Bus::new(Some(rt.events.clone())));
         metrics.register(|r| bus.register_metrics(r));
         let daemon = Arc::new(Daemon {
@@ -268,6 +273,7 @@ impl Daemon {
             access: RwLock::new(access),
             sources,
             settings,
+            storage: storage.clone(),
             bus: bus.clone(),
             _cgroup_lock: cgroup_lock,
         });
@@ -277,6 +283,8 @@ impl Daemon {
             .broker
             .set(Arc::new(crate::services::HostServices {
                 daemon: Arc::downgrade(&daemon),
+                storage,
+                buckets,
                 events: bus,
             }));
         daemon.restore().await?;
@@ -720,7 +728,13 @@ impl Daemon {
         self.store.prune(&keep);
     }
 
-    pub async fn remove(&self, name: &str) -> Result<RemoveResponse, CorralError> {
+    /// Removes the plugin; its stored data (key-value tables) stays
+    /// unless `purge_data`.
+    pub async fn remove(
+        &self,
+        name: &str,
+        purge_data: bool,
+    ) -> Result<RemoveResponse, CorralError> {
         self.refuse_when_draining()?;
         let _ops = self.ops.lock().await;
         let entry = self.entry(name)?;
@@ -757,8 +771,18 @@ impl Daemon {
         self.persist().await;
         self.prune_store();
         tracing::info!(plugin = %name, "removed");
+        let purged = if purge_data {
+            let p = self.storage.purge(name).await?;
+            Some(corral_protocol::api::PurgedData {
+                tables: p.tables,
+                bytes: p.bytes,
+            })
+        } else {
+            None
+        };
         Ok(RemoveResponse {
             removed: name.to_string(),
+            purged,
         })
     }
 

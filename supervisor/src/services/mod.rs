@@ -23,11 +23,13 @@
 //! `corral run` has no daemon and so no broker: every request is answered
 //! `service_unavailable`.
 
+pub mod buckets;
 pub mod calls;
 pub mod config;
 pub mod events;
 pub mod hooks;
 pub mod retry;
+pub mod storage;
 
 use crate::child::ChildLink;
 use corral_protocol::error::CorralError;
@@ -78,6 +80,10 @@ pub struct HostServices {
     /// The daemon, for services that reach other plugins. Weak: the
     /// daemon owns the runtime that holds this broker.
     pub daemon: std::sync::Weak<crate::daemon::Daemon>,
+    /// Key-value tables (`kv`).
+    pub storage: Arc<storage::Storage>,
+    /// Brokered S3 (`s3`).
+    pub buckets: Arc<buckets::Buckets>,
     /// The event bus ([`events`]); the daemon holds it too, for clients.
     pub events: Arc<events::Bus>,
 }
@@ -98,6 +104,8 @@ impl Broker for HostServices {
     ) -> ServiceFuture {
         let error = match service.as_str() {
             "config" => return config::handle(&self.daemon, &caller.plugin, &operation),
+            "kv" => return self.storage.handle(caller, operation, payload),
+            "s3" => return self.buckets.handle(caller, operation, payload),
             "plugins" => {
                 let daemon = self.daemon.clone();
                 return Box::pin(async move {
@@ -108,12 +116,6 @@ impl Broker for HostServices {
                 let result = self.events.handle(&caller, &operation, &payload);
                 return Box::pin(async move { result });
             }
-            "kv" | "s3" => CorralError::new(
-                corral_protocol::error::ErrorKind::ServiceUnavailable {
-                    service: service.clone(),
-                },
-                format!("the {service} service is not offered by this corrald"),
-            ),
             _ => unknown_service(&service, &operation),
         };
         Box::pin(async move { Err(error) })

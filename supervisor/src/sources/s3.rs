@@ -67,37 +67,77 @@ const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most keys one listing of a source walks.
 pub const MAX_LISTED_KEYS: usize = 1_000_000;
 
+/// Where and as whom corrald reaches an S3 store: shared by the package
+/// sources and the buckets plugins reach through the host
+/// (`services::buckets`).
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    pub endpoint: Option<&'a str>,
+    pub region: &'a str,
+    pub path_style: bool,
+    pub access_key_id: Option<&'a str>,
+    pub secret_access_key: Option<&'a str>,
+}
+
+/// A client for `conn`: bounded connect and read times, two attempts.
+/// Credentials come from `conn` when both halves are set, else from the
+/// standard AWS chain.
+pub async fn client(conn: &Connection<'_>) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(conn.region.to_string()))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                .build(),
+        )
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
+    if let Some(endpoint) = conn.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let (Some(id), Some(secret)) = (conn.access_key_id, conn.secret_access_key) {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "corrald.toml",
+        ));
+    }
+    let shared = loader.load().await;
+    let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(conn.path_style)
+        .build();
+    Client::from_conf(s3_config)
+}
+
+/// An object read into memory.
+#[derive(Debug)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+}
+
 impl S3 {
     pub async fn new(config: &S3SourceConfig) -> S3 {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(config.region.clone()))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .read_timeout(READ_TIMEOUT)
-                    .build(),
-            )
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                id.clone(),
-                secret.clone(),
-                None,
-                None,
-                "corrald.toml",
-            ));
-        }
-        let shared = loader.load().await;
-        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(config.path_style)
-            .build();
+        let conn = Connection {
+            endpoint: config.endpoint.as_deref(),
+            region: &config.region,
+            path_style: config.path_style,
+            access_key_id: config.access_key_id.as_deref(),
+            secret_access_key: config.secret_access_key.as_deref(),
+        };
+        S3::with_client(client(&conn).await, &config.name, &config.bucket)
+    }
+
+    /// One bucket through an existing client (clients are cheap to
+    /// clone and share their connections).
+    pub fn with_client(client: Client, source: &str, bucket: &str) -> S3 {
         S3 {
-            client: Client::from_conf(s3_config),
-            source: config.name.clone(),
-            bucket: config.bucket.clone(),
+            client,
+            source: source.to_string(),
+            bucket: bucket.to_string(),
         }
     }
 
@@ -171,22 +211,7 @@ impl S3 {
             .send()
             .await
             .map_err(|e| self.classify(&format!("listing {}/{prefix}", self.bucket), e))?;
-        let objects = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ObjectInfo {
-                    key: o.key()?.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().map(str::to_string),
-                    last_modified: o.last_modified().map(|t| t.to_string()),
-                    modified_ms: o
-                        .last_modified()
-                        .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000))
-                        .unwrap_or(0),
-                })
-            })
-            .collect();
+        let objects = out.contents().iter().filter_map(object_info).collect();
         let prefixes = out
             .common_prefixes()
             .iter()
@@ -302,8 +327,9 @@ impl S3 {
         key: &str,
         bytes: Vec<u8>,
         content_type: &str,
-    ) -> Result<(), CorralError> {
-        self.client
+    ) -> Result<Option<String>, CorralError> {
+        let out = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -312,7 +338,83 @@ impl S3 {
             .send()
             .await
             .map_err(|e| self.classify(&format!("uploading {key}"), e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    /// Reads `key` into memory, refusing more than `max` bytes (the
+    /// declared length first, then the bytes as they arrive).
+    pub async fn get_bytes(&self, key: &str, max: u64) -> Result<Object, CorralError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify(&format!("fetching {key}"), e))?;
+        let declared = out.content_length().unwrap_or(0).max(0) as u64;
+        if declared > max {
+            return Err(self.too_large(key, declared, max));
+        }
+        let etag = out.e_tag().map(str::to_string);
+        let content_type = out.content_type().map(str::to_string);
+        let mut body = out.body;
+        let mut bytes = Vec::with_capacity(declared as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                source_error(
+                    &self.source,
+                    "interrupted",
+                    format!(
+                        "fetching {key}: the download broke after {} bytes: {}",
+                        bytes.len(),
+                        DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(self.too_large(key, (bytes.len() + chunk.len()) as u64, max));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Object {
+            bytes,
+            etag,
+            content_type,
+        })
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), CorralError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify(&format!("deleting {key}"), e))?;
         Ok(())
+    }
+
+    /// One page of keys under `prefix` that sort after `after`; true when
+    /// more follow.
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        after: Option<String>,
+        max_keys: i32,
+    ) -> Result<(Vec<ObjectInfo>, bool), CorralError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(after)
+            .max_keys(max_keys)
+            .send()
+            .await
+            .map_err(|e| self.classify(&format!("listing {}/{prefix}", self.bucket), e))?;
+        let objects = out.contents().iter().filter_map(object_info).collect();
+        Ok((objects, out.is_truncated().unwrap_or(false)))
     }
 
     fn too_large(&self, key: &str, size: u64, max: u64) -> CorralError {
@@ -322,6 +424,19 @@ impl S3 {
             format!("{key} is {size} bytes or more, over max_object_size ({max} bytes)"),
         )
     }
+}
+
+fn object_info(o: &aws_sdk_s3::types::Object) -> Option<ObjectInfo> {
+    Some(ObjectInfo {
+        key: o.key()?.to_string(),
+        size: o.size().unwrap_or(0).max(0) as u64,
+        etag: o.e_tag().map(str::to_string),
+        last_modified: o.last_modified().map(|t| t.to_string()),
+        modified_ms: o
+            .last_modified()
+            .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000))
+            .unwrap_or(0),
+    })
 }
 
 /// The HTTP status of a raw response, for classifying service errors.
