@@ -325,3 +325,45 @@ async fn a_wrong_hook_or_retry_is_an_invalid_policy_naming_the_key() {
     api.call_ok("hello", "greet", json!({"name": "x"})).await;
     daemon.stop().await;
 }
+
+/// `services-probe`'s `crash` exits the process: marked idempotent it is
+/// tried `attempts` more times (each a `crashed`), and the caller gets the
+/// last `crashed`; the same method not marked is tried once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_method_is_retried_after_a_crash_up_to_the_attempts() {
+    let policy = "[retry]\nattempts = 2\nbackoff = \"20ms\"\n\
+                  [restart]\ncrash_loop_failures = 100\nbackoff_initial = \"10ms\"\n";
+    let setup = Setup::new().with_policy(policy);
+    let marked = setup.add_package("services-probe", "marked");
+    let manifest = marked.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(
+        &manifest,
+        text.replace("[plugin]\n", "[plugin]\nidempotent = [\"crash\"]\n"),
+    )
+    .expect("manifest");
+    setup.add_package("services-probe", "unmarked");
+    let daemon = Daemon::start(&setup).await;
+    let api = daemon.client.clone();
+
+    api.call("marked", "crash", Value::Null)
+        .await
+        .error(502, "crashed");
+    let count = |metrics: &str, plugin: &str| {
+        metric(
+            metrics,
+            &format!("corral_call_retries_total{{plugin=\"{plugin}\"}}"),
+        )
+    };
+    let metrics = api.metrics().await;
+    assert_eq!(count(&metrics, "marked"), 2, "{metrics}");
+    api.call("unmarked", "crash", Value::Null)
+        .await
+        .error(502, "crashed");
+    let metrics = api.metrics().await;
+    assert_eq!(count(&metrics, "unmarked"), 0, "{metrics}");
+    // Both serve again.
+    api.call_ok("marked", "echo", json!(1)).await;
+    api.call_ok("unmarked", "echo", json!(1)).await;
+    daemon.stop().await;
+}

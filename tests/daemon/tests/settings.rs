@@ -306,3 +306,40 @@ async fn a_policy_reload_applies_changed_settings() {
     assert_eq!(settings_seen_by(&api, "hello").await["retries"], 4);
     daemon.stop().await;
 }
+
+/// A plugin speaking protocol version 2 reads its settings with the
+/// `config.get` service, and sees a change after the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_get_answers_the_plugins_own_settings() {
+    let setup =
+        Setup::new().with_policy("[plugins.probe]\nsettings = { greeting = \"from policy\" }\n");
+    let probe = setup.add_package("services-probe", "probe");
+    add_schema(&probe, SCHEMA);
+    let daemon = Daemon::start(&setup).await;
+    let api = daemon.client.clone();
+    let get = json!({"service": "config", "operation": "get", "payload": {}});
+    let answer = api.call_ok("probe", "request", get.clone()).await.output;
+    assert_eq!(
+        answer,
+        json!({"ok": {"greeting": "from policy"}}),
+        "{answer}"
+    );
+    api.send(&patch("probe", &json!({"retries": 2})))
+        .await
+        .status(200);
+    let answer = api.call_ok("probe", "request", get).await.output;
+    assert_eq!(
+        answer,
+        json!({"ok": {"greeting": "from policy", "retries": 2}})
+    );
+    let unknown = api
+        .call_ok(
+            "probe",
+            "request",
+            json!({"service": "config", "operation": "set", "payload": {}}),
+        )
+        .await
+        .output;
+    assert_eq!(unknown["err"]["code"], "invalid_input", "{unknown}");
+    daemon.stop().await;
+}
