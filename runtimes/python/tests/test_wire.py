@@ -8,7 +8,7 @@ from fakehost import golden_vectors
 from corral import wire
 
 VECTORS = {
-    "hello": wire.Hello("hello", "0.1.0", 4 << 20),
+    "hello": wire.Hello("hello", "0.1.0", 4 << 20, versions=[1]),
     "init": wire.Init(1, 1 << 20, b"{}", wire.InitLimits(32 << 20, 10_000, 4, 32)),
     "ready": wire.Ready(),
     "call": wire.Call(1, "greet", b'{"name":"Ada"}', 10_000),
