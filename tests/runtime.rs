@@ -722,3 +722,42 @@ fn remapped_host_directories_appear_where_the_plugin_looks() {
         );
     });
 }
+
+/// `corral run` has no daemon behind it: a plugin speaking protocol
+/// version 2 is served, and every host-service request it makes is
+/// answered `service_unavailable` naming the service, never left hanging,
+/// however many are in flight at once.
+#[test]
+fn under_corral_run_every_host_service_is_unavailable() {
+    run(async {
+        let probe = package_dir("services-probe");
+        let echoed = run_method(&probe, None, "echo", json!({ "a": [1, 2] }));
+        assert_eq!(echoed, json!({ "a": [1, 2] }));
+
+        let refused = run_method(
+            &probe,
+            None,
+            "request",
+            json!({ "service": "kv", "operation": "get", "payload": { "table": "t", "key": "k" } }),
+        );
+        assert_eq!(refused["err"]["code"], "service_unavailable", "{refused}");
+        assert_eq!(refused["err"]["details"]["service"], "kv", "{refused}");
+        assert!(refused.get("ok").is_none(), "{refused}");
+
+        let called = run_method(
+            &probe,
+            None,
+            "call",
+            json!({ "plugin": "hello", "method": "greet", "input": { "name": "x" } }),
+        );
+        assert_eq!(called["err"]["code"], "service_unavailable", "{called}");
+
+        let flooded = run_method(
+            &probe,
+            None,
+            "flood",
+            json!({ "count": 20, "service": "events", "operation": "publish", "payload": { "topic": "t", "payload": 1 } }),
+        );
+        assert_eq!(flooded, json!({ "service_unavailable": 20 }), "{flooded}");
+    })
+}

@@ -16,6 +16,7 @@ mod memory;
 mod report;
 mod scripts;
 mod seccomp;
+mod services;
 mod soak;
 mod stats;
 mod warm_call;
@@ -34,15 +35,17 @@ enum SectionName {
     Api,
     Load,
     Scripts,
+    Services,
 }
 
-const ALL: [SectionName; 6] = [
+const ALL: [SectionName; 7] = [
     SectionName::ColdStart,
     SectionName::WarmCall,
     SectionName::Memory,
     SectionName::Api,
     SectionName::Load,
     SectionName::Scripts,
+    SectionName::Services,
 ];
 
 #[derive(Parser, Debug)]
@@ -249,6 +252,7 @@ fn run(args: Args) -> Result<bool> {
             SectionName::Api => api::run(&mut ctx),
             SectionName::Load => load::run(&mut ctx),
             SectionName::Scripts => scripts::run(&mut ctx),
+            SectionName::Services => services::run(&mut ctx),
         };
         let mut section = result.unwrap_or_else(|e| {
             all_ok = false;

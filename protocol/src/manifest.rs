@@ -118,6 +118,13 @@ pub struct Permissions {
     /// Threads the plugin may run (including its main thread).
     #[serde(default = "one")]
     pub threads: u32,
+    /// Event-bus topics (a host service).
+    #[serde(default, skip_serializing_if = "EventPermissions::is_empty")]
+    pub events: EventPermissions,
+    /// Key-value tables and S3 buckets the host keeps for it (host
+    /// services).
+    #[serde(default, skip_serializing_if = "StoragePermissions::is_empty")]
+    pub storage: StoragePermissions,
 }
 
 impl Default for Permissions {
@@ -127,7 +134,103 @@ impl Default for Permissions {
             net: NetPermission::None,
             exec: false,
             threads: 1,
+            events: EventPermissions::default(),
+            storage: StoragePermissions::default(),
         }
+    }
+}
+
+/// `[permissions.events]`: topic patterns, in the plugin's own names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventPermissions {
+    #[serde(default)]
+    pub publish: Vec<TopicPattern>,
+    #[serde(default)]
+    pub subscribe: Vec<TopicPattern>,
+}
+
+impl EventPermissions {
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty()
+    }
+}
+
+/// `[permissions.storage]`: tables and buckets, in the plugin's own names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoragePermissions {
+    #[serde(default)]
+    pub tables: Vec<ResourceName>,
+    #[serde(default)]
+    pub buckets: Vec<ResourceName>,
+}
+
+impl StoragePermissions {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.buckets.is_empty()
+    }
+}
+
+/// A topic or a topic pattern (`*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TopicPattern(String);
+
+impl TryFrom<String> for TopicPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::services::valid_name(&s, true)?;
+        Ok(TopicPattern(s))
+    }
+}
+
+impl From<TopicPattern> for String {
+    fn from(p: TopicPattern) -> String {
+        p.0
+    }
+}
+
+impl TopicPattern {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A table or bucket name (no wildcards).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResourceName(String);
+
+impl TryFrom<String> for ResourceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::services::valid_name(&s, false)?;
+        Ok(ResourceName(s))
+    }
+}
+
+impl From<ResourceName> for String {
+    fn from(p: ResourceName) -> String {
+        p.0
+    }
+}
+
+impl ResourceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ResourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -7,7 +7,8 @@
 
 use corral_protocol::frame::{self, FrameError, FrameReader, HANDSHAKE_MAX_FRAME};
 use corral_protocol::message::{
-    Call, CallResult, HostMessage, Init, InitLimits, MAGIC, PluginMessage, Reply,
+    Call, CallResult, Delivery, HostMessage, Init, InitLimits, MAGIC, PluginMessage, Reply,
+    ServiceResponse, ServiceResult,
 };
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -115,7 +116,7 @@ impl CPlugin {
         match p.next() {
             PluginMessage::Hello(hello) => {
                 assert_eq!(hello.magic, MAGIC);
-                assert_eq!(hello.versions, [1]);
+                assert_eq!(hello.versions, [1, 2]);
                 assert_eq!(hello.name, "c-echo");
                 assert_eq!(hello.version, "0.1.0");
                 assert_eq!(hello.max_frame, 1 << 20);
@@ -126,8 +127,12 @@ impl CPlugin {
     }
 
     fn init(&mut self, max_frame: u32) {
+        self.init_version(1, max_frame);
+    }
+
+    fn init_version(&mut self, version: u16, max_frame: u32) {
         self.send(&HostMessage::Init(Init {
-            version: 1,
+            version,
             max_frame,
             config: br#"{"unused":true}"#.to_vec(),
             limits: InitLimits {
@@ -258,6 +263,33 @@ fn the_c_plugin_serves_a_whole_session() {
     assert_eq!(p.wait().code(), Some(0));
 }
 
+/// At version 2 the plugin skips deliveries and keeps serving; a Response
+/// to a request it never sent, or a delivery at version 1, is the host
+/// breaking the protocol.
+#[test]
+fn the_c_plugin_speaks_version_2_without_requests() {
+    let deliver = HostMessage::Deliver(Delivery {
+        topic: "user:1".into(),
+        from: "accounts".into(),
+        payload: br#"{"n":1}"#.to_vec(),
+    });
+    let mut p = CPlugin::start();
+    p.init_version(2, 64 * 1024);
+    p.send(&deliver);
+    let reply = p.call(1, "echo", b"after a delivery");
+    assert_eq!(reply.result, CallResult::Ok(b"after a delivery".to_vec()));
+    p.send(&HostMessage::Response(ServiceResponse {
+        id: 1,
+        result: ServiceResult::Ok(b"{}".to_vec()),
+    }));
+    assert_eq!(p.wait().code(), Some(76));
+
+    let mut p = CPlugin::start();
+    p.init_version(1, 64 * 1024);
+    p.send(&deliver);
+    assert_eq!(p.wait().code(), Some(76));
+}
+
 #[test]
 fn the_c_plugin_exits_zero_at_end_of_stream() {
     let mut p = CPlugin::start();
@@ -303,7 +335,7 @@ fn the_c_plugin_rejects_bad_frames() {
 fn the_c_plugin_refuses_a_version_it_did_not_offer() {
     let mut p = CPlugin::start();
     p.send(&HostMessage::Init(Init {
-        version: 2,
+        version: 3,
         max_frame: 1024,
         config: b"{}".to_vec(),
         limits: InitLimits::default(),

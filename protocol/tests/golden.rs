@@ -7,7 +7,7 @@
 use corral_protocol::frame::{self, FrameBuffer, HANDSHAKE_MAX_FRAME, HARD_MAX_FRAME};
 use corral_protocol::message::{
     Call, CallResult, Delivery, Hello, HostMessage, Init, InitLimits, LogLevel, LogRecord, MAGIC,
-    PluginError, PluginEvent, PluginMessage, Reply, SandboxFailure, ServiceRequest,
+    PluginError, PluginEvent, PluginMessage, Reply, SandboxFailure, ServiceError, ServiceRequest,
     ServiceResponse, ServiceResult,
 };
 use std::collections::BTreeMap;
@@ -141,6 +141,42 @@ fn vectors() -> BTreeMap<&'static str, Vector> {
                 step: "seccomp".into(),
                 errno: 22,
                 message: "invalid".into(),
+            })),
+        ),
+        (
+            "request",
+            Plugin(PluginMessage::Request(ServiceRequest {
+                id: 1,
+                call_id: 7,
+                service: "kv".into(),
+                operation: "get".into(),
+                payload: br#"{"table":"users","key":"u1"}"#.to_vec(),
+            })),
+        ),
+        (
+            "response-ok",
+            Host(HostMessage::Response(ServiceResponse {
+                id: 1,
+                result: ServiceResult::Ok(br#"{"value":{"n":1}}"#.to_vec()),
+            })),
+        ),
+        (
+            "response-err",
+            Host(HostMessage::Response(ServiceResponse {
+                id: 2,
+                result: ServiceResult::Err(ServiceError {
+                    code: "permission_denied".into(),
+                    message: "not granted".into(),
+                    details: br#"{"code":"permission_denied","message":"not granted","permission":"kv.table secrets"}"#.to_vec(),
+                }),
+            })),
+        ),
+        (
+            "deliver",
+            Host(HostMessage::Deliver(Delivery {
+                topic: "user:1".into(),
+                from: "accounts".into(),
+                payload: br#"{"n":1}"#.to_vec(),
             })),
         ),
     ])

@@ -1,14 +1,17 @@
 //! What a handler sees of the call it serves and of the plugin around it.
 
 use crate::error::{Error, codes};
+use crate::services::{RequestId, ServiceError};
 use crate::session::Session;
-use corral_protocol::message::{InitLimits, LogLevel};
+use corral_protocol::message::{InitLimits, LogLevel, ServiceResult};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 
 /// The running call: its id, deadline and cancellation, and the channel
-/// back to the host for logs and events.
+/// back to the host for logs, events and host-service requests. The event
+/// handler and the [`Plugin::on_ready`](crate::Plugin::on_ready) hook get
+/// one too, serving no call: its call id is 0 and it has no deadline.
 pub struct Context<'s> {
     session: &'s mut Session,
     id: u64,
@@ -134,5 +137,57 @@ impl<'s> Context<'s> {
         let bytes = serde_json::to_vec(payload)
             .map_err(|e| Error::new(codes::INVALID_OUTPUT, format!("event payload: {e}")))?;
         self.emit(topic, bytes)
+    }
+
+    /// Asks the host for `operation` of `service` (PROTOCOL.md section 9
+    /// lists them) and waits for the answer, the operation's JSON body.
+    /// The typed helpers ([`Context::call_plugin`], [`Context::kv_get`],
+    /// ...) are built on this. While it waits, calls that arrive are
+    /// queued, deliveries are kept for the event handler, Pings are
+    /// answered; a Cancel of this call ends the wait with `cancelled`.
+    pub fn request<T: Serialize + ?Sized>(
+        &mut self,
+        service: &str,
+        operation: &str,
+        payload: &T,
+    ) -> Result<serde_json::Value, ServiceError> {
+        let id = self.send_request(service, operation, payload)?;
+        self.wait_response(id)
+    }
+
+    /// Sends a request without waiting for its answer; collect it later
+    /// with [`Context::wait_response`]. For several requests in flight at
+    /// once. At protocol version 1 nothing is sent and the error is
+    /// `service_unavailable`.
+    pub fn send_request<T: Serialize + ?Sized>(
+        &mut self,
+        service: &str,
+        operation: &str,
+        payload: &T,
+    ) -> Result<RequestId, ServiceError> {
+        let payload = serde_json::to_vec(payload).map_err(|e| {
+            ServiceError::local(
+                codes::INVALID_INPUT,
+                format!("the {service}.{operation} payload does not encode as JSON: {e}"),
+            )
+        })?;
+        self.session
+            .send_request(self.id, service, operation, payload)
+            .map(RequestId)
+    }
+
+    /// Waits for the answer to a request sent with
+    /// [`Context::send_request`]; answers that arrive in another order are
+    /// kept until asked for.
+    pub fn wait_response(&mut self, id: RequestId) -> Result<serde_json::Value, ServiceError> {
+        match self.session.wait_response(id.0)? {
+            ServiceResult::Ok(body) => serde_json::from_slice(&body).map_err(|e| {
+                ServiceError::local(
+                    codes::INVALID_RESPONSE,
+                    format!("the host's answer is not JSON: {e}"),
+                )
+            }),
+            ServiceResult::Err(e) => Err(ServiceError::from(e)),
+        }
     }
 }

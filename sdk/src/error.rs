@@ -33,6 +33,17 @@ pub mod codes {
     /// outside what the plugin's `[permissions]` were granted. With
     /// [`crate::fs`], the message names the path.
     pub const PERMISSION_DENIED: &str = "permission_denied";
+    /// A host-service request the host cannot serve: at protocol version 1
+    /// the SDK says so without sending it, and corral's own answer for a
+    /// service it does not offer (under `corral run`, say) has this code.
+    pub const SERVICE_UNAVAILABLE: &str = "service_unavailable";
+    /// A host-service request does not fit in a frame; the host's own
+    /// refusal of an oversized request has this code too.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// The channel closed while a host-service request waited.
+    pub const CHANNEL_CLOSED: &str = "channel_closed";
+    /// The host's answer to a request is not the JSON the SDK expected.
+    pub const INVALID_RESPONSE: &str = "invalid_response";
 }
 
 /// A handler's failure: a short machine-readable code and a message for

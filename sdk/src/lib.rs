@@ -111,12 +111,108 @@
 //!   `EPERM`). `std::io::Error` does not know its path: use [`fs`] (or
 //!   [`fs::WithPath`] on any `io::Result`) and the reply names the path
 //!   the sandbox refused, e.g. `read /etc/shadow: Permission denied`.
+//!
+//! # Host services
+//!
+//! A plugin can ask corrald for services over the same channel (protocol
+//! version 2, PROTOCOL.md section 9): call a plugin it depends on,
+//! publish and subscribe to events, keep key-value data, reach S3 buckets
+//! and read its settings. Each is granted by the operator's policy; a
+//! refusal comes back as a [`ServiceError`] with the API's code
+//! (`permission_denied` and a `details.permission` such as
+//! `kv.table secrets`), and passes on to the caller with `?`.
+//!
+//! ```no_run
+//! use corral_sdk::{Context, Error, Event, Plugin};
+//! use serde::Deserialize;
+//! use serde_json::{Value, json};
+//!
+//! #[derive(Deserialize)]
+//! struct Order {
+//!     id: String,
+//!     user: String,
+//!     item: String,
+//! }
+//!
+//! fn place(ctx: &mut Context, order: Order) -> Result<Value, Error> {
+//!     // A dependency: listed in [dependencies] and granted by the policy.
+//!     // It gets what is left of this call's deadline.
+//!     let item = ctx.call_plugin("text-utils", "upper", &order.item)?;
+//!     // Key-value data, in the plugin's own (prefixed) table.
+//!     let user = ctx.kv_get("users", &order.user)?.unwrap_or(Value::Null);
+//!     ctx.kv_put("orders", &order.id, &json!({ "item": item, "user": user }))?;
+//!     // An event for every subscriber of orders.*.
+//!     let published = ctx.publish("orders.created", &json!({ "id": order.id }))?;
+//!     Ok(json!({ "item": item, "notified": published.delivered }))
+//! }
+//!
+//! fn main() {
+//!     Plugin::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+//!         .json("place", place)
+//!         // Start-up requests: after Ready, before the first call.
+//!         .on_ready(|ctx: &mut Context| Ok(ctx.subscribe("user:*")?))
+//!         // Deliveries run one at a time between calls.
+//!         .on_event(|ctx: &mut Context, event: &Event| {
+//!             let user: Value = event.json()?;
+//!             ctx.kv_put("users", &event.topic, &user)?;
+//!             Ok(())
+//!         })
+//!         .serve()
+//! }
+//! ```
+//!
+//! Its `plugin.toml` asks for what it uses:
+//!
+//! ```toml
+//! [plugin]
+//! name = "orders"
+//! version = "0.1.0"
+//! entry = "bin/orders"
+//!
+//! [dependencies]
+//! "text-utils" = "^1"
+//!
+//! [permissions.events]
+//! publish = ["orders.*"]
+//! subscribe = ["user:*"]
+//!
+//! [permissions.storage]
+//! tables = ["users", "orders"]
+//! ```
+//!
+//! and the operator's policy grants it (`corral policy show` lists each
+//! grant and where it came from):
+//!
+//! ```toml
+//! [plugins.orders.grant]
+//! calls = ["text-utils"]
+//! events_publish = ["orders.*"]
+//! events_subscribe = ["user:*"]
+//! tables = ["users", "orders"]
+//! ```
+//!
+//! - [`Context::request`] is the general form (service, operation, JSON
+//!   payload, JSON body); [`Context::call_plugin`], [`Context::publish`],
+//!   [`Context::subscribe`], [`Context::kv_get`], [`Context::s3_put`],
+//!   [`Context::settings`] and the others shape it for each operation.
+//!   [`Context::send_request`] and [`Context::wait_response`] keep several
+//!   requests in flight.
+//! - While a handler waits for an answer, calls that arrive are queued,
+//!   deliveries are kept for the event handler, Pings are answered, and a
+//!   Cancel of the call ends the wait with `cancelled`.
+//! - A request made in a handler carries its call's id, so the host
+//!   bounds it by that call's deadline; the event handler's and
+//!   [`Plugin::on_ready`]'s carry 0.
+//! - When the host chose protocol version 1 (an older corral), nothing is
+//!   sent and every request fails with `service_unavailable`; under
+//!   `corral run`, which has no daemon, the host answers the same.
 
 mod channel;
 mod context;
 mod error;
 pub mod fs;
 mod plugin;
+mod services;
 mod session;
 pub mod testing;
 
@@ -124,6 +220,9 @@ pub use context::Context;
 pub use corral_protocol::message::{InitLimits, LogLevel};
 pub use error::{Error, ServeError, codes};
 pub use plugin::{InitInfo, Plugin};
+pub use services::{
+    Event, KvPage, ListOptions, Published, RequestId, S3Entry, S3Object, S3Page, ServiceError,
+};
 pub use session::{EndReason, Served};
 
 /// The protocol crate, for hosts in tests and for raw frame access.

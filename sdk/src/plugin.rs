@@ -3,6 +3,7 @@
 use crate::channel::Channel;
 use crate::context::Context;
 use crate::error::{Error, ServeError, codes};
+use crate::services::Event;
 use crate::session::{Served, Session};
 use corral_protocol::frame::{DEFAULT_MAX_FRAME, HARD_MAX_FRAME};
 use corral_protocol::message::{CHANNEL_FD, CHANNEL_FD_ENV, InitLimits};
@@ -19,6 +20,12 @@ type RawHandler = Box<dyn FnMut(&mut Context<'_>, &[u8]) -> Result<Vec<u8>, Erro
 /// Runs once between the host's Init and the plugin's Ready.
 pub(crate) type InitHook = Box<dyn FnOnce(&InitInfo<'_>) -> Result<(), String>>;
 
+/// Runs once after Ready, before the first call.
+pub(crate) type ReadyHook = Box<dyn FnOnce(&mut Context<'_>) -> Result<(), Error>>;
+
+/// Runs on each event delivered to the plugin.
+pub(crate) type EventHandler = Box<dyn FnMut(&mut Context<'_>, &Event) -> Result<(), Error>>;
+
 /// What the host sent in Init, for a plugin that prepares itself before
 /// it reports Ready (see [`Plugin::on_init`]).
 #[derive(Debug, Clone, Copy)]
@@ -31,11 +38,13 @@ pub struct InitInfo<'a> {
     pub max_frame: u32,
 }
 
-/// Handlers by method name, and the one for every other name.
+/// Handlers by method name, the one for every other name, and the one
+/// for events.
 #[derive(Default)]
 pub(crate) struct Handlers {
     by_method: HashMap<String, RawHandler>,
     fallback: Option<RawHandler>,
+    pub(crate) on_event: Option<EventHandler>,
 }
 
 impl Handlers {
@@ -68,6 +77,7 @@ pub struct Plugin {
     max_frame: u32,
     handlers: Handlers,
     init_hook: Option<InitHook>,
+    ready_hook: Option<ReadyHook>,
 }
 
 impl Plugin {
@@ -82,6 +92,7 @@ impl Plugin {
             max_frame: DEFAULT_MAX_FRAME,
             handlers: Handlers::default(),
             init_hook: None,
+            ready_hook: None,
         }
     }
 
@@ -159,6 +170,33 @@ impl Plugin {
         self
     }
 
+    /// Runs `hook` once, after the plugin reported Ready and before the
+    /// first call: the place for start-up work that needs host services
+    /// (subscribing to topics, reading a table). Its context serves no
+    /// call: requests made there carry call id 0. An `Err` ends the plugin
+    /// as a failed start does for [`Plugin::on_init`].
+    pub fn on_ready<F>(mut self, hook: F) -> Plugin
+    where
+        F: FnOnce(&mut Context<'_>) -> Result<(), Error> + 'static,
+    {
+        self.ready_hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Handles events from the topics the plugin subscribed to (see
+    /// [`Context::subscribe`]). Deliveries are queued and run one at a
+    /// time between calls, never inside another handler; those that
+    /// arrive while a handler waits for a host service wait too. An
+    /// `Err` or a panic is logged, since no caller waits for it. Without
+    /// an event handler, deliveries are dropped.
+    pub fn on_event<F>(mut self, handler: F) -> Plugin
+    where
+        F: FnMut(&mut Context<'_>, &Event) -> Result<(), Error> + 'static,
+    {
+        self.handlers.on_event = Some(Box::new(handler));
+        self
+    }
+
     /// Serves the host on the inherited channel and exits the process:
     /// status 0 after Shutdown or when the host closes the channel,
     /// non-zero (with the reason on stderr) when the channel is missing or
@@ -185,6 +223,9 @@ impl Plugin {
             self.max_frame,
             self.init_hook.take(),
         )?;
+        if let Some(hook) = self.ready_hook.take() {
+            session.run_ready_hook(hook)?;
+        }
         session.run(&mut self.handlers)
     }
 }

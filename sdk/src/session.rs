@@ -6,17 +6,26 @@
 //! can look at the channel through [`Context::is_cancelled`]; whatever that
 //! finds is dispatched here exactly as the main loop would: Calls are queued
 //! for later, Cancels mark the running call, Pings are answered.
+//!
+//! At protocol version 2 a handler may also ask the host for a service
+//! ([`Session::send_request`], [`Session::wait_response`]). Waiting for the
+//! Response reads the channel through the same dispatch: Calls that arrive
+//! meanwhile are queued, and so are Deliveries, for the event handler:
+//! calls and events run in the order they arrived, one at a time, never
+//! one inside another.
 
 use crate::channel::{Channel, is_peer_gone};
 use crate::context::Context;
 use crate::error::{Error, ServeError, codes};
-use crate::plugin::{Handlers, InitHook, InitInfo};
+use crate::plugin::{EventHandler, Handlers, InitHook, InitInfo, ReadyHook};
+use crate::services::{Event, ServiceError};
 use corral_protocol::frame::{self, FrameBuffer, HANDSHAKE_MAX_FRAME, LENGTH_PREFIX};
 use corral_protocol::message::{
-    Call, CallResult, Hello, HostMessage, InitLimits, LogLevel, LogRecord, MAGIC, PluginEvent,
-    PluginMessage, Reply, SUPPORTED_VERSIONS,
+    Call, CallResult, Delivery, Hello, HostMessage, InitLimits, LogLevel, LogRecord, MAGIC,
+    PluginEvent, PluginMessage, Reply, SERVICES_VERSION, SUPPORTED_VERSIONS, ServiceRequest,
+    ServiceResult,
 };
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -37,6 +46,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// fits in a frame.
 const MAX_ERROR_MESSAGE: usize = 16 * 1024;
 
+/// Deliveries kept for the event handler; beyond this the newest are
+/// dropped (and counted), so a host that floods events while a long
+/// handler runs cannot grow the plugin without bound. The host queues at
+/// most 1024 of its own, so this is only reached by a misbehaving host.
+const MAX_QUEUED_DELIVERIES: usize = 4096;
+
 /// How the serve loop ended, when it ended in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -54,6 +69,22 @@ pub struct Served {
     pub calls: u64,
     /// Write system calls made on the channel (batches of frames).
     pub writes: u64,
+}
+
+/// A request sent to the host and not yet answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaited {
+    /// Someone will ask for the answer.
+    Wanted,
+    /// The asker gave up (its call was cancelled); the answer is dropped.
+    Abandoned,
+}
+
+/// Work read from the channel and not yet run, in arrival order.
+#[derive(Debug)]
+enum Inbound {
+    Call(Pending),
+    Event(Delivery),
 }
 
 /// A call read from the channel and not yet run.
@@ -75,7 +106,7 @@ pub(crate) struct Session {
     channel: Channel,
     inbox: FrameBuffer,
     outbox: Vec<u8>,
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Inbound>,
     /// Largest payload either side may send, from Init.
     max_frame: u32,
     pub(crate) limits: InitLimits,
@@ -91,6 +122,18 @@ pub(crate) struct Session {
     last_poll: Option<Instant>,
     calls: u64,
     writes: u64,
+    /// The protocol version the host chose in Init.
+    version: u16,
+    /// The id of the next Request (the plugin's own sequence).
+    next_request: u64,
+    /// Requests sent and not yet answered.
+    awaited: HashMap<u64, Awaited>,
+    /// Responses read but not yet asked for.
+    answered: HashMap<u64, ServiceResult>,
+    /// Deliveries in `queue`.
+    queued_events: usize,
+    /// Deliveries dropped over [`MAX_QUEUED_DELIVERIES`] since last logged.
+    dropped_deliveries: u64,
 }
 
 impl Session {
@@ -169,10 +212,33 @@ impl Session {
             calls: 0,
             // The Hello above.
             writes: 1,
+            version: init.version,
+            next_request: 1,
+            awaited: HashMap::new(),
+            answered: HashMap::new(),
+            queued_events: 0,
+            dropped_deliveries: 0,
         };
         session.push(&PluginMessage::Ready)?;
         session.flush()?;
         Ok(session)
+    }
+
+    /// Runs the plugin's start-up hook after Ready and before the first
+    /// call, with a context that serves no call (requests carry call id 0).
+    /// The host takes Requests only once the plugin is ready, which is why
+    /// this hook, not the init hook, is the place for start-up requests.
+    pub(crate) fn run_ready_hook(&mut self, hook: ReadyHook) -> Result<(), ServeError> {
+        let mut ctx = Context::new(self, 0, "", None);
+        let outcome = catch_unwind(AssertUnwindSafe(|| hook(&mut ctx)));
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
+        match outcome {
+            Ok(Ok(())) => self.flush(),
+            Ok(Err(e)) => Err(ServeError::Init(e.to_string())),
+            Err(payload) => Err(ServeError::Init(panic_message(payload.as_ref()))),
+        }
     }
 
     /// Serves calls until Shutdown, end of stream or a protocol error.
@@ -181,8 +247,21 @@ impl Session {
             // Everything already buffered is dispatched before any handler
             // runs, so a batch of calls yields one batch of replies.
             self.drain_inbox()?;
-            while let Some(pending) = self.queue.pop_front() {
-                self.handle(pending, handlers);
+            while let Some(inbound) = self.queue.pop_front() {
+                match inbound {
+                    Inbound::Call(pending) => self.handle(pending, handlers),
+                    Inbound::Event(delivery) => {
+                        self.queued_events -= 1;
+                        self.log_dropped_deliveries();
+                        // Without an event handler a delivery is dropped;
+                        // after Shutdown, events are no longer run.
+                        if let (Some(handler), None) =
+                            (handlers.on_event.as_mut(), self.shutdown_deadline)
+                        {
+                            self.handle_event(delivery, handler);
+                        }
+                    }
+                }
                 if let Some(failure) = self.failure.take() {
                     return Err(failure);
                 }
@@ -224,11 +303,28 @@ impl Session {
     }
 
     fn drain_inbox(&mut self) -> Result<(), ServeError> {
-        let now = Instant::now();
-        while let Some(message) = self.inbox.next_message::<HostMessage>()? {
-            self.dispatch(message, now)?;
+        self.dispatch_buffered(Instant::now());
+        match self.failure.take() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Dispatches every whole frame already read. A frame that does not
+    /// decode, or a message the host must not send, is recorded as the
+    /// session's failure (see [`Session::fail`]).
+    fn dispatch_buffered(&mut self, now: Instant) {
+        while self.failure.is_none() {
+            match self.inbox.next_message::<HostMessage>() {
+                Ok(Some(message)) => {
+                    if let Err(e) = self.dispatch(message, now) {
+                        self.fail(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => self.fail(e.into()),
+            }
+        }
     }
 
     fn dispatch(&mut self, message: HostMessage, now: Instant) -> Result<(), ServeError> {
@@ -243,16 +339,20 @@ impl Session {
                         )),
                     );
                 } else {
-                    self.queue.push_back(Pending {
+                    self.queue.push_back(Inbound::Call(Pending {
                         call,
                         received: now,
-                    });
+                    }));
                 }
             }
             HostMessage::Cancel { id } => {
                 if let Some(current) = self.current.as_mut().filter(|c| c.id == id) {
                     current.cancelled = true;
-                } else if let Some(at) = self.queue.iter().position(|p| p.call.id == id) {
+                } else if let Some(at) = self
+                    .queue
+                    .iter()
+                    .position(|p| matches!(p, Inbound::Call(p) if p.call.id == id))
+                {
                     // Not started yet: answer at once and never run it. The
                     // host drops the reply, but every Call still gets one.
                     self.queue.remove(at);
@@ -279,14 +379,156 @@ impl Session {
             // is harmless and ignored.
             HostMessage::Pong { .. } => {}
             HostMessage::Init(_) => return Err(ServeError::Unexpected("a second Init")),
-            HostMessage::Response(_) => {
-                return Err(ServeError::Unexpected("a Response to no request"));
-            }
-            HostMessage::Deliver(_) => {
-                return Err(ServeError::Unexpected("an event it did not subscribe to"));
+            HostMessage::Response(response) => match self.awaited.remove(&response.id) {
+                Some(Awaited::Wanted) => {
+                    self.answered.insert(response.id, response.result);
+                }
+                Some(Awaited::Abandoned) => {}
+                None => return Err(ServeError::Unexpected("a Response to no request")),
+            },
+            HostMessage::Deliver(delivery) => {
+                if self.version < SERVICES_VERSION {
+                    return Err(ServeError::Unexpected("a Deliver at protocol version 1"));
+                }
+                if self.queued_events >= MAX_QUEUED_DELIVERIES {
+                    self.dropped_deliveries += 1;
+                } else {
+                    self.queued_events += 1;
+                    self.queue.push_back(Inbound::Event(delivery));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Runs the event handler on one delivery, outside any call. Its error
+    /// or panic is logged: there is no caller to answer.
+    fn handle_event(&mut self, delivery: Delivery, handler: &mut EventHandler) {
+        let event = Event::from(delivery);
+        let mut ctx = Context::new(self, 0, "", None);
+        let outcome = catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &event)));
+        let failure = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(payload) => panic_message(payload.as_ref()),
+        };
+        self.push_log(
+            LogLevel::Warn,
+            format!(
+                "the event handler failed on topic {}: {failure}",
+                event.topic
+            ),
+            Vec::new(),
+        );
+    }
+
+    fn log_dropped_deliveries(&mut self) {
+        if self.dropped_deliveries > 0 {
+            let n = std::mem::take(&mut self.dropped_deliveries);
+            self.push_log(
+                LogLevel::Warn,
+                format!("dropped {n} event deliveries: more than {MAX_QUEUED_DELIVERIES} waited for the event handler"),
+                Vec::new(),
+            );
+        }
+    }
+
+    /// Sends a Request on behalf of call `call_id` (0: none) and returns
+    /// its id without waiting. At protocol version 1 nothing is sent.
+    pub(crate) fn send_request(
+        &mut self,
+        call_id: u64,
+        service: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<u64, ServiceError> {
+        if self.version < SERVICES_VERSION {
+            return Err(ServiceError::local(
+                codes::SERVICE_UNAVAILABLE,
+                format!(
+                    "the host chose protocol version {}, which has no host services \
+                     (they need version {SERVICES_VERSION}); the {service}.{operation} request was not sent",
+                    self.version
+                ),
+            ));
+        }
+        if self.closed || self.failure.is_some() {
+            return Err(ServiceError::local(
+                codes::CHANNEL_CLOSED,
+                "the channel to the host is closed",
+            ));
+        }
+        let id = self.next_request;
+        let request = PluginMessage::Request(ServiceRequest {
+            id,
+            call_id,
+            service: service.to_string(),
+            operation: operation.to_string(),
+            payload,
+        });
+        if let Err(e) = self.push(&request) {
+            return Err(ServiceError::local(
+                codes::PAYLOAD_TOO_LARGE,
+                format!("the {service}.{operation} request does not fit in a frame: {e}"),
+            ));
+        }
+        self.next_request += 1;
+        self.awaited.insert(id, Awaited::Wanted);
+        // A request is waited for: it goes out now, not with a batch.
+        if let Err(e) = self.flush() {
+            self.fail(e);
+        }
+        Ok(id)
+    }
+
+    /// Reads the channel until the Response to request `id` arrives,
+    /// dispatching everything else on the way. Gives up (and drops the
+    /// answer when it comes) once the call it serves is cancelled.
+    pub(crate) fn wait_response(&mut self, id: u64) -> Result<ServiceResult, ServiceError> {
+        loop {
+            if let Some(result) = self.answered.remove(&id) {
+                return Ok(result);
+            }
+            if self.awaited.get(&id) != Some(&Awaited::Wanted) {
+                return Err(ServiceError::local(
+                    codes::INVALID_INPUT,
+                    format!("request {id} was not sent or its answer was already taken"),
+                ));
+            }
+            if self.current.as_ref().is_some_and(|c| c.cancelled) {
+                self.awaited.insert(id, Awaited::Abandoned);
+                return Err(ServiceError::local(
+                    codes::CANCELLED,
+                    "the call was cancelled while it waited for the host",
+                ));
+            }
+            if let Some(failure) = &self.failure {
+                // The failure stays recorded: the serve loop ends with it
+                // once the handler returns.
+                return Err(ServiceError::local(
+                    codes::CHANNEL_CLOSED,
+                    format!("the session with the host failed while the request waited: {failure}"),
+                ));
+            }
+            if self.closed {
+                return Err(ServiceError::local(
+                    codes::CHANNEL_CLOSED,
+                    "the channel to the host closed before the answer came",
+                ));
+            }
+            if let Err(e) = self.flush() {
+                self.fail(e);
+                continue;
+            }
+            match self.channel.read(self.inbox.spare(READ_CHUNK)) {
+                Ok(0) => self.closed = true,
+                Ok(n) => {
+                    self.inbox.commit(n);
+                    self.dispatch_buffered(Instant::now());
+                }
+                Err(e) => self.fail(ServeError::Io(e)),
+            }
+        }
     }
 
     fn handle(&mut self, pending: Pending, handlers: &mut Handlers) {
@@ -464,20 +706,9 @@ impl Session {
                 }
             }
         }
-        loop {
-            match self.inbox.next_message::<HostMessage>() {
-                Ok(Some(message)) => {
-                    if let Err(e) = self.dispatch(message, now) {
-                        self.fail(e);
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.fail(e.into());
-                    return;
-                }
-            }
+        self.dispatch_buffered(now);
+        if self.failure.is_some() {
+            return;
         }
         if let Err(e) = self.flush() {
             self.fail(e);

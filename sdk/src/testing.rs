@@ -19,9 +19,16 @@
 //!
 //! Log and Event messages that arrive while a reply is awaited are kept in
 //! [`TestHost::side`].
+//!
+//! A plugin's host-service requests (protocol version 2) are played by
+//! hand too: [`TestHost::request`] reads the next Request,
+//! [`TestHost::respond`] answers it, [`TestHost::deliver`] sends an event.
 
 use corral_protocol::frame::{self, DEFAULT_MAX_FRAME, FrameError, FrameReader};
-use corral_protocol::message::{Call, CallResult, Hello, HostMessage, Init, PluginMessage, Reply};
+use corral_protocol::message::{
+    Call, CallResult, Delivery, Hello, HostMessage, Init, PluginMessage, Reply, ServiceRequest,
+    ServiceResponse, ServiceResult,
+};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -239,6 +246,41 @@ impl TestHost {
                 }
             }
         }
+    }
+
+    /// The next host-service Request, keeping logs and events aside.
+    pub fn request(&mut self) -> Result<ServiceRequest, TestHostError> {
+        loop {
+            match self.receive()? {
+                PluginMessage::Request(request) => return Ok(request),
+                other @ (PluginMessage::Log(_) | PluginMessage::Event(_)) => self.side.push(other),
+                other => {
+                    return Err(TestHostError::Unexpected {
+                        expected: "Request",
+                        got: Box::new(other),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answers request `id`.
+    pub fn respond(&mut self, id: u64, result: ServiceResult) -> Result<(), TestHostError> {
+        self.send(&HostMessage::Response(ServiceResponse { id, result }))
+    }
+
+    /// Delivers an event as if `from` had published it on `topic`.
+    pub fn deliver(
+        &mut self,
+        topic: &str,
+        from: &str,
+        payload: &[u8],
+    ) -> Result<(), TestHostError> {
+        self.send(&HostMessage::Deliver(Delivery {
+            topic: topic.into(),
+            from: from.into(),
+            payload: payload.to_vec(),
+        }))
     }
 
     /// Calls `method` and waits for its result.

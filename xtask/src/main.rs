@@ -463,12 +463,35 @@ fn dev(root: &Path, args: &[String]) -> Result<()> {
     if !corrald.exists() {
         bail!("{} was not built", corrald.display());
     }
+    install_example_policy(root)?;
     let mut cmd = Command::new(corrald);
     cmd.env("CORRAL_SANDBOX", &built.sandbox);
     cmd.env("CORRAL_JS", &built.js);
     cmd.env("CORRAL_RUNTIMES", root.join("runtimes"));
     cmd.arg("--dev").arg("--plugins").arg(&packages).args(args);
     run(cmd)
+}
+
+/// The examples' grants (host services: topics, tables, hooks) as the
+/// dev daemon's policy drop-ins, refreshed at every start so edits to
+/// `examples/policy.d` apply; other files in `.corral-dev/policy.d` stay.
+fn install_example_policy(root: &Path) -> Result<()> {
+    let from = root.join("examples/policy.d");
+    let Ok(entries) = std::fs::read_dir(&from) else {
+        return Ok(());
+    };
+    let to = root.join(".corral-dev/policy.d");
+    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "toml")
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn test(root: &Path, vm: bool, fuzz: bool, args: &[String]) -> Result<()> {

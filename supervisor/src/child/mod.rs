@@ -84,6 +84,9 @@ struct Pending {
     /// When the host stops waiting: bounds the requests made for it.
     deadline: Instant,
     cpu_at_start: u64,
+    /// Dependency calls between the API's call and this one
+    /// ([`crate::services::calls::current_depth`]).
+    depth: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,6 +206,19 @@ impl Shared {
             .lock()
             .ok()
             .and_then(|p| p.get(&id).map(|c| c.deadline))
+    }
+
+    /// How deep in a chain of dependency calls call `id` is (0 when an
+    /// API client made it, or when it is not in flight).
+    fn call_depth(&self, id: u64) -> u32 {
+        if id == 0 {
+            return 0;
+        }
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&id).map(|c| c.depth))
+            .unwrap_or(0)
     }
 
     fn death_error(&self, call_id: u64) -> CorralError {
@@ -349,6 +365,7 @@ impl Child {
                     started: Instant::now(),
                     deadline: Instant::now() + timeout,
                     cpu_at_start,
+                    depth: crate::services::calls::current_depth(),
                 },
             );
         let mut guard = CallGuard {

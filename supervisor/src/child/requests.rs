@@ -255,6 +255,7 @@ pub(super) fn request(shared: &Arc<Shared>, request: ServiceRequest) -> Result<(
         instance: shared.instance,
         policy: shared.policy.clone(),
         deadline: shared.call_deadline(request.call_id),
+        depth: shared.call_depth(request.call_id),
         link: ChildLink::new(shared),
     };
     let shared = shared.clone();
@@ -366,4 +367,3 @@ pub fn known_service(service: &str) -> &'static str {
         _ => "unknown",
     }
 }
-

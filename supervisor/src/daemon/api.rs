@@ -65,7 +65,7 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/call", post(call))
         .route("/v1/reload", post(reload_configuration))
-        .route("/v1/events", get(events))
+        .route("/v1/events", get(events).post(publish_event))
         .route("/metrics", get(metrics))
         .merge(crate::sources::api::routes())
         .fallback(no_route)
@@ -351,6 +351,48 @@ async fn call(
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     plugin: Option<String>,
+    /// Only events published on the bus whose (real) topic matches this
+    /// pattern (`*` = any run).
+    topic: Option<String>,
+}
+
+/// `POST /v1/events`: an admin client publishes on the plugins' bus.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    topic: String,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+async fn publish_event(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
+    body: Body,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "publish events")?;
+    let bytes = read_body(body, limit, &conn).await?;
+    let request: PublishRequest = parse_json(&bytes, "event")?;
+    let reach = d
+        .bus
+        .publish_from_client(&request.topic, &request.payload)?;
+    Ok(Json(reach).into_response())
+}
+
+/// Whether a record passes `?plugin=` and `?topic=`.
+fn wanted(record: &EventRecord, plugin: Option<&str>, topic: Option<&str>) -> bool {
+    if plugin.is_some_and(|p| p != record.event.plugin()) {
+        return false;
+    }
+    match (topic, &record.event) {
+        (None, _) => true,
+        (Some(pattern), Event::Plugin { topic, .. }) => {
+            corral_protocol::services::pattern_matches(pattern, topic)
+        }
+        (Some(_), _) => false,
+    }
 }
 
 async fn events(
@@ -363,16 +405,17 @@ async fn events(
     if let Some(p) = &query.plugin {
         check_name(p)?;
     }
+    if let Some(t) = &query.topic {
+        corral_protocol::services::valid_name(t, true)
+            .map_err(|e| CorralError::invalid_input(format!("topic {e}")))?;
+    }
     let receiver = d.rt.events.subscribe();
-    let filter = query.plugin;
+    let filter = (query.plugin, query.topic);
     let stream = futures::stream::unfold((receiver, filter), |(mut rx, filter)| async move {
         loop {
             let line = match rx.recv().await {
                 Ok(record) => {
-                    if filter
-                        .as_deref()
-                        .is_some_and(|f| f != record.event.plugin())
-                    {
+                    if !wanted(&record, filter.0.as_deref(), filter.1.as_deref()) {
                         continue;
                     }
                     serde_json::to_vec(&*record)

@@ -26,6 +26,15 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub plugin: String,
+    /// One of the known services, or `unknown`.
+    pub service: String,
+    /// `ok` or the error code.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeathLabels {
     pub plugin: String,
     pub cause: String,
@@ -89,6 +98,7 @@ pub struct Metrics {
     pub logs: LogLimiter,
     log_records_dropped: Family<PluginLabel, Counter>,
     output_lines_dropped: Family<PluginLabel, Counter>,
+    service_requests: Family<ServiceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,6 +134,7 @@ impl Metrics {
         let log_lines_dropped = Family::<LineLabel, Counter>::default();
         let log_records_dropped = Family::<PluginLabel, Counter>::default();
         let output_lines_dropped = Family::<PluginLabel, Counter>::default();
+        let service_requests = Family::<ServiceLabels, Counter>::default();
         let mut r = Registry::with_prefix("corral");
         r.register(
             "calls",
@@ -227,6 +238,11 @@ impl Metrics {
             "stdout and stderr lines of plugins dropped over the rate limit",
             output_lines_dropped.clone(),
         );
+        r.register(
+            "service_requests",
+            "Requests from plugins to host services, by plugin, service and outcome (ok or the error code)",
+            service_requests.clone(),
+        );
         Metrics {
             registry: Mutex::new(r),
             calls,
@@ -251,6 +267,7 @@ impl Metrics {
             logs: LogLimiter::new(log_lines_dropped),
             log_records_dropped,
             output_lines_dropped,
+            service_requests,
         }
     }
 
@@ -380,6 +397,16 @@ impl Metrics {
 }
 
 impl LifecycleObserver for Metrics {
+    fn service_request(&self, plugin: &str, service: &str, outcome: &str) {
+        self.service_requests
+            .get_or_create(&ServiceLabels {
+                plugin: plugin.to_string(),
+                service: service.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     fn child_died(&self, plugin: &str, cause: &str) {
         let label = PluginLabel {
             plugin: plugin.to_string(),

@@ -170,6 +170,8 @@ pub struct Daemon {
     access: RwLock<Access>,
     /// The S3 sources (`crate::sources`).
     pub sources: crate::sources::Sources,
+    /// The host services' event bus, also reached by API clients.
+    pub bus: Arc<crate::services::events::Bus>,
     /// Held for the daemon's life: its cgroup base is its own.
     _cgroup_lock: std::fs::File,
 }
@@ -242,6 +244,8 @@ impl Daemon {
         let state = State::load(&config.state_dir)?;
         let access = Access::new(&config.admin_groups, &config.caller_groups);
         let sources = crate::sources::Sources::new(&config, &metrics).await;
+        let bus = Arc::new(crate::services::events::Bus::new(Some(rt.events.clone())));
+        metrics.register(|r| bus.register_metrics(r));
         let daemon = Arc::new(Daemon {
             config: RwLock::new(config),
             config_path,
@@ -256,6 +260,7 @@ impl Daemon {
             metrics,
             access: RwLock::new(access),
             sources,
+            bus: bus.clone(),
             _cgroup_lock: cgroup_lock,
         });
         // Before any plugin starts: its children take the broker at spawn.
@@ -264,6 +269,7 @@ impl Daemon {
             .broker
             .set(Arc::new(crate::services::HostServices {
                 daemon: Arc::downgrade(&daemon),
+                events: bus,
             }));
         daemon.restore().await?;
         Ok(daemon)
@@ -1101,6 +1107,42 @@ impl Daemon {
                 ),
             ));
         }
+        let input = serde_json::to_vec(&request.input)
+            .map_err(|e| CorralError::invalid_input(e.to_string()))?;
+        self.call_loaded(
+            &entry,
+            &request.method,
+            input,
+            request.timeout_ms.map(Duration::from_millis),
+        )
+        .await
+    }
+
+    /// A call from a plugin to one of its dependencies (the `plugins`
+    /// host service, which checked the caller's grant). The same path as
+    /// an API call (slots, metrics, events), but `allowed_callers` does
+    /// not apply: it names API clients by uid, and the operator's grant
+    /// to the calling plugin is what admits this call.
+    pub async fn call_from_plugin(
+        &self,
+        name: &str,
+        method: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<CallResponse, CorralError> {
+        self.refuse_when_draining()?;
+        let entry = self.entry(name)?;
+        self.call_loaded(&entry, method, input, timeout).await
+    }
+
+    async fn call_loaded(
+        &self,
+        entry: &PluginEntry,
+        method: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<CallResponse, CorralError> {
+        let name = entry.name.as_str();
         let host = entry.host().ok_or_else(|| not_loaded(name))?;
         let _permit = entry.slots.clone().try_acquire_owned().map_err(|_| {
             CorralError::new(
@@ -1113,16 +1155,8 @@ impl Daemon {
                 ),
             )
         })?;
-        let input = serde_json::to_vec(&request.input)
-            .map_err(|e| CorralError::invalid_input(e.to_string()))?;
         let started = Instant::now();
-        let result = host
-            .call(
-                &request.method,
-                input,
-                request.timeout_ms.map(Duration::from_millis),
-            )
-            .await;
+        let result = host.call(method, input, timeout).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),

@@ -10,7 +10,7 @@ pub mod seccomp;
 pub mod seccomp_args;
 pub mod syscalls;
 
-use corral_protocol::manifest::{HostPath, parse_toml};
+use corral_protocol::manifest::{HostPath, ResourceName, TopicPattern, parse_toml};
 use corral_protocol::policy::Requirement;
 use corral_protocol::units::{ByteSize, CpuShare, HumanDuration};
 use serde::Deserialize;
@@ -60,6 +60,7 @@ pub struct Policy {
     pub restart: RestartSettings,
     pub timeouts: TimeoutSettings,
     pub protocol: ProtocolSettings,
+    pub services: ServiceSettings,
     /// Groups operators add to the built-in ones.
     #[serde(default)]
     pub syscall_groups: BTreeMap<String, Vec<String>>,
@@ -137,6 +138,13 @@ pub struct Grantable {
     pub fs_write: Vec<HostPath>,
     pub net: NetLevel,
     pub exec: bool,
+    /// Calls to the plugins a manifest's `[dependencies]` lists.
+    pub calls: bool,
+    pub events_publish: Vec<TopicPattern>,
+    pub events_subscribe: Vec<TopicPattern>,
+    /// Tables of the plugin's own, whatever their names.
+    pub tables: bool,
+    pub buckets: Vec<ResourceName>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -148,6 +156,16 @@ pub struct Grant {
     pub fs_write: Vec<HostPath>,
     pub net: Option<NetLevel>,
     pub exec: Option<bool>,
+    #[serde(default)]
+    pub calls: Vec<String>,
+    #[serde(default)]
+    pub events_publish: Vec<TopicPattern>,
+    #[serde(default)]
+    pub events_subscribe: Vec<TopicPattern>,
+    #[serde(default)]
+    pub tables: Vec<ResourceName>,
+    #[serde(default)]
+    pub buckets: Vec<ResourceName>,
 }
 
 /// Permissions that can be denied outright for one plugin.
@@ -158,6 +176,11 @@ pub enum PermissionName {
     FsWrite,
     Net,
     Exec,
+    Calls,
+    EventsPublish,
+    EventsSubscribe,
+    Tables,
+    Buckets,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -179,6 +202,50 @@ pub struct PluginRules {
     /// mounts in its mount namespace). Grants name the plugin's paths.
     #[serde(default)]
     pub remap: BTreeMap<HostPath, HostPath>,
+    /// How its topic, table and bucket names become real ones.
+    #[serde(default)]
+    pub names: NameRules,
+    /// Its overrides of `[services]`.
+    #[serde(default)]
+    pub services: ServiceOverrides,
+}
+
+/// `[plugins.<name>.names]`: prefixes and exact maps (seed 001's
+/// `topicNameMap`, `tableNameMap`, `bucketNameMap`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameRules {
+    pub topic_prefix: Option<String>,
+    pub table_prefix: Option<String>,
+    pub bucket_prefix: Option<String>,
+    #[serde(default)]
+    pub topics: BTreeMap<ResourceName, ResourceName>,
+    #[serde(default)]
+    pub tables: BTreeMap<ResourceName, ResourceName>,
+    #[serde(default)]
+    pub buckets: BTreeMap<ResourceName, ResourceName>,
+}
+
+/// `[services]`: bounds on what each plugin may ask of host services.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    pub storage_quota: ByteSize,
+    pub request_in_flight: u32,
+    pub request_max_bytes: ByteSize,
+    pub request_rate: u32,
+    pub event_queue: u32,
+}
+
+/// `[plugins.<name>.services]`: one plugin's overrides of `[services]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOverrides {
+    pub storage_quota: Option<ByteSize>,
+    pub request_in_flight: Option<u32>,
+    pub request_max_bytes: Option<ByteSize>,
+    pub request_rate: Option<u32>,
+    pub event_queue: Option<u32>,
 }
 
 /// `"200000-265535"`.
@@ -492,6 +559,9 @@ impl Policy {
         if let Err((key, reason)) = runtimes::validate(self) {
             return Err(err(self, &key, reason));
         }
+        if let Err((key, reason)) = self.validate_services() {
+            return Err(err(self, &key, reason));
+        }
         for (name, rules) in &self.plugins {
             lists.push((format!("plugins.{name}.syscalls"), &rules.syscalls));
             for target in rules.remap.keys() {
@@ -512,6 +582,80 @@ impl Policy {
             }
         }
         self.groups = groups;
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// `[services]` bounds and every plugin's overrides, prefixes and
+    /// call grants: `(key, reason)` of the first that is out of range.
+    fn validate_services(&self) -> Result<(), (String, String)> {
+        let check = |key: String,
+                     in_flight: Option<u32>,
+                     max_bytes: Option<ByteSize>,
+                     rate: Option<u32>,
+                     queue: Option<u32>|
+         -> Result<(), (String, String)> {
+            let hard = u64::from(corral_protocol::frame::HARD_MAX_FRAME);
+            if let Some(n) = in_flight.filter(|n| !(1..=4096).contains(n)) {
+                return Err((
+                    format!("{key}.request_in_flight"),
+                    format!("{n} is outside 1 to 4096"),
+                ));
+            }
+            if let Some(b) = max_bytes.filter(|b| !(1024..=hard).contains(&b.0)) {
+                return Err((
+                    format!("{key}.request_max_bytes"),
+                    format!("{b} is outside 1KiB to {}", ByteSize(hard)),
+                ));
+            }
+            if let Some(n) = rate.filter(|n| !(1..=1_000_000).contains(n)) {
+                return Err((
+                    format!("{key}.request_rate"),
+                    format!("{n} is outside 1 to 1000000"),
+                ));
+            }
+            if let Some(n) = queue.filter(|n| !(1..=65536).contains(n)) {
+                return Err((
+                    format!("{key}.event_queue"),
+                    format!("{n} is outside 1 to 65536"),
+                ));
+            }
+            Ok(())
+        };
+        let s = &self.services;
+        check(
+            "services".into(),
+            Some(s.request_in_flight),
+            Some(s.request_max_bytes),
+            Some(s.request_rate),
+            Some(s.event_queue),
+        )?;
+        for (name, rules) in &self.plugins {
+            let o = &rules.services;
+            check(
+                format!("plugins.{name}.services"),
+                o.request_in_flight,
+                o.request_max_bytes,
+                o.request_rate,
+                o.event_queue,
+            )?;
+            let n = &rules.names;
+            for (which, prefix) in [
+                ("topic_prefix", &n.topic_prefix),
+                ("table_prefix", &n.table_prefix),
+                ("bucket_prefix", &n.bucket_prefix),
+            ] {
+                if let Some(p) = prefix.as_deref().filter(|p| !p.is_empty()) {
+                    corral_protocol::services::valid_name(p, false)
+                        .map_err(|r| (format!("plugins.{name}.names.{which}"), r))?;
+                }
+            }
+            for callee in &rules.grant.calls {
+                corral_protocol::manifest::validate_plugin_name(callee)
+                    .map_err(|r| (format!("plugins.{name}.grant.calls"), r))?;
+            }
+        }
         Ok(())
     }
 }

@@ -23,6 +23,9 @@
 //! `corral run` has no daemon and so no broker: every request is answered
 //! `service_unavailable`.
 
+pub mod calls;
+pub mod events;
+
 use crate::child::ChildLink;
 use corral_protocol::error::CorralError;
 use corral_protocol::policy::SandboxPolicy;
@@ -41,6 +44,9 @@ pub struct Caller {
     /// When the call this request serves must be answered; `None` when it
     /// serves no call.
     pub deadline: Option<Instant>,
+    /// Dependency calls between the API call at the root of the chain
+    /// and the call this request serves ([`calls::MAX_CALL_DEPTH`]).
+    pub depth: u32,
     /// The child itself, for deliveries back to it.
     pub link: ChildLink,
 }
@@ -69,6 +75,8 @@ pub struct HostServices {
     /// The daemon, for services that reach other plugins. Weak: the
     /// daemon owns the runtime that holds this broker.
     pub daemon: std::sync::Weak<crate::daemon::Daemon>,
+    /// The event bus ([`events`]); the daemon holds it too, for clients.
+    pub events: Arc<events::Bus>,
 }
 
 impl std::fmt::Debug for HostServices {
@@ -80,13 +88,23 @@ impl std::fmt::Debug for HostServices {
 impl Broker for HostServices {
     fn handle(
         &self,
-        _caller: Caller,
+        caller: Caller,
         service: String,
         operation: String,
-        _payload: Vec<u8>,
+        payload: Vec<u8>,
     ) -> ServiceFuture {
         let error = match service.as_str() {
-            "plugins" | "events" | "kv" | "s3" | "config" => CorralError::new(
+            "plugins" => {
+                let daemon = self.daemon.clone();
+                return Box::pin(async move {
+                    calls::handle(daemon, caller, &operation, &payload).await
+                });
+            }
+            "events" => {
+                let result = self.events.handle(&caller, &operation, &payload);
+                return Box::pin(async move { result });
+            }
+            "kv" | "s3" | "config" => CorralError::new(
                 corral_protocol::error::ErrorKind::ServiceUnavailable {
                     service: service.clone(),
                 },
@@ -95,6 +113,10 @@ impl Broker for HostServices {
             _ => unknown_service(&service, &operation),
         };
         Box::pin(async move { Err(error) })
+    }
+
+    fn child_gone(&self, link: &ChildLink) {
+        self.events.child_gone(link.id());
     }
 }
 
@@ -123,9 +145,8 @@ pub fn parse<T: serde::de::DeserializeOwned>(
     operation: &str,
     payload: &[u8],
 ) -> Result<T, CorralError> {
-    serde_json::from_slice(payload).map_err(|e| {
-        CorralError::invalid_input(format!("{service}.{operation}: bad payload: {e}"))
-    })
+    serde_json::from_slice(payload)
+        .map_err(|e| CorralError::invalid_input(format!("{service}.{operation}: bad payload: {e}")))
 }
 
 /// A JSON body for a response.

@@ -99,3 +99,38 @@ async fn unloading_what_others_need_takes_cascade() {
     assert_eq!(api.detail("base").await.summary.state, PluginState::Ready);
     daemon.stop().await;
 }
+
+/// Install refuses a cycle, but packages in a source folder are taken as
+/// they are at start: the cycle first shows when they load, and the load
+/// refuses it with the cycle named instead of chasing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_that_appears_only_at_load_is_refused_and_named() {
+    let setup = Setup::new();
+    let a = setup.add_package("hello", "loop-a");
+    depend_on(&a, &["loop-b"]);
+    let b = setup.add_package("hello", "loop-b");
+    depend_on(&b, &["loop-a"]);
+    let daemon = Daemon::start(&setup).await;
+    let api = &daemon.client;
+    for name in ["loop-a", "loop-b"] {
+        assert_eq!(
+            api.detail(name).await.summary.state,
+            PluginState::Installed,
+            "{name} is installed but not loaded"
+        );
+    }
+    let e = api
+        .lifecycle("loop-a", "load")
+        .await
+        .error(400, "dependency_missing");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("loop-a -> loop-b -> loop-a"),
+        "the cycle is named: {e}"
+    );
+    assert!(api.child_pids("loop-a").await.is_empty());
+    assert!(api.child_pids("loop-b").await.is_empty());
+    daemon.stop().await;
+}

@@ -577,3 +577,154 @@ fn without_exec_the_threads_permission_is_the_task_limit() {
     .expect("compile");
     assert_eq!(nproc(&exec), None);
 }
+
+#[test]
+fn host_services_not_granted_are_named() {
+    let fx = fixture();
+    let f = KernelFeatures::all();
+    let closed = policy(&["[grantable]\ncalls = false\ntables = false\n"]);
+    let cases = [
+        (
+            "[dependencies]\ntext-utils = \"^1\"\n",
+            "plugins.call text-utils",
+            "calls = [\"text-utils\"]",
+        ),
+        (
+            "[permissions.events]\npublish = [\"orders.*\"]\n",
+            "events.publish orders.*",
+            "events_publish = [\"orders.*\"]",
+        ),
+        (
+            "[permissions.events]\nsubscribe = [\"user:*\"]\n",
+            "events.subscribe user:*",
+            "events_subscribe = [\"user:*\"]",
+        ),
+        (
+            "[permissions.storage]\ntables = [\"users\"]\n",
+            "kv.table users",
+            "tables = [\"users\"]",
+        ),
+        (
+            "[permissions.storage]\nbuckets = [\"data\"]\n",
+            "s3.bucket data",
+            "buckets = [\"data\"]",
+        ),
+    ];
+    for (extra, permission, how) in cases {
+        match run(&manifest(extra), &closed, &f, &fx) {
+            Err(CompileError::NotGranted {
+                permission: got,
+                reason,
+            }) => {
+                assert_eq!(got, permission);
+                assert!(reason.contains(how), "{reason}");
+            }
+            other => panic!("{extra}: expected NotGranted, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn host_services_are_granted_with_names_and_bounds() {
+    let fx = fixture();
+    let f = KernelFeatures::all();
+    let m = manifest(
+        "[dependencies]\ntext-utils = \"^1\"\n\
+         [permissions.events]\npublish = [\"orders.created\"]\nsubscribe = [\"user:*\"]\n\
+         [permissions.storage]\ntables = [\"users\", \"orders\"]\nbuckets = [\"data\"]\n",
+    );
+    let p = policy(&["[plugins.tool.grant]\n\
+         events_publish = [\"orders.*\"]\nevents_subscribe = [\"*\"]\nbuckets = [\"data\"]\n\
+         [plugins.tool.names]\ntables = { users = \"accounts_users\" }\ntopic_prefix = \"t.\"\n\
+         [plugins.tool.services]\nstorage_quota = \"1MiB\"\nrequest_rate = 10\n"]);
+    let compiled = run(&m, &p, &f, &fx).expect("compiles");
+    let s = &compiled.services;
+    assert_eq!(s.calls, ["text-utils"]);
+    assert_eq!(s.publish, ["orders.created"]);
+    assert_eq!(s.subscribe, ["user:*"]);
+    assert_eq!(s.tables, ["users", "orders"]);
+    assert_eq!(s.buckets, ["data"]);
+    assert_eq!(s.table_names.resolve("users"), "accounts_users");
+    assert_eq!(s.table_names.resolve("orders"), "tool_orders");
+    assert_eq!(s.topic_names.resolve("orders.created"), "t.orders.created");
+    assert_eq!(s.bucket_names.resolve("data"), "data");
+    assert_eq!(s.storage_quota, 1 << 20);
+    assert_eq!(s.requests.per_second, 10);
+    assert_eq!(s.requests.in_flight, 64);
+    let lines: Vec<String> = compiled
+        .provenance
+        .iter()
+        .map(|l| format!("{} = {} <- {}", l.rule, l.value, l.source))
+        .collect();
+    for expected in [
+        "services.plugins.call = text-utils <- built-in default policy (grantable.calls)",
+        "services.events.publish = orders.created <- /etc/corral/policy.d/0.toml (plugins.tool.grant.events_publish) grants orders.*",
+        "services.names.tables = users -> accounts_users",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "{expected} in {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_denied_service_is_refused_even_when_grantable() {
+    let fx = fixture();
+    let f = KernelFeatures::all();
+    let p = policy(&["[plugins.tool]\ndeny = [\"calls\", \"tables\"]\n"]);
+    for extra in [
+        "[dependencies]\nx = \"*\"\n",
+        "[permissions.storage]\ntables = [\"a\"]\n",
+    ] {
+        match run(&manifest(extra), &p, &f, &fx) {
+            Err(CompileError::NotGranted { reason, .. }) => {
+                assert!(reason.contains("plugins.tool.deny"), "{reason}")
+            }
+            other => panic!("{extra}: expected NotGranted, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn bad_service_names_and_bounds_are_refused() {
+    assert!(Manifest::parse(
+        "[plugin]\nname = \"t\"\nversion = \"1.0.0\"\nentry = \"x\"\n[permissions.storage]\ntables = [\"a b\"]\n",
+        "t/plugin.toml"
+    )
+    .is_err());
+    assert!(Manifest::parse(
+        "[plugin]\nname = \"t\"\nversion = \"1.0.0\"\nentry = \"x\"\n[permissions.events]\npublish = [\"ok.*\"]\nlisten = []\n",
+        "t/plugin.toml"
+    )
+    .is_err());
+    for (layer, key) in [
+        (
+            "[services]\nrequest_in_flight = 0\n",
+            "services.request_in_flight",
+        ),
+        (
+            "[plugins.x.services]\nevent_queue = 100000\n",
+            "plugins.x.services.event_queue",
+        ),
+        (
+            "[plugins.x.names]\ntable_prefix = \"a b\"\n",
+            "plugins.x.names.table_prefix",
+        ),
+        (
+            "[plugins.x.grant]\ncalls = [\"Bad Name\"]\n",
+            "plugins.x.grant.calls",
+        ),
+        ("[plugins.x.names]\ncolours = {}\n", "colours"),
+    ] {
+        let err = Policy::from_layers(&[PolicyText {
+            name: "p.toml".into(),
+            text: layer.into(),
+        }])
+        .expect_err(layer);
+        assert!(
+            err.key.contains(key) || err.reason.contains(key),
+            "{layer}: {err:?}"
+        );
+    }
+}
