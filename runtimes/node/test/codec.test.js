@@ -24,6 +24,18 @@ test('plugin messages encode to the golden bytes', () => {
   assert.deepEqual(encode.pong(0x0102030405060708n).frame(), golden.pong);
   assert.deepEqual(encode.log(2, 'started', [['call', '1']]).frame(), golden.log);
   assert.deepEqual(encode.event('progress', Buffer.from('20')).frame(), golden.event);
+  assert.deepEqual(encode.request(1n, 7n, 'kv', 'get', Buffer.from('{"table":"users","key":"u1"}')).frame(), golden.request);
+});
+
+test('version 2 host messages decode from the golden bytes', () => {
+  assert.deepEqual(decodeHostMessage(payloadOf(golden['response-ok'])),
+    { type: 'Response', id: 1n, body: Buffer.from('{"value":{"n":1}}') });
+  assert.deepEqual(decodeHostMessage(payloadOf(golden['response-err'])), {
+    type: 'Response', id: 2n, code: 'permission_denied', message: 'not granted',
+    details: Buffer.from('{"code":"permission_denied","message":"not granted","permission":"kv.table secrets"}'),
+  });
+  assert.deepEqual(decodeHostMessage(payloadOf(golden.deliver)),
+    { type: 'Deliver', topic: 'user:1', from: 'accounts', payload: Buffer.from('{"n":1}') });
 });
 
 test('host messages decode from the golden bytes', () => {

@@ -23,8 +23,15 @@ VECTORS = {
     "event": wire.Event("progress", b"20"),
     "shutdown": wire.Shutdown(5000),
     "sandbox-failure": wire.SandboxFailure("seccomp", 22, "invalid"),
+    "request": wire.Request(1, 7, "kv", "get", b'{"table":"users","key":"u1"}'),
+    "response-ok": wire.Response(1, body=b'{"value":{"n":1}}'),
+    "response-err": wire.Response(2, error=(
+        "permission_denied", "not granted",
+        b'{"code":"permission_denied","message":"not granted","permission":"kv.table secrets"}')),
+    "deliver": wire.Deliver("user:1", "accounts", b'{"n":1}'),
 }
-HOST = (wire.Init, wire.Call, wire.Cancel, wire.HostPing, wire.HostPong, wire.Shutdown)
+HOST = (wire.Init, wire.Call, wire.Cancel, wire.HostPing, wire.HostPong, wire.Shutdown,
+        wire.Response, wire.Deliver)
 
 
 def test_every_golden_vector_is_covered():
