@@ -29,8 +29,9 @@ mod console;
 mod engine;
 mod heap;
 mod module;
+mod services;
 
-use corral_sdk::{Context, Error, InitInfo, Plugin};
+use corral_sdk::{Context, Error, Event, InitInfo, Plugin};
 use engine::Engine;
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -49,11 +50,25 @@ fn main() {
 
     let engine: Rc<RefCell<Option<Engine>>> = Rc::new(RefCell::new(None));
     let for_init = Rc::clone(&engine);
+    let for_ready = Rc::clone(&engine);
+    let for_events = Rc::clone(&engine);
     Plugin::new(name, version)
         .on_init(move |init: &InitInfo<'_>| {
             let started = Engine::start(&entry, init).map_err(|e| e.to_string())?;
             *for_init.borrow_mut() = Some(started);
             Ok(())
+        })
+        .on_ready(
+            move |ctx: &mut Context<'_>| match for_ready.borrow_mut().as_mut() {
+                Some(engine) => engine.ready(ctx),
+                None => Ok(()),
+            },
+        )
+        .on_event(move |ctx: &mut Context<'_>, event: &Event| {
+            match for_events.borrow_mut().as_mut() {
+                Some(engine) => engine.event(ctx, event),
+                None => Ok(()),
+            }
         })
         .fallback(move |ctx: &mut Context<'_>, input: &[u8]| {
             let mut engine = engine.borrow_mut();
