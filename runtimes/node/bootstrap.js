@@ -1322,6 +1322,13 @@ function main(argv) {
   const name = env.CORRAL_PLUGIN_NAME || env.CORRAL_PLUGIN || path.basename(path.dirname(resolved));
   const version = env.CORRAL_PLUGIN_VERSION || '0.0.0';
   redirectConsole();
+  // A host service's refusal nobody awaited (`corral.subscribe(...)` in a
+  // constructor) is logged; any other unhandled rejection still ends the
+  // process, as node does by default.
+  process.on('unhandledRejection', (reason) => {
+    if (!(reason instanceof ServiceError)) throw reason;
+    sendLog(LogLevel.error, `a host request nobody awaited failed: ${describeThrown(reason)}`);
+  });
   session = new Session(resolved, name, version);
   session.start();
 }

@@ -202,6 +202,21 @@ test("seed 001's shape: initialize(context) with eventBus and getDependency, cle
     assert.ok(host.logs.some((l) => l.message === 'cleaned up'), JSON.stringify(host.logs));
   }));
 
+test('a refusal nobody awaited is logged; another unhandled rejection still ends the process', () =>
+  withHost('services.js', async (host) => {
+    await host.handshake({ version: 2 });
+    host.send(hostFrame.call(1, 'notAwaited', null));
+    const req = await host.request();
+    assert.deepEqual((await host.message()).json, 'asked');
+    host.respond(req, null, { code: 'permission_denied', message: 'grant events.subscribe secret:*' });
+    // Node reports the rejection a tick later: the Log comes when it comes.
+    const log = await host.message({ logs: true });
+    assert.equal(log.type, 'Log');
+    assert.match(log.message, /nobody awaited failed: PermissionDeniedError/);
+    host.send(hostFrame.call(3, 'rejectOther', null));
+    assert.notEqual((await host.exited).code, 0);
+  }));
+
 test('the golden conversation still holds at version 1', () =>
   withHost('greeter.js', async (host) => {
     await host.frame();
