@@ -253,3 +253,21 @@ def test_pattern_matching_is_the_hosts():
     assert not pattern_matches("data:*", "user:data:x")
     assert not pattern_matches("a*b*c", "a-c")
     assert not pattern_matches("ab*ba", "aba")
+
+
+def test_seed_002_plugins_reach_services_from_initialize_and_execute():
+    h = FakeHost(PLUGINS / "seed_services" / "plugin.py")
+    try:
+        h.handshake()
+        sub = h.request()
+        assert (sub.operation, json.loads(sub.payload), sub.call_id) == (
+            "subscribe", {"pattern": "jobs:*"}, 0)
+        h.respond(sub)
+        h.call(3, "lookup", b'{"inputs": {"key": "k1"}}')
+        get = h.request()
+        assert (get.service, get.operation, get.call_id) == ("kv", "get", 3)
+        assert json.loads(get.payload) == {"table": "cache", "key": "k1"}
+        h.respond(get, {"value": 42})
+        assert out(h.reply(3)) == {"value": 42}
+    finally:
+        h.close()
