@@ -57,9 +57,13 @@ module.exports = Services;
 "#;
 
 fn start(version: u16) -> (tempfile::TempDir, TestHost) {
+    start_source(PLUGIN, version)
+}
+
+fn start_source(source: &str, version: u16) -> (tempfile::TempDir, TestHost) {
     let dir = tempfile::tempdir().expect("tempdir");
     let entry = dir.path().join("index.js");
-    std::fs::write(&entry, PLUGIN).expect("write");
+    std::fs::write(&entry, source).expect("write");
     let mut host = TestHost::spawn(
         env!("CARGO_BIN_EXE_corral-js"),
         Options {
@@ -283,5 +287,78 @@ fn at_version_1_requests_are_service_unavailable_and_never_sent() {
     assert_eq!(
         output(host.call("seenEvents", b"null").expect("call")),
         json!([])
+    );
+}
+
+#[test]
+fn a_cancel_while_the_script_waits_ends_the_wait_and_the_next_call_works() {
+    let (_dir, mut host) = start(2);
+    ready(&mut host);
+    let id = host
+        .send_call("call", br#"{"plugin":"dep","method":"slow"}"#, 5_000)
+        .expect("call");
+    let (req, _) = request(&mut host);
+    host.send(&HostMessage::Cancel { id }).expect("cancel");
+    let reply = host.reply().expect("reply");
+    assert_eq!(reply.id, id);
+    match reply.result {
+        CallResult::Err(e) => assert_eq!(e.code, "cancelled", "{}", e.message),
+        CallResult::Ok(_) => panic!("a cancelled call answered"),
+    }
+    // The answer that comes late is dropped; the child goes on.
+    ok_body(&mut host, req.id, json!({"output": "late"}));
+    assert_eq!(
+        output(host.call("seenEvents", b"null").expect("call")),
+        json!([])
+    );
+}
+
+const SEED_001: &str = r#"
+export default class MyPlugin {
+  async initialize(context) {
+    this.context = context;
+    this.other = context.getDependency("other-plugin");
+    this.received = [];
+    context.eventBus.on("user:*", (data) => { this.received.push(data); });
+  }
+  async execute(input) {
+    const upper = await this.other.upper({ text: input });
+    this.context.eventBus.emit("data:processed", { input });
+    return `Processed: ${upper}`;
+  }
+  receivedEvents() { return this.received; }
+}
+"#;
+
+#[test]
+fn seed_001s_initialize_event_bus_and_get_dependency_work() {
+    let (_dir, mut host) = start_source(SEED_001, 2);
+    let (on, payload) = request(&mut host);
+    assert_eq!((on.operation.as_str(), on.call_id), ("subscribe", 0));
+    assert_eq!(payload, json!({"pattern": "user:*"}));
+    ok_body(&mut host, on.id, json!({}));
+    let id = host.send_call("execute", br#""abc""#, 5_000).expect("call");
+    let (dep, payload) = request(&mut host);
+    assert_eq!(dep.call_id, id);
+    assert_eq!(
+        payload,
+        json!({"plugin": "other-plugin", "method": "upper", "input": {"text": "abc"}})
+    );
+    ok_body(&mut host, dep.id, json!({"output": "ABC"}));
+    let (emit, payload) = request(&mut host);
+    assert_eq!(
+        payload,
+        json!({"topic": "data:processed", "payload": {"input": "abc"}})
+    );
+    ok_body(&mut host, emit.id, json!({"delivered": 1, "dropped": 0}));
+    assert_eq!(
+        output(host.reply().expect("reply").result),
+        json!("Processed: ABC")
+    );
+    host.deliver("user:created", "client", br#"{"id":7}"#)
+        .expect("deliver");
+    assert_eq!(
+        output(host.call("receivedEvents", b"null").expect("call")),
+        json!([{"id": 7}])
     );
 }
