@@ -231,10 +231,10 @@ class Services:
                     handler: Callable[..., Any] | None = None) -> Any:
         with self._lock:
             handlers = self._handlers.get(pattern, [])
-            if handler is not None and handler in handlers:
-                handlers.remove(handler)
-            else:
+            if handler is None:
                 handlers.clear()
+            elif handler in handlers:
+                handlers.remove(handler)
             last = not handlers
             if last:
                 self._handlers.pop(pattern, None)
