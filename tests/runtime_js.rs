@@ -5,7 +5,9 @@
 //! `memory_limit_exceeded`, each answered by the same child, which then
 //! serves the next call; what the engine does not offer (files, network,
 //! processes, std/os modules) is not reachable; seed 000's bucket layout
-//! (a folder holding only index.js) runs with its default method.
+//! (a folder holding only index.js) runs with its default method; a host
+//! service asked for without corrald is `service_unavailable`, typed in the
+//! script, and the child goes on.
 
 use corral_protocol::error::ErrorKind;
 use corral_protocol::policy::FsAccess;
@@ -58,6 +60,24 @@ fn a_js_plugin_is_confined_and_its_calls_work() {
             .expect("default");
         assert_eq!(out["greeting"], "HELLO, BO");
         assert_eq!(out["calls"], 2, "one instance serves every call");
+        h.finish().await;
+    });
+}
+
+#[test]
+fn a_host_service_without_corrald_is_service_unavailable_and_the_child_goes_on() {
+    run(async {
+        let mut h = Harness::new();
+        let host = h.host("js-probe").await;
+        let out = call(&host, "service", json!({"table": "users", "key": "u1"}))
+            .await
+            .expect("service");
+        // The request went through the supervisor, which has no broker here
+        // (as in `corral run`): the script sees the typed error.
+        assert_eq!(out["err"]["name"], "ServiceUnavailableError", "{out}");
+        assert_eq!(out["err"]["code"], "service_unavailable", "{out}");
+        assert_eq!(out["err"]["service"], "kv", "{out}");
+        assert!(call(&host, "greet", json!({"name": "next"})).await.is_ok());
         h.finish().await;
     });
 }

@@ -2,8 +2,8 @@
 // corral's Node.js runtime: `node <flags> bootstrap.js <ENTRY>`.
 //
 // The supervisor starts this script inside the plugin's sandbox with the
-// child channel on fd 3. It speaks protocol/PROTOCOL.md version 1 for the
-// plugin, which is an ordinary JavaScript class (seed 000's contract):
+// child channel on fd 3. It speaks protocol/PROTOCOL.md (versions 1 and 2)
+// for the plugin, which is an ordinary JavaScript class (seed 000's contract):
 // ENTRY exports it (CommonJS `module.exports = Class` or `.default`, ESM
 // `export default class`), it is instantiated once with the plugin's
 // settings (Init's `config`), and each Call runs the method its path names
@@ -16,8 +16,11 @@
 //   4. the channel: fd 3, one batched write per turn of the event loop;
 //   5. the plugin: loading ENTRY, instantiating it, resolving method paths;
 //   6. logs: console.* become Log frames;
-//   7. the conversation: Hello -> Init -> Ready, then Calls, Cancel, Ping,
-//      Shutdown, end of stream (section 5).
+//   7. host services (version 2, section 9): requests to the host with their
+//      responses, deliveries of subscribed events, and the `corral` object
+//      plugins use (also in seed 001's shape: eventBus, getDependency);
+//   8. the conversation: Hello -> Init -> Ready, then Calls, Cancel, Ping,
+//      Shutdown, Responses, Deliveries, end of stream (section 5).
 //
 // No npm dependency and no file besides ENTRY: the sandbox grants this
 // script and node's own files, nothing else. The only environment it reads
@@ -29,13 +32,16 @@
 // plugin cannot start (ENTRY missing, a syntax error, no class exported,
 // its constructor threw).
 
+const { AsyncLocalStorage } = require('async_hooks');
 const net = require('net');
 const path = require('path');
 const util = require('util');
 const { pathToFileURL } = require('url');
 
 const CHANNEL_FD = 3;
-const PROTOCOL_VERSION = 1;
+/** Versions offered in Hello: 2 adds host services (section 9). */
+const PROTOCOL_VERSIONS = [1, 2];
+const SERVICES_VERSION = 2;
 const MAGIC = Buffer.from('CRRL', 'latin1');
 /** Largest payload while the handshake runs (PROTOCOL.md section 2). */
 const HANDSHAKE_MAX_FRAME = 1024 * 1024;
@@ -285,15 +291,19 @@ class FrameReader {
 // ---- 3. messages -----------------------------------------------------------
 
 /** PluginMessage variants (plugin to host). */
-const P = Object.freeze({ Hello: 0, Ready: 1, Reply: 2, Log: 3, Event: 4, Pong: 5, Ping: 6 });
+const P = Object.freeze({ Hello: 0, Ready: 1, Reply: 2, Log: 3, Event: 4, Pong: 5, Ping: 6, Request: 8 });
 /** HostMessage variants (host to plugin). */
-const H = Object.freeze({ Init: 0, Call: 1, Cancel: 2, Ping: 3, Shutdown: 4, Pong: 5 });
+const H = Object.freeze({ Init: 0, Call: 1, Cancel: 2, Ping: 3, Shutdown: 4, Pong: 5, Response: 6, Deliver: 7 });
 
 const encode = {
   hello(name, version, maxFrame) {
-    return new Encoder().u32(P.Hello).raw(MAGIC)
-      .u64(1).u16(PROTOCOL_VERSION)
-      .string(name).string(version).u32(maxFrame);
+    const e = new Encoder().u32(P.Hello).raw(MAGIC).u64(PROTOCOL_VERSIONS.length);
+    for (const v of PROTOCOL_VERSIONS) e.u16(v);
+    return e.string(name).string(version).u32(maxFrame);
+  },
+  request(id, callId, service, operation, payload) {
+    return new Encoder().u32(P.Request).u64(id).u64(callId)
+      .string(service).string(operation).bytes(payload);
   },
   ready() {
     return new Encoder().u32(P.Ready);
@@ -357,6 +367,27 @@ function decodeHostMessage(payload) {
       break;
     case H.Pong:
       message = { type: 'Pong', nonce: d.u64('Pong.nonce') };
+      break;
+    case H.Response: {
+      const id = d.u64('Response.id');
+      const result = d.u32('ServiceResult variant');
+      if (result === 0) {
+        message = { type: 'Response', id, body: d.bytes('Ok.body') };
+      } else if (result === 1) {
+        message = {
+          type: 'Response', id, code: d.string('Err.code'), message: d.string('Err.message'),
+          details: d.bytes('Err.details'),
+        };
+      } else {
+        throw new ProtocolError(`unknown ServiceResult variant ${result}`);
+      }
+      break;
+    }
+    case H.Deliver:
+      message = {
+        type: 'Deliver', topic: d.string('Deliver.topic'), from: d.string('Deliver.from'),
+        payload: d.bytes('Deliver.payload'),
+      };
       break;
     default:
       throw new ProtocolError(`unknown host message variant ${variant}`);
@@ -476,10 +507,10 @@ function pluginExport(exported, entry) {
     'or `export default class MyPlugin { ... }`');
 }
 
-/** One instance per child, built with the plugin's settings. */
-function instantiate(exported, settings) {
+/** One instance per child, built with the plugin's settings and the host's services. */
+function instantiate(exported, settings, corral) {
   if (typeof exported !== 'function') return exported;
-  const instance = new exported(settings);
+  const instance = new exported(settings, corral);
   if (instance === null || typeof instance !== 'object') {
     throw new Error('the plugin class did not construct an object');
   }
@@ -608,7 +639,353 @@ function redirectConsole() {
   };
 }
 
-// ---- 7. the conversation ---------------------------------------------------
+// ---- 7. host services --------------------------------------------------------
+
+/**
+ * Errors from the host's services, by code: the class names of corral's
+ * JavaScript client (`PermissionDeniedError`, `TimeoutError`, ...). Each
+ * carries `code`, `message` and `details` (the API's whole error object,
+ * whose keys, such as `permission` or `quota_bytes`, are also properties).
+ */
+class ServiceError extends Error {
+  constructor(message, code, details = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+    for (const [key, value] of Object.entries(details)) {
+      if (key !== 'code' && key !== 'message' && !(key in this)) this[key] = value;
+    }
+  }
+}
+
+const serviceErrors = { ServiceError };
+const SERVICE_ERROR_CODES = {
+  permission_denied: 'PermissionDeniedError',
+  quota_exceeded: 'QuotaExceededError',
+  rate_limited: 'RateLimitedError',
+  payload_too_large: 'PayloadTooLargeError',
+  service_unavailable: 'ServiceUnavailableError',
+  overloaded: 'OverloadedError',
+  invalid_input: 'InvalidInputError',
+  invalid_config: 'ConfigurationError',
+  plugin_not_found: 'PluginNotFoundError',
+  not_loaded: 'NotLoadedError',
+  not_found: 'NotFoundError',
+  timeout: 'TimeoutError',
+  crashed: 'CrashedError',
+  plugin_error: 'PluginError',
+  cancelled: 'CancelledError',
+};
+for (const [code, name] of Object.entries(SERVICE_ERROR_CODES)) {
+  // A named class per code, so `err instanceof PermissionDeniedError` and
+  // `err.name` both work.
+  serviceErrors[name] = ({ [name]: class extends ServiceError {
+    constructor(message, details = {}) { super(message, code, details); }
+  } })[name];
+}
+Object.freeze(serviceErrors);
+
+/** The error an Err response stands for. */
+function serviceError(code, message, details) {
+  const name = SERVICE_ERROR_CODES[code];
+  return name ? new serviceErrors[name](message, details) : new ServiceError(message, code, details);
+}
+
+/** `*` matches any run of characters (`data:*` matches `data:saved`): the host's rule. */
+function patternMatches(pattern, topic) {
+  const parts = pattern.split('*');
+  if (parts.length === 1) return pattern === topic;
+  const first = parts[0];
+  const last = parts[parts.length - 1];
+  if (topic.length < first.length + last.length || !topic.startsWith(first) || !topic.endsWith(last)) {
+    return false;
+  }
+  let at = first.length;
+  const end = topic.length - last.length;
+  for (const middle of parts.slice(1, -1)) {
+    const found = topic.indexOf(middle, at);
+    if (found < 0 || found + middle.length > end) return false;
+    at = found + middle.length;
+  }
+  return true;
+}
+
+/** JSON bytes as a value; bytes that are not JSON stay a Buffer. */
+function parseJsonOr(bytes, fallback) {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return fallback === undefined ? bytes : fallback;
+  }
+}
+
+/** The call a request serves (its id travels with it: the host bounds the request by the call's time). */
+const currentCall = new AsyncLocalStorage();
+
+/**
+ * The `corral` object: the constructor's second argument, `context.corral`
+ * in a method, and (seed 001's shape) what `initialize(context)` receives.
+ * Every method returns a Promise settled by the host's Response.
+ */
+class HostServices {
+  constructor(session) {
+    Object.defineProperty(this, 'session', { value: session, enumerable: false });
+    this.errors = serviceErrors;
+    this.kv = Object.freeze({
+      get: (table, key) => this.request('kv', 'get', { table, key }, (b) => (b.value === undefined ? null : b.value)),
+      put: (table, key, value) => this.request('kv', 'put', { table, key, value }, () => undefined),
+      delete: (table, key) => this.request('kv', 'delete', { table, key }, (b) => Boolean(b.deleted)),
+      list: (table, options = {}) => this.request('kv', 'list', { table, ...pick(options, ['prefix', 'after', 'limit']) }),
+    });
+    this.s3 = Object.freeze({
+      get: (bucket, key) => this.request('s3', 'get', { bucket, key },
+        (b) => ({ ...b, body: Buffer.from(String(b.body || ''), 'base64') })),
+      put: (bucket, key, body, options = {}) => this.request('s3', 'put', {
+        bucket, key, body: toBuffer(body).toString('base64'), ...pick(options, ['contentType'], { contentType: 'content_type' }),
+      }, (b) => b.etag),
+      list: (bucket, options = {}) => this.request('s3', 'list', { bucket, ...pick(options, ['prefix', 'after', 'limit']) }),
+      delete: (bucket, key) => this.request('s3', 'delete', { bucket, key }, () => undefined),
+    });
+    this.eventBus = Object.freeze(this.seed001EventBus());
+    Object.freeze(this);
+  }
+
+  /** Calls `method` of the dependency `plugin`; resolves to its output. */
+  callPlugin(plugin, method, input = null, options = {}) {
+    const payload = { plugin, method, input: input === undefined ? null : input };
+    if (options.timeoutMs !== undefined) payload.timeout_ms = options.timeoutMs;
+    return this.request('plugins', 'call', payload, (b) => (b.output === undefined ? null : b.output));
+  }
+
+  /** The dependencies this plugin may call. */
+  listPlugins() {
+    return this.request('plugins', 'list', {}, (b) => (Array.isArray(b.plugins) ? b.plugins : []));
+  }
+
+  /** Publishes `payload` (JSON) to `topic`; resolves to `{ delivered, dropped }`. */
+  publish(topic, payload = null) {
+    return this.request('events', 'publish', { topic, payload: payload === undefined ? null : payload });
+  }
+
+  /** Runs `handler(payload, { topic, from })` for each event on a topic `pattern` matches. */
+  subscribe(pattern, handler) {
+    return this.session.services.subscribe(pattern, handler);
+  }
+
+  /** Removes `handler` (or every handler) of `pattern`; resolves true once the host stopped delivering. */
+  unsubscribe(pattern, handler) {
+    return this.session.services.unsubscribe(pattern, handler);
+  }
+
+  /** The plugin's current settings, from the host. */
+  settings() {
+    return this.request('config', 'get', {});
+  }
+
+  /** Seed 001: an object whose methods call the dependency (`await dep.upper(input)`). */
+  getDependency(name) {
+    const services = this;
+    const metadata = Object.freeze({ name });
+    return new Proxy(Object.freeze({}), {
+      get(_, method) {
+        if (method === 'metadata') return metadata;
+        // `then` must stay undefined, or awaiting the proxy would call it.
+        if (typeof method !== 'string' || method === 'then' || method === 'toJSON') return undefined;
+        return (input) => services.callPlugin(name, method, input);
+      },
+    });
+  }
+
+  /** Seed 001: every dependency this plugin may call, by name. */
+  async getDependencies() {
+    const names = await this.listPlugins();
+    return new Map(names.map((name) => [name, this.getDependency(name)]));
+  }
+
+  request(service, operation, payload, transform = (body) => body) {
+    return this.session.services.request(service, operation, payload).then(transform);
+  }
+
+  /** Seed 001's `context.eventBus`: emit/on/off/once over publish/subscribe. */
+  seed001EventBus() {
+    const services = this;
+    const logged = (promise, what) => {
+      promise.catch((err) => services.session.log(LogLevel.error, `${what} failed: ${describeThrown(err)}`, []));
+      return promise;
+    };
+    const wrappers = new Map(); // listener -> the handler `once` made of it
+    return {
+      emit: (event, data) => logged(services.publish(event, data), `eventBus.emit(${JSON.stringify(event)})`),
+      on: (event, listener) => logged(services.subscribe(event, listener), `eventBus.on(${JSON.stringify(event)})`),
+      once: (event, listener) => {
+        const once = (payload, delivery) => {
+          wrappers.delete(listener);
+          logged(services.unsubscribe(event, once), `eventBus.once(${JSON.stringify(event)})`);
+          return listener(payload, delivery);
+        };
+        wrappers.set(listener, once);
+        return logged(services.subscribe(event, once), `eventBus.once(${JSON.stringify(event)})`);
+      },
+      off: (event, listener) => {
+        const handler = (listener && wrappers.get(listener)) || listener;
+        if (listener) wrappers.delete(listener);
+        return logged(services.unsubscribe(event, handler), `eventBus.off(${JSON.stringify(event)})`);
+      },
+    };
+  }
+}
+
+/** `options`' keys among `keys`, renamed by `rename`, without undefined values. */
+function pick(options, keys, rename = {}) {
+  const out = {};
+  for (const key of keys) {
+    if (options && options[key] !== undefined) out[rename[key] || key] = options[key];
+  }
+  return out;
+}
+
+function toBuffer(body) {
+  if (typeof body === 'string') return Buffer.from(body, 'utf8');
+  if (Buffer.isBuffer(body)) return body;
+  if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  if (body instanceof ArrayBuffer) return Buffer.from(body);
+  throw new TypeError('an S3 body is a string, a Buffer, a Uint8Array or an ArrayBuffer');
+}
+
+/**
+ * The session's half of services: request ids, the requests waiting for
+ * their responses, the handlers of subscriptions. Requests made before
+ * Ready (in the constructor or seed 001's `initialize`) wait and go out
+ * right after it: the host reads requests only from a ready plugin.
+ */
+class Services {
+  constructor(session) {
+    this.session = session;
+    this.version = 1;
+    this.nextId = 1n;
+    this.waiting = new Map(); // request id (bigint) -> { resolve, reject, callId, what }
+    this.handlers = new Map(); // pattern -> [handler]
+    this.early = []; // requests made before Ready: [send]
+  }
+
+  request(service, operation, payload) {
+    const what = `${service}.${operation}`;
+    const store = currentCall.getStore();
+    const callId = store === undefined ? 0n : store;
+    return new Promise((resolve, reject) => {
+      const send = () => this.send(callId, service, operation, payload, { resolve, reject, callId, what });
+      if (this.session.phase === 'ready' || this.session.phase === 'shutdown') send();
+      else this.early.push(send);
+    });
+  }
+
+  send(callId, service, operation, payload, waiter) {
+    if (this.version < SERVICES_VERSION) {
+      waiter.reject(new serviceErrors.ServiceUnavailableError(
+        `${waiter.what}: the host speaks protocol version ${this.version}, which has no host services`,
+        { service }));
+      return;
+    }
+    let bytes;
+    try {
+      bytes = Buffer.from(JSON.stringify(payload), 'utf8');
+    } catch (err) {
+      waiter.reject(new serviceErrors.InvalidInputError(`${waiter.what}: the payload is not JSON: ${err.message}`));
+      return;
+    }
+    const id = this.nextId++;
+    try {
+      this.session.channel.send(encode.request(id, callId, service, operation, bytes));
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      waiter.reject(new serviceErrors.PayloadTooLargeError(`${waiter.what}: ${err.message}`));
+      return;
+    }
+    this.waiting.set(id, waiter);
+  }
+
+  /** After Ready: what waited goes out. */
+  ready(version) {
+    this.version = version;
+    const early = this.early;
+    this.early = [];
+    for (const send of early) send();
+  }
+
+  onResponse(response) {
+    const waiter = this.waiting.get(response.id);
+    if (!waiter) return; // its call was cancelled and stopped waiting
+    this.waiting.delete(response.id);
+    if (response.code !== undefined) {
+      const details = parseJsonOr(response.details, {});
+      waiter.reject(serviceError(response.code, response.message,
+        details !== null && typeof details === 'object' && !Array.isArray(details) ? details : {}));
+      return;
+    }
+    const body = parseJsonOr(response.body, null);
+    if (body === null || typeof body !== 'object') {
+      waiter.reject(new ServiceError(`${waiter.what}: the host's response is not a JSON object`, 'invalid_response'));
+      return;
+    }
+    waiter.resolve(body);
+  }
+
+  /** The host cancelled `callId`: its requests stop waiting. */
+  cancelCall(callId) {
+    for (const [id, waiter] of this.waiting) {
+      if (waiter.callId !== callId) continue;
+      this.waiting.delete(id);
+      waiter.reject(new serviceErrors.CancelledError(
+        `the host cancelled the call while it waited for ${waiter.what}`));
+    }
+  }
+
+  async subscribe(pattern, handler) {
+    if (typeof handler !== 'function') throw new TypeError('subscribe(pattern, handler): the handler is not a function');
+    await this.request('events', 'subscribe', { pattern });
+    if (!this.handlers.has(pattern)) this.handlers.set(pattern, []);
+    this.handlers.get(pattern).push(handler);
+  }
+
+  async unsubscribe(pattern, handler) {
+    const handlers = this.handlers.get(pattern) || [];
+    if (handler) {
+      const at = handlers.indexOf(handler);
+      if (at >= 0) handlers.splice(at, 1);
+    } else {
+      handlers.length = 0;
+    }
+    if (handlers.length > 0) return true;
+    this.handlers.delete(pattern);
+    const body = await this.request('events', 'unsubscribe', { pattern });
+    return Boolean(body.removed);
+  }
+
+  /** Runs every handler whose pattern matches; a failing handler is logged, the plugin goes on. */
+  onDeliver(message) {
+    const payload = parseJsonOr(message.payload);
+    const delivery = Object.freeze({ topic: message.topic, from: message.from, payload });
+    for (const [pattern, handlers] of this.handlers) {
+      if (!patternMatches(pattern, message.topic)) continue;
+      for (const handler of [...handlers]) {
+        const failed = (err) => this.session.log(LogLevel.error,
+          `the handler of ${JSON.stringify(message.topic)} threw ${describeThrown(err)}`,
+          [['topic', message.topic], ['from', message.from]]);
+        currentCall.run(0n, () => {
+          try {
+            const result = handler(payload, delivery);
+            if (result && typeof result.then === 'function') Promise.resolve(result).catch(failed);
+          } catch (err) {
+            failed(err);
+          }
+        });
+      }
+    }
+  }
+}
+
+// ---- 8. the conversation ---------------------------------------------------
 
 /** Ends the process at once: a start failure, a broken channel. */
 function fatal(status, message) {
@@ -628,6 +1005,12 @@ class Session {
     this.inFlight = new Map(); // call id (bigint) -> AbortController
     this.reader = new FrameReader(HANDSHAKE_MAX_FRAME);
     this.channel = null;
+    this.services = new Services(this);
+    this.corral = new HostServices(this);
+    /** Seed 001's `initialize(context)` while it runs: calls wait for it. */
+    this.initializing = null;
+    /** Seed 001's `cleanup()` once Shutdown started it. */
+    this.cleaning = null;
   }
 
   start() {
@@ -691,13 +1074,15 @@ class Session {
       case 'Ping': return this.channel.send(encode.pong(message.nonce));
       case 'Pong': return undefined; // this runtime never pings: nothing to match
       case 'Shutdown': return this.onShutdown(message.graceMs);
+      case 'Response': return this.services.onResponse(message);
+      case 'Deliver': return this.services.onDeliver(message);
       default: throw new ProtocolError(`the host sent a second ${message.type}`);
     }
   }
 
   onInit(init) {
-    if (init.version !== PROTOCOL_VERSION) {
-      throw new ProtocolError(`the host chose protocol version ${init.version}; this runtime speaks ${PROTOCOL_VERSION}`);
+    if (!PROTOCOL_VERSIONS.includes(init.version)) {
+      throw new ProtocolError(`the host chose protocol version ${init.version}; this runtime speaks ${PROTOCOL_VERSIONS.join(', ')}`);
     }
     if (init.maxFrame < MIN_MAX_FRAME || init.maxFrame > OUR_MAX_FRAME) {
       throw new ProtocolError(
@@ -717,20 +1102,40 @@ class Session {
     }
     this.loaded.then((exported) => {
       try {
-        this.instance = instantiate(exported, settings);
+        this.instance = instantiate(exported, settings, this.corral);
       } catch (err) {
         return this.startFailed('the plugin class threw while being constructed', err);
       }
       this.phase = 'ready';
       this.channel.send(encode.ready());
       this.channel.sendLimit = this.maxFrame;
+      this.services.ready(init.version);
+      this.initializeSeed001();
       this.channel.flush();
       return undefined;
     }, () => { /* startFailed already reports it */ });
     return undefined;
   }
 
+  /**
+   * Seed 001's plugins set themselves up in `initialize(context)` (subscribe,
+   * find dependencies) with the `corral` object as the context. It runs
+   * once the plugin is ready, since it may wait for the host's services;
+   * calls wait for it. If it throws, the plugin exits: a failed start.
+   */
+  initializeSeed001() {
+    const init = this.instance && resolveMethod(this.instance, 'initialize');
+    if (!init) return;
+    this.initializing = currentCall.run(0n, async () => init.fn.call(init.holder, this.corral)).then(
+      () => { this.initializing = null; },
+      (err) => this.startFailed('initialize(context) failed', err));
+  }
+
   onCall(call) {
+    if (this.initializing && this.phase !== 'shutdown') {
+      this.initializing.then(() => this.onCall(call));
+      return undefined;
+    }
     if (this.phase === 'shutdown') {
       return this.reply(call.id, null, {
         code: codes.SHUTTING_DOWN, message: 'the plugin is shutting down and takes no new calls',
@@ -758,7 +1163,7 @@ class Session {
     const context = this.context(call, controller.signal);
     let result;
     try {
-      result = method.fn.call(method.holder, input, context);
+      result = currentCall.run(call.id, () => method.fn.call(method.holder, input, context));
     } catch (err) {
       return this.finish(call.id, { thrown: err });
     }
@@ -793,13 +1198,17 @@ class Session {
       emit(topic, payload) {
         session.emit(String(topic), payload);
       },
+      corral: this.corral,
     };
   }
 
   /** A call's outcome (`{ value }` or `{ thrown }`): replied unless the call was cancelled meanwhile. */
   finish(id, outcome) {
     if (!this.inFlight.delete(id)) return; // cancelled: its reply went out already
-    if ('thrown' in outcome) {
+    if ('thrown' in outcome && outcome.thrown instanceof ServiceError) {
+      // A service's refusal left uncaught: the caller sees its code.
+      this.reply(id, null, { code: String(outcome.thrown.code), message: String(outcome.thrown.message) });
+    } else if ('thrown' in outcome) {
       this.reply(id, null, { code: codes.PLUGIN_ERROR, message: describeThrown(outcome.thrown) });
     } else {
       let output;
@@ -840,6 +1249,7 @@ class Session {
     if (!controller) return;
     this.inFlight.delete(id);
     controller.abort();
+    this.services.cancelCall(id);
     // Answered now, so the host need not wait out its grace: a method still
     // running has its result dropped.
     this.reply(id, null, { code: codes.CANCELLED, message: 'the host cancelled the call' });
@@ -850,13 +1260,25 @@ class Session {
     if (this.phase !== 'shutdown') {
       this.phase = 'shutdown';
       setTimeout(() => this.channel.flushAndExit(EX_OK), Math.min(graceMs, MAX_TIMER_MS));
+      // Seed 001's `cleanup()` (of a plugin that has `initialize`) runs within the grace.
+      const cleanup = this.instance && resolveMethod(this.instance, 'initialize') &&
+        resolveMethod(this.instance, 'cleanup');
+      if (cleanup) {
+        this.cleaning = Promise.resolve().then(() => cleanup.fn.call(cleanup.holder)).catch((err) =>
+          this.log(LogLevel.error, `cleanup() failed: ${describeThrown(err)}`, [])).then(() => {
+          this.cleaning = null;
+          this.maybeExit();
+        });
+      }
     }
     this.maybeExit();
   }
 
-  /** After Shutdown, exits once every call received has been answered. */
+  /** After Shutdown, exits once every call received has been answered (and cleanup ran). */
   maybeExit() {
-    if (this.phase === 'shutdown' && this.inFlight.size === 0) this.channel.flushAndExit(EX_OK);
+    if (this.phase === 'shutdown' && this.inFlight.size === 0 && !this.cleaning) {
+      this.channel.flushAndExit(EX_OK);
+    }
   }
 
   log(level, message, fields) {
@@ -900,6 +1322,13 @@ function main(argv) {
   const name = env.CORRAL_PLUGIN_NAME || env.CORRAL_PLUGIN || path.basename(path.dirname(resolved));
   const version = env.CORRAL_PLUGIN_VERSION || '0.0.0';
   redirectConsole();
+  // A host service's refusal nobody awaited (`corral.subscribe(...)` in a
+  // constructor) is logged; any other unhandled rejection still ends the
+  // process, as node does by default.
+  process.on('unhandledRejection', (reason) => {
+    if (!(reason instanceof ServiceError)) throw reason;
+    sendLog(LogLevel.error, `a host request nobody awaited failed: ${describeThrown(reason)}`);
+  });
   session = new Session(resolved, name, version);
   session.start();
 }
@@ -912,5 +1341,6 @@ if (require.main === module) {
     Encoder, Decoder, FrameReader, ProtocolError, encode, decodeHostMessage,
     resolveMethod, methodPaths, describeThrown, outputBytes, cutUtf8, isUtf8,
     codes, LogLevel, HANDSHAKE_MAX_FRAME, HARD_MAX_FRAME, OUR_MAX_FRAME,
+    serviceErrors, serviceError, patternMatches, PROTOCOL_VERSIONS,
   };
 }

@@ -251,6 +251,13 @@ test("a Node.js plugin's error, endless loop and memory bomb are typed, and the 
     assert.ok(bombed instanceof MemoryLimitError, String(bombed));
     assert.equal(bombed.limitMB, 128);
     assert.deepEqual(await greet(), { greeting: 'Hello, again!' });
+
+    // Host services (protocol version 2): the request reaches corrald and
+    // comes back as the body or a typed error, never a hang or a crash.
+    const served = (await client.invoke('node-limits', 'service', null)) as Record<string, unknown>;
+    assert.ok('ok' in served || ['PermissionDeniedError', 'ServiceUnavailableError'].includes(String(served.error)),
+      JSON.stringify(served));
+    assert.deepEqual(await greet(), { greeting: 'Hello, again!' });
   } finally {
     await client.remove('node-limits');
   }

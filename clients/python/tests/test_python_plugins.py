@@ -106,6 +106,18 @@ def test_the_sandbox_holds_for_python(pydaemon: Daemon):
         assert client.call("hostile-python", "whoami").output["pid"] == 1
 
 
+def test_a_python_plugin_reaches_host_services_through_corrald(pydaemon: Daemon):
+    # Protocol version 2 is negotiated and the request reaches corrald;
+    # what it answers depends on the services it offers, and the plugin
+    # sees either the body or a typed error, never a hang or a crash.
+    result = pydaemon.client.call("hostile-python", "service").output
+    assert "ok" in result or (result["error"], result["code"]) in (
+        ("PermissionDenied", "permission_denied"),
+        ("ServiceUnavailable", "service_unavailable"),
+    ), result
+    assert pydaemon.client.call("hostile-python", "whoami").output["pid"] == 1
+
+
 def test_limits_hold_for_python(pydaemon: Daemon):
     client = pydaemon.client
     with pytest.raises(cc.MemoryLimitExceeded) as oom:

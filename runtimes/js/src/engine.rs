@@ -10,6 +10,11 @@
 //! | the method path names no function | `unknown_method` |
 //! | the input is not JSON | `invalid_input` |
 //! | the result has no JSON form (a BigInt, a cycle) | `invalid_output` |
+//! | a host service's error left uncaught ([`crate::services`]) | the service's code |
+//!
+//! A Promise waiting for a host service is driven here: when the script
+//! has no job left to run, [`Services::pump`] sends its requests and waits
+//! for an answer, and the loop goes on with the jobs that answer starts.
 //!
 //! After a failure the runtime collects garbage, so what the failed call
 //! allocated is back before the next call starts: the child survives its
@@ -18,7 +23,8 @@
 use crate::console::{self, SharedLog};
 use crate::heap::{self, CountingAllocator, HeapState};
 use crate::module::{self, CommonJs, ModuleKind, Package, PackageLoader, PackageResolver};
-use corral_sdk::{Context, Error, InitInfo, codes};
+use crate::services::Services;
+use corral_sdk::{Context, Error, Event, InitInfo, codes};
 use rquickjs::function::{Constructor, This};
 use rquickjs::promise::PromiseState;
 use rquickjs::{Ctx, Function, Object, Persistent, Promise, Value};
@@ -113,6 +119,8 @@ enum Failure {
     UnknownMethod(String),
     InvalidInput(String),
     InvalidOutput(String),
+    /// A host service's error the script did not catch: (code, message).
+    Service(String, String),
     Unsettled,
 }
 
@@ -128,6 +136,9 @@ pub struct Engine {
     heap: Arc<HeapState>,
     clock: Arc<Clock>,
     log: SharedLog,
+    services: Services,
+    /// The plugin's call timeout, for work outside calls (start-up, events).
+    call_timeout: Option<Duration>,
 }
 
 impl Engine {
@@ -159,6 +170,10 @@ impl Engine {
             .flatten();
         clock.arm(timeout);
         let loaded = context.with(|ctx| instantiate(&ctx, &package, entry, init.config, &log));
+        let (loaded, services) = match loaded {
+            Ok((instance, services)) => (Ok(instance), Some(services)),
+            Err(e) => (Err(e), None),
+        };
         let interrupted = clock.disarm();
         let refused = heap.take_refused();
         // What the script logged while loading goes to stderr, which the
@@ -176,6 +191,7 @@ impl Engine {
                 reason
             },
         })?;
+        let services = services.ok_or_else(|| StartError::Engine("no host services".into()))?;
         Ok(Engine {
             runtime: ManuallyDrop::new(runtime),
             context: ManuallyDrop::new(context),
@@ -183,7 +199,76 @@ impl Engine {
             heap,
             clock,
             log,
+            services,
+            call_timeout: (init.limits.call_timeout_ms > 0)
+                .then(|| Duration::from_millis(init.limits.call_timeout_ms)),
         })
+    }
+
+    /// Once the plugin is ready: requests the constructor made go out, and
+    /// seed 001's `initialize(context)` runs with the `corral` object
+    /// (its failure fails the start, as the constructor's does).
+    pub fn ready(&mut self, ctx: &mut Context<'_>) -> Result<(), Error> {
+        let instance = Persistent::clone(&self.instance);
+        let services = &mut self.services;
+        self.clock.arm(
+            self.call_timeout
+                .and_then(|t| Instant::now().checked_add(t)),
+        );
+        let outcome = self.context.with(|js| {
+            let instance = instance.restore(&js).map_err(|e| describe_error(&js, e))?;
+            let init: Value = instance
+                .get("initialize")
+                .map_err(|e| describe_error(&js, e))?;
+            let result = match init.as_function() {
+                Some(f) => {
+                    let corral = services.corral(&js).map_err(|e| describe_error(&js, e))?;
+                    f.call::<_, Value>((This(instance.clone()), corral))
+                        .map_err(|e| describe_error(&js, e))?
+                }
+                None => Value::new_undefined(js.clone()),
+            };
+            if let Some(promise) = result.as_promise() {
+                settle(&js, promise, Some((&mut *services, &mut *ctx)))
+                    .map_err(|f| failure_text(f, "initialize(context)"))?;
+            }
+            drain(&js, services, ctx);
+            Ok::<(), String>(())
+        });
+        self.clock.disarm();
+        self.flush_log(ctx);
+        outcome.map_err(|e| {
+            Error::new(
+                reply_codes::PLUGIN_ERROR,
+                format!("initialize(context) failed: {e}"),
+            )
+        })
+    }
+
+    /// One event for the script's subscriptions; its handlers run to the
+    /// end (host services included) before the next call.
+    pub fn event(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
+        let services = &mut self.services;
+        self.clock.arm(
+            self.call_timeout
+                .and_then(|t| Instant::now().checked_add(t)),
+        );
+        let outcome = self.context.with(|js| {
+            services
+                .deliver(&js, event)
+                .map_err(|e| describe_error(&js, e))?;
+            drain(&js, services, ctx);
+            Ok::<(), String>(())
+        });
+        self.clock.disarm();
+        self.flush_log(ctx);
+        outcome.map_err(|e| Error::new(reply_codes::PLUGIN_ERROR, e))
+    }
+
+    fn flush_log(&self, ctx: &mut Context<'_>) {
+        for (level, text) in self.log.borrow_mut().drain() {
+            ctx.log(level, text);
+        }
     }
 
     /// Serves one call on the instance.
@@ -192,9 +277,14 @@ impl Engine {
         self.clock.arm(ctx.deadline());
         let method = ctx.method().to_string();
         let instance = Persistent::clone(&self.instance);
-        let outcome = self
-            .context
-            .with(|js| invoke(&js, instance, &method, input));
+        let services = &mut self.services;
+        let outcome = self.context.with(|js| {
+            let outcome = invoke(&js, instance, &method, input, &mut *services, &mut *ctx);
+            // Requests nobody awaited (`eventBus.emit`) are answered before
+            // the reply, so none is left behind.
+            drain(&js, services, ctx);
+            outcome
+        });
         let interrupted = self.clock.disarm();
         let refused = self.heap.take_refused();
         for (level, text) in self.log.borrow_mut().drain() {
@@ -231,6 +321,7 @@ impl Engine {
             Failure::UnknownMethod(why) => Error::new(codes::UNKNOWN_METHOD, why),
             Failure::InvalidInput(why) => Error::new(codes::INVALID_INPUT, why),
             Failure::InvalidOutput(why) => Error::new(codes::INVALID_OUTPUT, why),
+            Failure::Service(code, message) => Error::new(code, message),
             Failure::Unsettled => Error::new(
                 reply_codes::PLUGIN_ERROR,
                 format!(
@@ -259,9 +350,10 @@ fn instantiate<'js>(
     entry: &Path,
     config: &[u8],
     log: &SharedLog,
-) -> Result<Persistent<Object<'static>>, String> {
+) -> Result<(Persistent<Object<'static>>, Services), String> {
     let thrown = |e: rquickjs::Error| describe_error(ctx, e);
     console::install(ctx, log).map_err(thrown)?;
+    let services = Services::install(ctx).map_err(thrown)?;
     let entry = entry
         .canonicalize()
         .map_err(|e| format!("{}: {e}", entry.display()))?;
@@ -298,8 +390,9 @@ fn instantiate<'js>(
     let class = Constructor::from_value(class.into_value())
         .map_err(|_| "the exported class cannot be constructed".to_string())?;
     let settings = ctx.json_parse(config.to_vec()).map_err(thrown)?;
-    let instance: Object = class.construct((settings,)).map_err(thrown)?;
-    Ok(Persistent::save(ctx, instance))
+    let corral = services.corral(ctx).map_err(thrown)?;
+    let instance: Object = class.construct((settings, corral)).map_err(thrown)?;
+    Ok((Persistent::save(ctx, instance), services))
 }
 
 /// An ES module's default export.
@@ -308,7 +401,7 @@ fn load_es_module<'js>(ctx: &Ctx<'js>, entry: &Path, source: String) -> Result<V
     let name = entry.display().to_string();
     let declared = rquickjs::Module::declare(ctx.clone(), name, source).map_err(thrown)?;
     let (evaluated, promise) = declared.eval().map_err(thrown)?;
-    settle(ctx, &promise).map_err(|f| failure_text(f, "loading the module"))?;
+    settle(ctx, &promise, None).map_err(|f| failure_text(f, "loading the module"))?;
     let namespace = evaluated.namespace().map_err(thrown)?;
     namespace.get::<_, Value>("default").map_err(thrown)
 }
@@ -346,6 +439,8 @@ fn invoke<'js>(
     instance: Persistent<Object<'static>>,
     method: &str,
     input: &[u8],
+    services: &mut Services,
+    sdk: &mut Context<'_>,
 ) -> Result<Vec<u8>, Failure> {
     let thrown = |e: rquickjs::Error| Failure::Thrown(describe_error(ctx, e));
     let instance = instance.restore(ctx).map_err(thrown)?;
@@ -357,9 +452,11 @@ fn invoke<'js>(
             Failure::InvalidInput(format!("the input is not JSON: {}", describe_error(ctx, e)))
         })?
     };
-    let result: Value = function.call((This(holder), argument)).map_err(thrown)?;
+    let result: Value = function
+        .call((This(holder), argument))
+        .map_err(|e| thrown_failure(ctx, e, services))?;
     let result = match result.as_promise() {
-        Some(promise) => settle(ctx, promise)?,
+        Some(promise) => settle(ctx, promise, Some((&mut *services, &mut *sdk)))?,
         None => result,
     };
     match ctx.json_stringify(result) {
@@ -429,7 +526,13 @@ fn resolve_method<'js>(
 }
 
 /// Runs the job queue until `promise` settles; its value, or the failure.
-fn settle<'js>(ctx: &Ctx<'js>, promise: &Promise<'js>) -> Result<Value<'js>, Failure> {
+/// With `services`, a Promise waiting for the host is driven too: when no
+/// job is left, the oldest request's answer is waited for.
+fn settle<'js>(
+    ctx: &Ctx<'js>,
+    promise: &Promise<'js>,
+    mut services: Option<(&mut Services, &mut Context<'_>)>,
+) -> Result<Value<'js>, Failure> {
     loop {
         match promise.state() {
             PromiseState::Resolved => {
@@ -444,10 +547,22 @@ fn settle<'js>(ctx: &Ctx<'js>, promise: &Promise<'js>) -> Result<Value<'js>, Fai
                     .map(|r| r.err())
                     .and_then(|e| e)
                     .unwrap_or(rquickjs::Error::Exception);
-                return Err(Failure::Thrown(describe_error(ctx, e)));
+                return Err(match services.as_mut() {
+                    Some((services, _)) => thrown_failure(ctx, e, services),
+                    None => Failure::Thrown(describe_error(ctx, e)),
+                });
             }
             PromiseState::Pending => {
-                if !ctx.execute_pending_job() {
+                if ctx.execute_pending_job() {
+                    continue;
+                }
+                let pumped = match services.as_mut() {
+                    Some((services, sdk)) => services
+                        .pump(ctx, sdk)
+                        .map_err(|e| Failure::Thrown(describe_error(ctx, e)))?,
+                    None => false,
+                };
+                if !pumped {
                     return Err(Failure::Unsettled);
                 }
             }
@@ -455,8 +570,47 @@ fn settle<'js>(ctx: &Ctx<'js>, promise: &Promise<'js>) -> Result<Value<'js>, Fai
     }
 }
 
+/// Runs jobs and answers requests until the script waits for nothing: what
+/// an event handler started, or requests a method did not await.
+fn drain(js: &Ctx<'_>, services: &mut Services, sdk: &mut Context<'_>) {
+    loop {
+        while js.execute_pending_job() {}
+        if !services.busy() {
+            return;
+        }
+        match services.pump(js, sdk) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                let text = describe_error(js, e);
+                sdk.log(
+                    corral_sdk::LogLevel::Error,
+                    format!("settling a host request failed: {text}"),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// What a thrown value means: a host service's error keeps its code.
+fn thrown_failure(ctx: &Ctx<'_>, e: rquickjs::Error, services: &Services) -> Failure {
+    if !matches!(e, rquickjs::Error::Exception) {
+        return Failure::Thrown(e.to_string());
+    }
+    let value = ctx.catch();
+    if let Some((code, message)) = services.service_code(ctx, &value) {
+        return Failure::Service(code, message);
+    }
+    if let Some(text) = console::error_text(&value) {
+        return Failure::Thrown(text);
+    }
+    Failure::Thrown(format!("Uncaught {}", console::describe(ctx, &value)))
+}
+
 fn failure_text(failure: Failure, what: &str) -> String {
     match failure {
+        Failure::Service(code, message) => format!("{code}: {message}"),
         Failure::Thrown(t)
         | Failure::UnknownMethod(t)
         | Failure::InvalidInput(t)

@@ -20,6 +20,12 @@
 //!    answers with the JSON of the result (or of what its Promise
 //!    resolves to). A thrown error is `plugin_error` with "Name: message";
 //!    `console.*` becomes Log records ([`console`]).
+//! 5. Host services ([`services`], protocol version 2): the constructor's
+//!    second argument is the `corral` object, the Node runtime's API
+//!    (runtimes/node/corral-plugin.d.ts); its requests go out through the
+//!    SDK and settle their Promises from the engine's loop. Once ready, a
+//!    seed-001 `initialize(context)` runs with it; deliveries run the
+//!    subscribed handlers between calls. It is the only host API.
 //!
 //! QuickJS is compiled without its `quickjs-libc` half, so the `std` and
 //! `os` modules, files, sockets and processes do not exist in this binary
@@ -29,8 +35,9 @@ mod console;
 mod engine;
 mod heap;
 mod module;
+mod services;
 
-use corral_sdk::{Context, Error, InitInfo, Plugin};
+use corral_sdk::{Context, Error, Event, InitInfo, Plugin};
 use engine::Engine;
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -49,11 +56,25 @@ fn main() {
 
     let engine: Rc<RefCell<Option<Engine>>> = Rc::new(RefCell::new(None));
     let for_init = Rc::clone(&engine);
+    let for_ready = Rc::clone(&engine);
+    let for_events = Rc::clone(&engine);
     Plugin::new(name, version)
         .on_init(move |init: &InitInfo<'_>| {
             let started = Engine::start(&entry, init).map_err(|e| e.to_string())?;
             *for_init.borrow_mut() = Some(started);
             Ok(())
+        })
+        .on_ready(
+            move |ctx: &mut Context<'_>| match for_ready.borrow_mut().as_mut() {
+                Some(engine) => engine.ready(ctx),
+                None => Ok(()),
+            },
+        )
+        .on_event(move |ctx: &mut Context<'_>, event: &Event| {
+            match for_events.borrow_mut().as_mut() {
+                Some(engine) => engine.event(ctx, event),
+                None => Ok(()),
+            }
         })
         .fallback(move |ctx: &mut Context<'_>, input: &[u8]| {
             let mut engine = engine.borrow_mut();

@@ -6,7 +6,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { FakeHost, hostFrame, goldenVectors } = require('./host');
+const { FakeHost, hostFrame, goldenVectors, helloOffering2 } = require('./host');
 
 const golden = goldenVectors();
 const EX_PROTOCOL = 76;
@@ -23,7 +23,7 @@ async function withHost(fixture, options, body) {
 
 test('the handshake, a call, a ping and shutdown match PROTOCOL.md byte for byte', () =>
   withHost('greeter.js', { env: { CORRAL_PLUGIN_NAME: 'hello', CORRAL_PLUGIN_VERSION: '0.1.0' } }, async (host) => {
-    assert.deepEqual(await host.frame(), golden.hello, 'Hello');
+    assert.deepEqual(await host.frame(), helloOffering2(golden.hello), 'Hello');
     host.send(golden.init);
     assert.deepEqual(await host.frame(), golden.ready, 'Ready');
     host.send(golden.call);
@@ -52,7 +52,7 @@ test('node flags a supervisor may pass (--jitless, a small heap, one V8 worker) 
       '--disallow-code-generation-from-strings'],
     env: { CORRAL_PLUGIN_NAME: 'hello', CORRAL_PLUGIN_VERSION: '0.1.0' },
   }, async (host) => {
-    assert.deepEqual(await host.frame(), golden.hello);
+    assert.deepEqual(await host.frame(), helloOffering2(golden.hello));
     host.send(golden.init);
     assert.deepEqual(await host.frame(), golden.ready);
     host.send(golden.call);
@@ -68,7 +68,7 @@ test('Hello names the plugin from CORRAL_PLUGIN when CORRAL_PLUGIN_NAME is absen
   withHost('greeter.js', { env: { CORRAL_PLUGIN_NAME: '', CORRAL_PLUGIN: 'from-protocol-env' } }, async (host) => {
     const hello = await host.message();
     assert.equal(hello.magic, 'CRRL');
-    assert.deepEqual(hello.versions, [1]);
+    assert.deepEqual(hello.versions, [1, 2]);
     assert.equal(hello.name, 'from-protocol-env');
     assert.equal(hello.version, '1.0.0');
     assert.equal(hello.maxFrame, 4 * 1024 * 1024);
@@ -325,7 +325,7 @@ test('an Init frame above the handshake limit is refused from its length alone',
 for (const [what, init] of [
   ['a max_frame above Hello.max_frame', { maxFrame: 4 * 1024 * 1024 + 1 }],
   ['a max_frame below 1024', { maxFrame: 1023 }],
-  ['a version it did not offer', { version: 2 }],
+  ['a version it did not offer', { version: 3 }],
 ]) {
   test(`Init with ${what} ends the start with 76 and no Ready`, () =>
     withHost('greeter.js', {}, async (host) => {

@@ -5,7 +5,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const bootstrap = require('../bootstrap');
-const { goldenVectors } = require('./host');
+const { goldenVectors, helloOffering2 } = require('./host');
 
 const golden = goldenVectors();
 const { encode, decodeHostMessage, FrameReader, ProtocolError } = bootstrap;
@@ -17,13 +17,25 @@ function payloadOf(frame) {
 }
 
 test('plugin messages encode to the golden bytes', () => {
-  assert.deepEqual(encode.hello('hello', '0.1.0', 4 << 20).frame(), golden.hello);
+  assert.deepEqual(encode.hello('hello', '0.1.0', 4 << 20).frame(), helloOffering2(golden.hello));
   assert.deepEqual(encode.ready().frame(), golden.ready);
   assert.deepEqual(encode.replyOk(1n, Buffer.from('{"greeting":"Hello, Ada!"}')).frame(), golden['reply-ok']);
   assert.deepEqual(encode.replyErr(2n, 'empty_name', 'say who').frame(), golden['reply-err']);
   assert.deepEqual(encode.pong(0x0102030405060708n).frame(), golden.pong);
   assert.deepEqual(encode.log(2, 'started', [['call', '1']]).frame(), golden.log);
   assert.deepEqual(encode.event('progress', Buffer.from('20')).frame(), golden.event);
+  assert.deepEqual(encode.request(1n, 7n, 'kv', 'get', Buffer.from('{"table":"users","key":"u1"}')).frame(), golden.request);
+});
+
+test('version 2 host messages decode from the golden bytes', () => {
+  assert.deepEqual(decodeHostMessage(payloadOf(golden['response-ok'])),
+    { type: 'Response', id: 1n, body: Buffer.from('{"value":{"n":1}}') });
+  assert.deepEqual(decodeHostMessage(payloadOf(golden['response-err'])), {
+    type: 'Response', id: 2n, code: 'permission_denied', message: 'not granted',
+    details: Buffer.from('{"code":"permission_denied","message":"not granted","permission":"kv.table secrets"}'),
+  });
+  assert.deepEqual(decodeHostMessage(payloadOf(golden.deliver)),
+    { type: 'Deliver', topic: 'user:1', from: 'accounts', payload: Buffer.from('{"n":1}') });
 });
 
 test('host messages decode from the golden bytes', () => {
@@ -52,7 +64,7 @@ test('every truncation of a golden host message is refused', () => {
 });
 
 test('plugin messages are not host messages: unknown variants are refused', () => {
-  assert.throws(() => decodeHostMessage(Buffer.from([6, 0, 0, 0])), /unknown host message variant 6/);
+  assert.throws(() => decodeHostMessage(Buffer.from([8, 0, 0, 0])), /unknown host message variant 8/);
 });
 
 test('strings must be valid UTF-8 as Rust defines it', () => {

@@ -25,6 +25,18 @@ function goldenVectors() {
   return vectors;
 }
 
+/**
+ * The golden `hello` frame as a plugin offering versions 1 and 2 sends it:
+ * the vector offers only 1, the rest is byte for byte the same.
+ */
+function helloOffering2(hello) {
+  const payload = hello.subarray(4);
+  const one = Buffer.from('01000000000000000100', 'hex');
+  if (!payload.subarray(8, 18).equals(one)) throw new Error('the golden hello no longer offers [1]');
+  return hostFrame.payload([payload.subarray(0, 8), Buffer.from('02000000000000000100' + '0200', 'hex'),
+    payload.subarray(18)]);
+}
+
 /** Host-side frames, encoded by hand from PROTOCOL.md section 4. */
 const hostFrame = {
   payload(parts) {
@@ -49,6 +61,20 @@ const hostFrame = {
   ping(nonce) { return hostFrame.payload([hostFrame.u32(3), hostFrame.u64(nonce)]); },
   shutdown(graceMs) { return hostFrame.payload([hostFrame.u32(4), hostFrame.u32(graceMs)]); },
   pong(nonce) { return hostFrame.payload([hostFrame.u32(5), hostFrame.u64(nonce)]); },
+  /** Response: `body` (JSON) for Ok, or `{ code, message, details }` for Err. */
+  response(id, body, error) {
+    if (error) {
+      const details = error.details === undefined ? { code: error.code, message: error.message } : error.details;
+      return hostFrame.payload([hostFrame.u32(6), hostFrame.u64(id), hostFrame.u32(1), hostFrame.bytes(error.code),
+        hostFrame.bytes(error.message), hostFrame.bytes(Buffer.isBuffer(details) ? details : JSON.stringify(details))]);
+    }
+    return hostFrame.payload([hostFrame.u32(6), hostFrame.u64(id), hostFrame.u32(0),
+      hostFrame.bytes(JSON.stringify(body === undefined ? {} : body))]);
+  },
+  deliver(topic, from, payload) {
+    return hostFrame.payload([hostFrame.u32(7), hostFrame.bytes(topic), hostFrame.bytes(from),
+      hostFrame.bytes(JSON.stringify(payload))]);
+  },
 };
 
 /** Decodes a plugin frame (prefix included) into a plain object. */
@@ -90,6 +116,11 @@ function decodePluginFrame(frame) {
     case 4: m = { type: 'Event', topic: str(), payload: bytes() }; break;
     case 5: m = { type: 'Pong', nonce: u64() }; break;
     case 6: m = { type: 'Ping', nonce: u64() }; break;
+    case 8: {
+      m = { type: 'Request', id: u64(), callId: u64(), service: str(), operation: str() };
+      m.payload = JSON.parse(bytes().toString('utf8'));
+      break;
+    }
     default: throw new Error(`unknown plugin variant ${variant}`);
   }
   if (pos !== frame.length) throw new Error(`${frame.length - pos} bytes left over in ${m.type}`);
@@ -174,6 +205,17 @@ class FakeHost {
     return reply;
   }
 
+  /** The next Request (Logs collected). */
+  async request() {
+    const m = await this.message();
+    if (!m || m.type !== 'Request') throw new Error(`expected a Request, got ${JSON.stringify(m, (k, v) => (typeof v === 'bigint' ? String(v) : v))}; stderr: ${this.stderr}`);
+    return m;
+  }
+
+  respond(request, body, error) {
+    this.send(hostFrame.response(request.id, body, error));
+  }
+
   close() {
     this.channel.end();
   }
@@ -183,4 +225,4 @@ class FakeHost {
   }
 }
 
-module.exports = { FakeHost, hostFrame, goldenVectors, decodePluginFrame, BOOTSTRAP, FIXTURES };
+module.exports = { FakeHost, hostFrame, goldenVectors, helloOffering2, decodePluginFrame, BOOTSTRAP, FIXTURES };

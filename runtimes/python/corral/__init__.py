@@ -1,6 +1,6 @@
 """corral's Python plugin SDK: the child protocol of protocol/PROTOCOL.md
-(version 1) in pure Python, a decorator API, and an adapter for plugins in
-seed 002's shape (``corral.pipeline``).
+(versions 1 and 2, host services included) in pure Python, a decorator
+API, and an adapter for plugins in seed 002's shape (``corral.pipeline``).
 
     import corral
 
@@ -19,9 +19,36 @@ same for a plugin started by hand with its channel on fd 3.
 from __future__ import annotations
 
 from .context import Context
-from .errors import Cancelled, PluginError
+from .errors import (
+    Cancelled,
+    Crashed,
+    DependencyError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    PermissionDenied,
+    PluginError,
+    PluginNotFound,
+    QuotaExceeded,
+    RateLimited,
+    ServiceError,
+    ServiceUnavailable,
+    Timeout,
+)
 from .plugin import Plugin
+from .services import Delivery, Host
 
-__all__ = ["Plugin", "Context", "PluginError", "Cancelled", "__version__"]
+#: Host services for whichever call the current thread or task serves
+#: (``ctx.host`` is the same for one call): ``host.call_plugin(...)``,
+#: ``host.kv.get(...)``, ``host.publish(...)``, ``host.subscribe(...)``.
+host = Host()
+
+__all__ = [
+    "Plugin", "Context", "PluginError", "Cancelled", "host", "Host", "Delivery",
+    "ServiceError", "PermissionDenied", "QuotaExceeded", "RateLimited", "PayloadTooLarge",
+    "ServiceUnavailable", "Overloaded", "InvalidInput", "PluginNotFound", "Timeout", "Crashed",
+    "DependencyError", "NotFound", "__version__",
+]
 
 __version__ = "0.1.0"

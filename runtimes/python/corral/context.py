@@ -13,6 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .services import Host
     from .session import Session
 
 
@@ -20,7 +21,7 @@ class Context:
     """One call's context. Safe to use from the handler's thread or task;
     ``cancelled`` is set by the serve loop when the host sends Cancel."""
 
-    __slots__ = ("_session", "call_id", "method", "deadline", "_cancelled", "_task",
+    __slots__ = ("_session", "call_id", "method", "deadline", "_cancelled", "_task", "_host",
                  "__weakref__")
 
     def __init__(self, session: Session, call_id: int, method: str,
@@ -35,6 +36,7 @@ class Context:
         self.deadline = deadline
         self._cancelled = False
         self._task: Any = None
+        self._host: Host | None = None
 
     # -- cancellation
 
@@ -78,6 +80,20 @@ class Context:
     @property
     def plugin_name(self) -> str:
         return self._session.name
+
+    # -- host services
+
+    @property
+    def host(self) -> Host:
+        """Host services for this call: ``call_plugin``, ``publish``,
+        ``subscribe``, ``kv``, ``s3``, ``settings`` (``corral.services``).
+        Each request carries this call's id, so the host bounds it by
+        what is left of the call's time."""
+        if self._host is None:
+            from .services import Host
+
+            self._host = Host(self)
+        return self._host
 
     # -- logs and events
 

@@ -138,13 +138,22 @@ class NodeSpecification:
     resource_requirements: ResourceRequirement | None = None
 
 
+def _host() -> Any:
+    from .services import Host
+
+    return Host()
+
+
 @dataclass
 class PluginContext:
-    """What ``initialize`` receives."""
+    """What ``initialize`` receives. ``host`` is corral's host services
+    (``corral.host``): set-up may subscribe (the subscription goes out once
+    the plugin is ready); other requests belong in ``execute``."""
 
     engine_version: str
     available_resources: ResourcePool
     config: dict[str, Any] = field(default_factory=dict)
+    host: Any = field(default_factory=_host, repr=False, compare=False)
 
 
 class BasePlugin:

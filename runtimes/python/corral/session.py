@@ -15,6 +15,10 @@ Order of a plugin's life (PROTOCOL.md section 5):
    Shutdown waits for the calls in flight (up to its grace), runs the
    shutdown hooks and exits 0; end of stream exits 0 at once; anything
    that does not decode, or a second Init, exits 76 without another byte.
+4. Host services (version 2, ``services.py``): a Response wakes the
+   request waiting for it, a Deliver runs the subscription's handlers like
+   a call's; a handler waiting on the reading thread itself reads on
+   (``pump_until``), and what it may not run there is queued for the loop.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from __future__ import annotations
 import contextvars
 import sys
 import time
-from _thread import allocate_lock
+from _thread import allocate_lock, get_ident
 
 from . import errors, logbridge, wire
 from .channel import EX_CONFIG, EX_PROTOCOL, Channel, HostGone, die
 from .context import Context
 from .errors import PluginError
+from .services import Services
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,6 +52,14 @@ MAX_LOG_FIELD = 4 * 1024
 #: The call whose handler runs in this thread or task (for log records).
 current_call: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
     "corral_current_call", default=None)
+
+#: The session serving this process (``corral.host`` finds it here).
+_active: Session | None = None
+
+
+def active_session() -> Session | None:
+    return _active
+
 
 _LEVELS = {"error": wire.LOG_ERROR, "warn": wire.LOG_WARN, "warning": wire.LOG_WARN,
            "info": wire.LOG_INFO, "debug": wire.LOG_DEBUG, "trace": wire.LOG_TRACE}
@@ -76,6 +89,15 @@ class Session:
         self._drained: Any = None
         self._pool: WorkerPool | None = None
         self._async: AsyncRunner | bool | None = None
+        self.services = Services(self)
+        #: The thread that reads the channel (a request made on it must
+        #: read its own response).
+        self.reader_thread = get_ident()
+        #: Messages read while a handler waited on the reading thread and
+        #: that must not run there: Calls, Deliveries, Shutdown.
+        self._deferred: list[wire.Message] = []
+        global _active
+        _active = self
 
     # ------------------------------------------------------------ handshake
 
@@ -98,6 +120,7 @@ class Session:
             self.channel.violation(
                 f"the host's maximum frame of {init.max_frame} bytes is outside "
                 f"{wire.MIN_MAX_FRAME}..={plugin.max_frame} (this plugin's Hello)")
+        self.services.version = init.version
         self.max_frame = min(init.max_frame, wire.HARD_MAX_FRAME)
         self.channel.set_read_limit(self.max_frame)
         # Until Ready both limits apply to what the plugin sends.
@@ -121,6 +144,7 @@ class Session:
                 die(EX_SOFTWARE)
         self.channel.send(wire.Ready())
         self.channel.send_limit = self.max_frame
+        self.services.send_early_subscriptions()
         # Every call needs the JSON codec and the worker threads (and an
         # async handler the event loop); importing them costs more than the
         # rest of the start, so it happens once the host has Ready (and is
@@ -135,24 +159,49 @@ class Session:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> NoReturn:
-        channel = self.channel
+        self.reader_thread = get_ident()
         while True:
+            while self._deferred:
+                self.dispatch(self._deferred.pop(0))
             try:
-                message = channel.receive()
+                message = self.channel.receive()
             except HostGone:
                 die(0)
-            if isinstance(message, wire.Call):
-                self._call(message)
-            elif isinstance(message, wire.Cancel):
-                self._cancel(message.id)
-            elif isinstance(message, wire.HostPing):
-                channel.send(wire.Pong(message.nonce))
-            elif isinstance(message, wire.Shutdown):
-                self._shutdown(message.grace_ms)
-            elif isinstance(message, wire.HostPong):
-                pass  # this runtime never pings the host
-            else:
-                channel.violation(f"the host sent {type(message).__name__} after the handshake")
+            self.dispatch(message)
+
+    def dispatch(self, message: wire.Message, *, pumping: bool = False) -> None:
+        """Acts on one message from the host. ``pumping``: a handler on the
+        reading thread waits for a response, so what would run a handler
+        (or end the process) is queued for the loop instead."""
+        channel = self.channel
+        if isinstance(message, wire.Response):
+            self.services.on_response(message)
+        elif pumping and isinstance(message, (wire.Call, wire.Deliver, wire.Shutdown)):
+            self._deferred.append(message)
+        elif isinstance(message, wire.Call):
+            self._call(message)
+        elif isinstance(message, wire.Cancel):
+            self._cancel(message.id)
+        elif isinstance(message, wire.HostPing):
+            channel.send(wire.Pong(message.nonce))
+        elif isinstance(message, wire.Deliver):
+            self.services.on_deliver(message)
+        elif isinstance(message, wire.Shutdown):
+            self._shutdown(message.grace_ms)
+        elif isinstance(message, wire.HostPong):
+            pass  # this runtime never pings the host
+        else:
+            channel.violation(f"the host sent {type(message).__name__} after the handshake")
+
+    def pump_until(self, done: Callable[[], bool]) -> None:
+        """Reads and dispatches frames on the reading thread until
+        ``done()``: a request made there waits for its own response."""
+        while not done():
+            try:
+                message = self.channel.receive()
+            except HostGone:
+                die(0)
+            self.dispatch(message, pumping=True)
 
     def _call(self, call: wire.Call) -> None:
         logbridge.install_if_logging(self)
@@ -185,6 +234,7 @@ class Session:
         if ctx is None:
             return  # answered already: the Cancel crossed the reply
         ctx._cancel()
+        self.services.cancel_call(call_id)
         if ctx._task is not None and isinstance(self._async, AsyncRunner):
             self._async.cancel(ctx)
 
@@ -298,6 +348,50 @@ class Session:
                 except RuntimeError:  # "can't start new thread"
                     self._async = False
             return self._async if isinstance(self._async, AsyncRunner) else None
+
+    def run_event_handler(self, handler: Callable[..., Any], delivery: Any) -> None:
+        """Runs a subscription's handler for one delivery where a call's
+        handler would run: a worker thread, or the event loop."""
+        from .plugin import _shape
+
+        arity, is_async = _shape(handler)
+        args = (delivery.payload, delivery)[:min(arity, 2)]
+        if is_async:
+            runner = self.async_runner()
+            if runner is not None:
+                runner.loop.call_soon_threadsafe(
+                    runner.loop.create_task, self._event_task(handler, args, delivery))
+                return
+        assert self._pool is not None
+        self._pool.submit(self._run_event_handler, handler, args, delivery)
+
+    def _run_event_handler(self, handler: Callable[..., Any], args: tuple[Any, ...],
+                           delivery: Any) -> None:
+        try:
+            result = handler(*args)
+            if hasattr(result, "__await__"):
+                import asyncio
+
+                asyncio.run(_await(result))
+        except SystemExit as e:
+            die(_exit_code(e))
+        except BaseException as e:  # noqa: BLE001 - reported; the plugin goes on
+            self._event_handler_failed(handler, delivery, e)
+
+    async def _event_task(self, handler: Callable[..., Any], args: tuple[Any, ...],
+                          delivery: Any) -> None:
+        try:
+            await handler(*args)
+        except SystemExit as e:
+            die(_exit_code(e))
+        except BaseException as e:  # noqa: BLE001
+            self._event_handler_failed(handler, delivery, e)
+
+    def _event_handler_failed(self, handler: Callable[..., Any], delivery: Any,
+                              e: BaseException) -> None:
+        _print_exception(e, f"the event handler {_name_of(handler)} failed")
+        self.log("error", f"the handler of {delivery.topic!r} raised {type(e).__name__}: {e}",
+                 {"topic": delivery.topic, "from": delivery.sender})
 
     # ------------------------------------------------------------ logs and events
 

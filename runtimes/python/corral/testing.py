@@ -117,10 +117,13 @@ class TestHost:
                 return m
 
     def handshake(self, *, config: bytes = b"{}", max_frame: int = 1 << 20,
-                  limits: wire.InitLimits | None = None) -> wire.Hello:
+                  limits: wire.InitLimits | None = None, version: int = 2) -> wire.Hello:
+        """Hello -> Init -> Ready; ``version`` is the protocol version the
+        host chooses (2 has host services)."""
         hello = self.read_skipping_logs()
         assert isinstance(hello, wire.Hello), (hello, self.stderr())
-        self.send(wire.Init(1, max_frame, config,
+        assert version in hello.versions, (version, hello.versions)
+        self.send(wire.Init(version, max_frame, config,
                             limits or wire.InitLimits(64 << 20, 10_000, 16, 64)))
         ready = self.read_skipping_logs()
         assert isinstance(ready, wire.Ready), (ready, self.stderr())
@@ -147,6 +150,35 @@ class TestHost:
     def roundtrip(self, id: int, method: str, input: bytes = b"null") -> wire.Reply:
         self.call(id, method, input)
         return self.reply(id)
+
+    # -- host services
+
+    def request(self) -> wire.Request:
+        """The next Request (logs and events kept)."""
+        m = self.read_skipping_logs()
+        assert isinstance(m, wire.Request), (m, self.stderr())
+        return m
+
+    def respond(self, request: wire.Request, body: object = None, *,
+                error: tuple[str, str] | None = None,
+                details: dict[str, object] | None = None) -> None:
+        """Answers ``request`` with ``body`` (JSON, ``{}`` for None), or
+        with ``error`` = (code, message) and ``details`` (the API's error
+        object; by default just the code and message)."""
+        import json
+
+        if error is not None:
+            code, message = error
+            obj = {"code": code, "message": message, **(details or {})}
+            self.send(wire.Response(request.id, error=(code, message, json.dumps(obj).encode())))
+        else:
+            self.send(wire.Response(request.id, body=json.dumps(
+                {} if body is None else body).encode()))
+
+    def deliver(self, topic: str, payload: object, sender: str = "client") -> None:
+        import json
+
+        self.send(wire.Deliver(topic, sender, json.dumps(payload).encode()))
 
     # -- the process
 

@@ -1,4 +1,5 @@
-"""The wire format of protocol/PROTOCOL.md, version 1: frames and messages.
+"""The wire format of protocol/PROTOCOL.md, versions 1 and 2: frames and
+messages (version 2 adds Request, Response and Deliver, section 9).
 
 A frame is a little-endian ``u32`` payload length, then the payload: one
 message in bincode 2's fixed-int little-endian encoding (section 3). Both
@@ -18,8 +19,10 @@ from __future__ import annotations
 import struct
 
 MAGIC = b"CRRL"
-#: Protocol versions this package speaks.
-VERSIONS = (1,)
+#: Protocol versions this package speaks: 2 adds host services.
+VERSIONS = (1, 2)
+#: The version that has Request, Response and Deliver.
+SERVICES_VERSION = 2
 #: Largest payload during the handshake (Hello, Init, and what the plugin
 #: sends until Ready).
 HANDSHAKE_MAX_FRAME = 1 << 20
@@ -131,6 +134,34 @@ class HostPong(Message):
         self.nonce = nonce
 
 
+class Response(Message):
+    """The host's answer to a Request: ``body`` (JSON bytes) for
+    ``ServiceResult::Ok``, or ``error`` as ``(code, message, details)``
+    (details: the API's whole error object, JSON bytes)."""
+
+    __slots__ = ("id", "body", "error")
+
+    def __init__(self, id: int, body: bytes | None = None,
+                 error: tuple[str, str, bytes] | None = None) -> None:
+        if (body is None) == (error is None):
+            raise ValueError("a Response has exactly one of body and error")
+        self.id = id
+        self.body = body
+        self.error = error
+
+
+class Deliver(Message):
+    """An event from a topic the plugin subscribed to."""
+
+    __slots__ = ("topic", "sender", "payload")
+
+    def __init__(self, topic: str, sender: str, payload: bytes) -> None:
+        self.topic = topic
+        #: The publishing plugin's name, or ``client`` (``from`` on the wire).
+        self.sender = sender
+        self.payload = payload
+
+
 # Plugin to host (PluginMessage).
 
 
@@ -206,6 +237,20 @@ class SandboxFailure(Message):
         self.message = message
 
 
+class Request(Message):
+    """A request for a host service (version 2): ``payload`` is JSON."""
+
+    __slots__ = ("id", "call_id", "service", "operation", "payload")
+
+    def __init__(self, id: int, call_id: int, service: str, operation: str,
+                 payload: bytes) -> None:
+        self.id = id
+        self.call_id = call_id
+        self.service = service
+        self.operation = operation
+        self.payload = payload
+
+
 # ---------------------------------------------------------------- encoding
 
 
@@ -253,6 +298,9 @@ def encode(message: Message) -> bytes:
         return _U32.pack(6) + _U64.pack(m.nonce)
     if isinstance(m, SandboxFailure):
         return _U32.pack(7) + _text(m.step) + _I32.pack(m.errno) + _text(m.message)
+    if isinstance(m, Request):
+        return (_U32.pack(8) + _U64_PAIR.pack(m.id, m.call_id) + _text(m.service)
+                + _text(m.operation) + _blob(bytes(m.payload)))
     if isinstance(m, Init):
         lim = m.limits
         return (_U32.pack(0) + _U16.pack(m.version) + _U32.pack(m.max_frame) + _blob(m.config)
@@ -266,6 +314,14 @@ def encode(message: Message) -> bytes:
         return _U32.pack(4) + _U32.pack(m.grace_ms)
     if isinstance(m, HostPong):
         return _U32.pack(5) + _U64.pack(m.nonce)
+    if isinstance(m, Response):
+        head = _U32.pack(6) + _U64.pack(m.id)
+        if m.error is not None:
+            code, text, details = m.error
+            return head + _U32.pack(1) + _text(code) + _text(text) + _blob(bytes(details))
+        return head + _U32.pack(0) + _blob(bytes(m.body or b""))
+    if isinstance(m, Deliver):
+        return _U32.pack(7) + _text(m.topic) + _text(m.sender) + _blob(bytes(m.payload))
     raise TypeError(f"not a protocol message: {m!r}")
 
 
@@ -389,6 +445,18 @@ def decode_host(payload: bytes) -> Message:
         m = Shutdown(r.u32("Shutdown.grace_ms"))
     elif tag == 5:
         m = HostPong(r.u64("Pong.nonce"))
+    elif tag == 6:
+        id_ = r.u64("Response.id")
+        result = r.u32("ServiceResult variant")
+        if result == 0:
+            m = Response(id_, body=r.blob("Ok.body"))
+        elif result == 1:
+            m = Response(id_, error=(r.text("Err.code"), r.text("Err.message"),
+                                     r.blob("Err.details")))
+        else:
+            raise WireError(f"unknown ServiceResult variant {result}")
+    elif tag == 7:
+        m = Deliver(r.text("Deliver.topic"), r.text("Deliver.from"), r.blob("Deliver.payload"))
     else:
         raise WireError(f"unknown HostMessage variant {tag}")
     r.end(type(m).__name__)
@@ -433,6 +501,9 @@ def decode_plugin(payload: bytes) -> Message:
     elif tag == 7:
         m = SandboxFailure(r.text("SandboxFailure.step"), r.i32("SandboxFailure.errno"),
                            r.text("SandboxFailure.message"))
+    elif tag == 8:
+        m = Request(r.u64("Request.id"), r.u64("Request.call_id"), r.text("Request.service"),
+                    r.text("Request.operation"), r.blob("Request.payload"))
     else:
         raise WireError(f"unknown PluginMessage variant {tag}")
     r.end(type(m).__name__)

@@ -38,8 +38,12 @@ def out(reply: wire.Reply):
 
 def test_the_conversation_of_protocol_md_is_byte_exact(host):
     gold = golden_vectors()
-    # The plugin announces itself exactly as the `hello` vector does.
-    assert host.read_raw_frame() == gold["hello"]
+    # The plugin announces itself exactly as the `hello` vector does, but
+    # offering versions 1 and 2 (host services) where the vector has 1.
+    payload = gold["hello"][4:]
+    assert payload[8:18] == b"\x01" + b"\x00" * 7 + b"\x01\x00"
+    with_v2 = payload[:8] + b"\x02" + b"\x00" * 7 + b"\x01\x00\x02\x00" + payload[18:]
+    assert host.read_raw_frame() == wire.frame(with_v2)
     host.send_raw(gold["init"])
     assert host.read_raw_frame() == gold["ready"]
     host.send_raw(gold["call"])
@@ -212,7 +216,7 @@ def test_init_outside_the_offered_frame_size_is_refused(host):
 
 def test_a_version_not_offered_is_refused(host):
     host.read()
-    host.send(wire.Init(2, 4096, b"{}", wire.InitLimits()))
+    host.send(wire.Init(3, 4096, b"{}", wire.InitLimits()))
     assert host.wait_exit() == 76
 
 

@@ -8,7 +8,7 @@ from fakehost import golden_vectors
 from corral import wire
 
 VECTORS = {
-    "hello": wire.Hello("hello", "0.1.0", 4 << 20),
+    "hello": wire.Hello("hello", "0.1.0", 4 << 20, versions=[1]),
     "init": wire.Init(1, 1 << 20, b"{}", wire.InitLimits(32 << 20, 10_000, 4, 32)),
     "ready": wire.Ready(),
     "call": wire.Call(1, "greet", b'{"name":"Ada"}', 10_000),
@@ -23,8 +23,15 @@ VECTORS = {
     "event": wire.Event("progress", b"20"),
     "shutdown": wire.Shutdown(5000),
     "sandbox-failure": wire.SandboxFailure("seccomp", 22, "invalid"),
+    "request": wire.Request(1, 7, "kv", "get", b'{"table":"users","key":"u1"}'),
+    "response-ok": wire.Response(1, body=b'{"value":{"n":1}}'),
+    "response-err": wire.Response(2, error=(
+        "permission_denied", "not granted",
+        b'{"code":"permission_denied","message":"not granted","permission":"kv.table secrets"}')),
+    "deliver": wire.Deliver("user:1", "accounts", b'{"n":1}'),
 }
-HOST = (wire.Init, wire.Call, wire.Cancel, wire.HostPing, wire.HostPong, wire.Shutdown)
+HOST = (wire.Init, wire.Call, wire.Cancel, wire.HostPing, wire.HostPong, wire.Shutdown,
+        wire.Response, wire.Deliver)
 
 
 def test_every_golden_vector_is_covered():

@@ -132,3 +132,12 @@ def raise_error(input):
 @plugin.method()
 def whoami(input):
     return {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid()}
+
+
+@plugin.method()
+def service(ctx, input):
+    """A host service through corrald: its answer, or its typed error."""
+    try:
+        return {"ok": ctx.host.kv.get("users", "u1")}
+    except corral.ServiceError as e:
+        return {"error": type(e).__name__, "code": e.code}

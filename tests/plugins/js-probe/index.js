@@ -3,9 +3,20 @@
 const { shout } = require("./lib/shout");
 
 class Probe {
-  constructor(settings) {
+  constructor(settings, corral) {
     this.settings = settings;
+    this.corral = corral;
     this.calls = 0;
+  }
+
+  // A host service, reached through the supervisor: its answer, or its
+  // typed error.
+  async service(input) {
+    try {
+      return { ok: await this.corral.kv.get(input.table, input.key) };
+    } catch (err) {
+      return { err: { name: err.name, code: err.code, message: err.message, service: err.service } };
+    }
   }
 
   greet(input) {
