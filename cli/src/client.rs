@@ -123,6 +123,15 @@ pub enum Endpoint {
         archive: Bytes,
         options: InstallOptions,
     },
+    /// `POST /v1/plugins/{name}/learn`: a learning run of a loaded plugin.
+    LearnStart {
+        name: String,
+        request: corral_protocol::learn::LearnRequest,
+    },
+    /// `GET /v1/plugins/{name}/learn`: how it goes, and its draft.
+    LearnStatus {
+        name: String,
+    },
     /// `POST /v1/reload`: re-read the configuration and policy.
     ReloadConfiguration,
     Remove {
@@ -174,6 +183,7 @@ impl Endpoint {
             | Endpoint::List
             | Endpoint::Info { .. }
             | Endpoint::Policy { .. }
+            | Endpoint::LearnStatus { .. }
             | Endpoint::Events { .. }
             | Endpoint::Metrics
             | Endpoint::Sources
@@ -186,6 +196,7 @@ impl Endpoint {
             | Endpoint::UnloadCascade { .. }
             | Endpoint::Reload { .. }
             | Endpoint::Call { .. }
+            | Endpoint::LearnStart { .. }
             | Endpoint::InstallPath(_)
             | Endpoint::InstallUpload { .. }
             | Endpoint::ReloadConfiguration
@@ -208,6 +219,9 @@ impl Endpoint {
             Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
             Endpoint::Reload { name } => plugin(name, "/reload"),
             Endpoint::Call { name, .. } => plugin(name, "/call"),
+            Endpoint::LearnStart { name, .. } | Endpoint::LearnStatus { name } => {
+                plugin(name, "/learn")
+            }
             Endpoint::InstallUpload { options, .. } => format!(
                 "/v1/plugins?load={}&replace={}",
                 options.load, options.replace
@@ -277,6 +291,7 @@ impl Endpoint {
     pub fn body(&self) -> Result<Option<(&'static str, Bytes)>, ClientError> {
         match self {
             Endpoint::Call { request, .. } => json_body(request),
+            Endpoint::LearnStart { request, .. } => json_body(request),
             Endpoint::InstallPath(request) => json_body(request),
             Endpoint::InstallUpload { archive, .. } => {
                 let zip = archive.starts_with(b"PK\x03\x04") || archive.starts_with(b"PK\x05\x06");
@@ -925,6 +940,7 @@ mod tests {
             policy_error: None,
             processes: vec![child(0), child(1)],
             last_error: None,
+            learning: false,
         }
     }
 

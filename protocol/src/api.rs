@@ -309,6 +309,10 @@ pub struct PluginDetail {
     pub processes: Vec<ChildInfo>,
     /// The most recent failure of any instance.
     pub last_error: Option<crate::error::CorralError>,
+    /// Its instances run under the learning policy (less confined) now:
+    /// an operator started `corral learn --daemon`.
+    #[serde(default)]
+    pub learning: bool,
 }
 
 /// `POST /v1/plugins` with a JSON body: install from a path on the
@@ -431,6 +435,7 @@ mod tests {
                 cpu_ms: 0.1,
             }],
             last_error: None,
+            learning: false,
         };
         let json = serde_json::to_string(&detail).expect("encode");
         assert_eq!(json.matches("\"children\":").count(), 1, "{json}");

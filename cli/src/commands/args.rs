@@ -54,9 +54,23 @@ pub enum Command {
     /// `[permissions]` fragment and a policy fragment, every line with why.
     /// Runs the plugin less confined than usual: operators only, on code
     /// they chose to run.
+    ///
+    /// With --daemon, NAME is an installed, loaded plugin: corrald swaps
+    /// its instances for learning ones for --for, records what they need
+    /// while clients call it, then restores the normal policy and prints
+    /// the draft.
     Learn {
-        /// The package directory (holding plugin.toml).
+        /// The package directory (holding plugin.toml), or with --daemon
+        /// the installed plugin's name.
         package: PathBuf,
+        /// Learn from the plugin loaded in corrald, not from a package
+        /// directory.
+        #[arg(long)]
+        daemon: bool,
+        /// With --daemon: how long it runs under the learning policy (at
+        /// most 10m).
+        #[arg(long = "for", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
         /// A method to call during the run; repeat for several calls (with
         /// no method, only the start is observed).
         #[arg(short, long = "method", value_name = "METHOD")]

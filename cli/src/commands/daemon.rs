@@ -13,9 +13,11 @@ use corral_protocol::api::{
     RemoveResponse,
 };
 use corral_protocol::error::CorralError;
+use corral_protocol::learn::{LearnRequest, LearnStatus};
 use corral_protocol::policy::SandboxPolicy;
 use futures_util::StreamExt;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn ls(client: &Client, json: bool) -> u8 {
@@ -128,14 +130,110 @@ pub async fn rm(client: &Client, name: String, json: bool) -> u8 {
     .await
 }
 
+/// The compiled policy; a plugin in a learning run is marked, since its
+/// instances run under the learning policy instead (less confined).
 pub async fn policy(client: &Client, name: String, json: bool) -> u8 {
+    let learning = match client
+        .send(&Endpoint::LearnStatus { name: name.clone() })
+        .await
+    {
+        Ok(raw) => raw.json::<LearnStatus>().ok().filter(|s| s.learning),
+        Err(_) => None,
+    };
     answer(
         client,
-        Endpoint::Policy { name },
+        Endpoint::Policy { name: name.clone() },
         json,
-        |p: SandboxPolicy| render::policy(&p),
+        |p: SandboxPolicy| {
+            let mut text = String::new();
+            if let Some(status) = &learning {
+                text.push_str(&learning_line(&name, status));
+                text.push('\n');
+            }
+            text.push_str(&render::policy(&p));
+            text
+        },
     )
     .await
+}
+
+fn learning_line(name: &str, status: &LearnStatus) -> String {
+    format!(
+        "learning: yes, for {} more: {name} runs under the learning policy (refused system calls let through and recorded, reads allowed everywhere), not the one below",
+        humantime::format_duration(Duration::from_millis(status.remaining_ms / 1000 * 1000))
+    )
+}
+
+/// `corral learn --daemon NAME --for D`: starts the run, waits for it to
+/// end (clients call the plugin meanwhile), prints the draft.
+pub async fn learn(client: &Client, name: String, duration: Duration, json: bool) -> u8 {
+    let request = LearnRequest {
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+    };
+    let started = match client
+        .send(&Endpoint::LearnStart {
+            name: name.clone(),
+            request,
+        })
+        .await
+        .and_then(|raw| raw.json::<LearnStatus>())
+    {
+        Ok(status) => status,
+        Err(e) => return fail_client(&e, json),
+    };
+    eprintln!("{}", learning_line(&name, &started));
+    tokio::time::sleep(Duration::from_millis(started.remaining_ms)).await;
+    // The daemon ends the run on its own clock; ask until it did.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let raw = match client
+            .send(&Endpoint::LearnStatus { name: name.clone() })
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) => return fail_client(&e, json),
+        };
+        let status = match raw.json::<LearnStatus>() {
+            Ok(status) => status,
+            Err(e) => return fail_client(&e, json),
+        };
+        if let (false, Some(draft)) = (status.learning, &status.draft) {
+            if json {
+                return emit_raw(&raw);
+            }
+            if let Some(e) = &draft.restore_error {
+                eprintln!(
+                    "warning: {name} did not start again under its normal policy and is unloaded: {}",
+                    render::human_error(e)
+                );
+            }
+            if draft.not_recorded > 0 {
+                eprintln!(
+                    "warning: {} needs past the record's bound were not drafted",
+                    draft.not_recorded
+                );
+            }
+            let mut text = String::new();
+            if draft.needed_nothing {
+                text.push_str("# The run needed nothing beyond what the plugin is granted.\n");
+            }
+            text.push_str("# plugin.toml\n");
+            text.push_str(&draft.manifest);
+            text.push_str("\n# policy (e.g. /etc/corral/policy.d/");
+            text.push_str(&name);
+            text.push_str(".toml)\n");
+            text.push_str(&draft.policy);
+            emit(&text);
+            return exit::OK;
+        }
+        if std::time::Instant::now() > deadline {
+            let e = CorralError::internal(format!(
+                "the learning run of {name} did not end within two minutes of its time"
+            ));
+            return fail(&e, json);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn reload_configuration(client: &Client, json: bool) -> u8 {

@@ -32,9 +32,33 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         } => local::run(package, method, input, policy, json).await,
         Command::Learn {
             package,
+            daemon: true,
+            duration,
             methods,
             inputs,
             policy,
+        } => {
+            if !methods.is_empty() || !inputs.is_empty() || policy.is_some() {
+                return output::usage(
+                    "--method, --input and --policy apply to a package directory; with --daemon, \
+                     call the plugin as usual while it learns",
+                );
+            }
+            daemon::learn(
+                &client,
+                package.to_string_lossy().into_owned(),
+                duration,
+                json,
+            )
+            .await
+        }
+        Command::Learn {
+            package,
+            daemon: false,
+            methods,
+            inputs,
+            policy,
+            ..
         } => local::learn(package, methods, inputs, policy, json).await,
         Command::Check { package, policy } => local::check(package, policy, json),
         Command::Policy {

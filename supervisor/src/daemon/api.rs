@@ -64,6 +64,10 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/plugins/{name}/unload", post(unload))
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/call", post(call))
+        .route(
+            "/v1/plugins/{name}/learn",
+            get(learn_status).post(learn_start).delete(learn_stop),
+        )
         .route("/v1/reload", post(reload_configuration))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
@@ -345,6 +349,45 @@ async fn call(
     let bytes = read_body(body, limit, &conn).await?;
     let request: CallRequest = parse_json(&bytes, "call request")?;
     Ok(Json(d.call(&name, request, &peer).await?).into_response())
+}
+
+/// Learning mode (`super::learning`): admins only, since the plugin runs
+/// less confined meanwhile and the draft shows host paths.
+async fn learn_start(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "start learning runs")?;
+    check_name(&name)?;
+    let bytes = read_body(body, limit, &conn).await?;
+    let request: corral_protocol::learn::LearnRequest = parse_json(&bytes, "learn request")?;
+    tracing::warn!(plugin = %name, uid = peer.uid, pid = peer.pid, duration_ms = request.duration_ms, "learning run requested");
+    let status = d.learn_start(&name, request.duration_ms).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+async fn learn_stop(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "end learning runs")?;
+    check_name(&name)?;
+    Ok(Json(d.learn_stop(&name).await?).into_response())
+}
+
+async fn learn_status(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "read learning runs")?;
+    check_name(&name)?;
+    Ok(Json(d.learn_status(&name)?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

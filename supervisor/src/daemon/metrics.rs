@@ -89,6 +89,9 @@ pub struct Metrics {
     pub logs: LogLimiter,
     log_records_dropped: Family<PluginLabel, Counter>,
     output_lines_dropped: Family<PluginLabel, Counter>,
+    /// Learning runs in progress: what their children need is recorded
+    /// here (the runtime's observer is this struct).
+    pub learners: super::learning::Learners,
 }
 
 impl Default for Metrics {
@@ -251,6 +254,7 @@ impl Metrics {
             logs: LogLimiter::new(log_lines_dropped),
             log_records_dropped,
             output_lines_dropped,
+            learners: Default::default(),
         }
     }
 
@@ -413,6 +417,10 @@ impl LifecycleObserver for Metrics {
                 syscall: syscall.to_string(),
             })
             .inc();
+    }
+
+    fn learned(&self, plugin: &str, need: crate::learn::Need) {
+        self.learners.record(plugin, need);
     }
 
     fn child_restarted(&self, plugin: &str) {

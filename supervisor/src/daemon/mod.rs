@@ -11,6 +11,7 @@ pub mod access;
 pub mod admission;
 pub mod api;
 pub mod conn_io;
+pub mod learning;
 pub mod log_limit;
 pub mod metrics;
 pub mod server;
@@ -1256,6 +1257,7 @@ impl Daemon {
                 .ok()
                 .and_then(|e| e.clone())
                 .or_else(|| host.and_then(|h| h.last_death()).map(|d| d.error)),
+            learning: self.metrics.learners.is_learning(name),
         })
     }
 
