@@ -132,6 +132,15 @@ pub enum Endpoint {
     LearnStatus {
         name: String,
     },
+    /// `GET /v1/plugins/{name}/files`: the installed package's files.
+    Files {
+        name: String,
+    },
+    /// `GET /v1/plugins/{name}/files/{path}`: one file's bytes.
+    File {
+        name: String,
+        path: String,
+    },
     /// `POST /v1/reload`: re-read the configuration and policy.
     ReloadConfiguration,
     Remove {
@@ -184,6 +193,8 @@ impl Endpoint {
             | Endpoint::Info { .. }
             | Endpoint::Policy { .. }
             | Endpoint::LearnStatus { .. }
+            | Endpoint::Files { .. }
+            | Endpoint::File { .. }
             | Endpoint::Events { .. }
             | Endpoint::Metrics
             | Endpoint::Sources
@@ -219,6 +230,11 @@ impl Endpoint {
             Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
             Endpoint::Reload { name } => plugin(name, "/reload"),
             Endpoint::Call { name, .. } => plugin(name, "/call"),
+            Endpoint::Files { name } => plugin(name, "/files"),
+            Endpoint::File { name, path } => {
+                let path: Vec<String> = path.split('/').map(encode).collect();
+                plugin(name, &format!("/files/{}", path.join("/")))
+            }
             Endpoint::LearnStart { name, .. } | Endpoint::LearnStatus { name } => {
                 plugin(name, "/learn")
             }

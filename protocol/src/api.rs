@@ -315,6 +315,26 @@ pub struct PluginDetail {
     pub learning: bool,
 }
 
+/// One file of an installed package (`GET /v1/plugins/{name}/files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFile {
+    /// Relative to the package root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Last modification, milliseconds since the epoch.
+    pub modified_ms: u64,
+}
+
+/// `GET /v1/plugins/{name}/files`: the regular files of the installed
+/// package; `GET /v1/plugins/{name}/files/{path}` answers one's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFiles {
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    pub files: Vec<PackageFile>,
+}
+
 /// `POST /v1/plugins` with a JSON body: install from a path on the
 /// daemon's host (a package directory or a `.tar.gz` of one). An upload
 /// instead sends the `.tar.gz` itself as the body with

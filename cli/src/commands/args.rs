@@ -160,6 +160,14 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// List an installed package's files, or print one of them (its
+    /// bytes, as stored) with PATH.
+    Files {
+        /// The plugin's name.
+        name: String,
+        /// A file inside the package, e.g. `index.js` or `bin/hello`.
+        path: Option<String>,
+    },
     /// Remove a plugin (unloading it first).
     #[command(visible_alias = "remove")]
     Rm {

@@ -9,8 +9,8 @@ use corral::exit;
 use corral::render;
 use corral::{Client, Endpoint};
 use corral_protocol::api::{
-    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PluginSummary, ReloadReport,
-    RemoveResponse,
+    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PackageFiles, PluginSummary,
+    ReloadReport, RemoveResponse,
 };
 use corral_protocol::error::CorralError;
 use corral_protocol::learn::{LearnRequest, LearnStatus};
@@ -118,6 +118,42 @@ pub async fn install(
         render::installed(&i)
     })
     .await
+}
+
+/// `corral files NAME [PATH]`: the list (a table, or the daemon's JSON),
+/// or one file's bytes exactly as stored.
+pub async fn files(client: &Client, name: String, path: Option<String>, json: bool) -> u8 {
+    let Some(path) = path else {
+        return answer(client, Endpoint::Files { name }, json, |f: PackageFiles| {
+            let mut text = String::new();
+            for file in &f.files {
+                text.push_str(&format!(
+                    "{:>10}  {}\n",
+                    render::human_bytes(file.size),
+                    file.path
+                ));
+            }
+            text.push_str(&format!(
+                "{} files of {} {} ({})",
+                f.files.len(),
+                f.plugin,
+                f.version,
+                f.digest
+            ));
+            text
+        })
+        .await;
+    };
+    match client.send(&Endpoint::File { name, path }).await {
+        Ok(raw) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (`| head`) is not an error of the command.
+            let _ = out.write_all(&raw.body).and_then(|()| out.flush());
+            exit::OK
+        }
+        Err(e) => fail_client(&e, json),
+    }
 }
 
 pub async fn rm(client: &Client, name: String, json: bool) -> u8 {

@@ -106,6 +106,7 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
             let options = corral::client::InstallOptions { load, replace };
             daemon::install(&client, path, upload, options, json).await
         }
+        Command::Files { name, path } => daemon::files(&client, name, path, json).await,
         Command::Rm { name } => daemon::rm(&client, name, json).await,
         Command::Pack { dir, out, key } => sources::pack(&dir, &out, key.as_deref(), json),
         Command::Keygen { dir } => sources::keygen(&dir, json),

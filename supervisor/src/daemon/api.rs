@@ -64,6 +64,8 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/plugins/{name}/unload", post(unload))
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/call", post(call))
+        .route("/v1/plugins/{name}/files", get(files))
+        .route("/v1/plugins/{name}/files/{*path}", get(file))
         .route(
             "/v1/plugins/{name}/learn",
             get(learn_status).post(learn_start).delete(learn_stop),
@@ -349,6 +351,32 @@ async fn call(
     let bytes = read_body(body, limit, &conn).await?;
     let request: CallRequest = parse_json(&bytes, "call request")?;
     Ok(Json(d.call(&name, request, &peer).await?).into_response())
+}
+
+/// The package's files (`super::files`): whoever may read the detail.
+async fn files(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "read plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.package_files(&name).await?).into_response())
+}
+
+async fn file(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path((name, path)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "read plugins")?;
+    check_name(&name)?;
+    let bytes = d.package_file(&name, &path).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Bytes::from(bytes),
+    )
+        .into_response())
 }
 
 /// Learning mode (`super::learning`): admins only, since the plugin runs

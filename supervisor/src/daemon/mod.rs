@@ -11,6 +11,7 @@ pub mod access;
 pub mod admission;
 pub mod api;
 pub mod conn_io;
+pub mod files;
 pub mod learning;
 pub mod log_limit;
 pub mod metrics;
