@@ -173,7 +173,6 @@ export type EventRecord = CorralEvent & { seq: number; time_ms: number };
 
 /**
  * One file of an installed package (`GET /v1/plugins/{name}/files`).
- * Not in corrald's API yet: see the README's "What the API lacks".
  */
 export interface PackageFile {
   /** Relative to the package root, `/`-separated. */
