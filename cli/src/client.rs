@@ -119,6 +119,19 @@ pub enum Endpoint {
         request: CallRequest,
     },
     InstallPath(InstallRequest),
+    /// `POST /v1/plugins?alongside=true`: another version beside the
+    /// current one.
+    InstallPathAlongside(InstallRequest),
+    /// `POST /v1/plugins/{name}/load` with `{"version": ...}`.
+    LoadVersion {
+        name: String,
+        version: String,
+    },
+    /// `DELETE /v1/plugins/{name}?version=...`: one installed version.
+    RemoveVersion {
+        name: String,
+        version: String,
+    },
     InstallUpload {
         archive: Bytes,
         options: InstallOptions,
@@ -209,11 +222,13 @@ impl Endpoint {
             | Endpoint::Call { .. }
             | Endpoint::LearnStart { .. }
             | Endpoint::InstallPath(_)
+            | Endpoint::InstallPathAlongside(_)
+            | Endpoint::LoadVersion { .. }
             | Endpoint::InstallUpload { .. }
             | Endpoint::ReloadConfiguration
             | Endpoint::SourcePoll { .. }
             | Endpoint::SourceInstall { .. } => Method::POST,
-            Endpoint::Remove { .. } => Method::DELETE,
+            Endpoint::Remove { .. } | Endpoint::RemoveVersion { .. } => Method::DELETE,
         }
     }
 
@@ -225,7 +240,11 @@ impl Endpoint {
             Endpoint::List | Endpoint::InstallPath(_) => "/v1/plugins".into(),
             Endpoint::Info { name } | Endpoint::Remove { name } => plugin(name, ""),
             Endpoint::Policy { name } => plugin(name, "/policy"),
-            Endpoint::Load { name } => plugin(name, "/load"),
+            Endpoint::Load { name } | Endpoint::LoadVersion { name, .. } => plugin(name, "/load"),
+            Endpoint::InstallPathAlongside(_) => "/v1/plugins?alongside=true".into(),
+            Endpoint::RemoveVersion { name, version } => {
+                plugin(name, &format!("?version={}", encode(version)))
+            }
             Endpoint::Unload { name } => plugin(name, "/unload"),
             Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
             Endpoint::Reload { name } => plugin(name, "/reload"),
@@ -308,7 +327,12 @@ impl Endpoint {
         match self {
             Endpoint::Call { request, .. } => json_body(request),
             Endpoint::LearnStart { request, .. } => json_body(request),
-            Endpoint::InstallPath(request) => json_body(request),
+            Endpoint::InstallPath(request) | Endpoint::InstallPathAlongside(request) => {
+                json_body(request)
+            }
+            Endpoint::LoadVersion { version, .. } => {
+                json_body(&serde_json::json!({ "version": version }))
+            }
             Endpoint::InstallUpload { archive, .. } => {
                 let zip = archive.starts_with(b"PK\x03\x04") || archive.starts_with(b"PK\x05\x06");
                 let content_type = if zip {
@@ -957,6 +981,7 @@ mod tests {
             processes: vec![child(0), child(1)],
             last_error: None,
             learning: false,
+            versions: Vec::new(),
         }
     }
 

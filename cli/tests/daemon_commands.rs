@@ -153,6 +153,7 @@ fn info_shows_the_plugin_and_its_children() {
             "the call ran longer than 10s",
         )),
         learning: false,
+        versions: Vec::new(),
     };
     let body = serde_json::to_string(&detail).expect("detail encodes");
     let daemon = FakeDaemon::start(vec![(

@@ -313,6 +313,20 @@ pub struct PluginDetail {
     /// an operator started `corral learn --daemon`.
     #[serde(default)]
     pub learning: bool,
+    /// Every installed version, the current one first (several can be
+    /// installed side by side; one is current, loaded or not).
+    #[serde(default)]
+    pub versions: Vec<InstalledVersion>,
+}
+
+/// One installed version of a plugin, in `PluginDetail::versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledVersion {
+    pub version: String,
+    pub digest: String,
+    /// The one the registry holds (`summary.version`).
+    pub current: bool,
+    pub loaded: bool,
 }
 
 /// One file of an installed package (`GET /v1/plugins/{name}/files`).
@@ -456,6 +470,7 @@ mod tests {
             }],
             last_error: None,
             learning: false,
+            versions: Vec::new(),
         };
         let json = serde_json::to_string(&detail).expect("encode");
         assert_eq!(json.matches("\"children\":").count(), 1, "{json}");

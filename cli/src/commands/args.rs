@@ -108,6 +108,10 @@ pub enum Command {
     Load {
         /// The plugin's name.
         name: String,
+        /// Load this installed version instead, swapping out the current
+        /// one (which stays installed alongside).
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
     },
     /// Disable a plugin and stop its children once in-flight calls finish.
     /// A plugin that loaded plugins depend on is refused unless --cascade.
@@ -159,6 +163,10 @@ pub enum Command {
         /// downgrade or rebuild); without it that install is refused.
         #[arg(long)]
         replace: bool,
+        /// Install PATH beside the installed version of the same plugin,
+        /// which stays current (switch with `corral load NAME --version`).
+        #[arg(long, conflicts_with_all = ["upload", "load", "replace"])]
+        alongside: bool,
     },
     /// List an installed package's files, or print one of them (its
     /// bytes, as stored) with PATH.
@@ -168,10 +176,12 @@ pub enum Command {
         /// A file inside the package, e.g. `index.js` or `bin/hello`.
         path: Option<String>,
     },
-    /// Remove a plugin (unloading it first).
+    /// Remove a plugin (unloading it first) with all its versions, or
+    /// with NAME@VERSION one version installed alongside (the current one
+    /// and one a loaded plugin needs are refused).
     #[command(visible_alias = "remove")]
     Rm {
-        /// The plugin's name.
+        /// The plugin's name, or NAME@VERSION.
         name: String,
     },
     /// Pack a package directory as <name>-<version>.tar.gz with its .sha256
@@ -404,7 +414,9 @@ mod tests {
                 upload,
                 load,
                 replace,
+                alongside,
             } => {
+                assert!(!alongside);
                 assert_eq!(path, None);
                 assert_eq!(upload, Some(PathBuf::from("p.tar.gz")));
                 assert!(load);

@@ -156,13 +156,34 @@ pub async fn files(client: &Client, name: String, path: Option<String>, json: bo
     }
 }
 
+/// `corral install --alongside PATH`.
+pub async fn install_alongside(client: &Client, path: PathBuf, json: bool) -> u8 {
+    let options = InstallOptions {
+        load: false,
+        replace: false,
+    };
+    let endpoint = match corral::client::install_request(&path, options) {
+        Ok(request) => Endpoint::InstallPathAlongside(request),
+        Err(e) => return fail_client(&e, json),
+    };
+    answer(client, endpoint, json, |i: InstallResponse| {
+        render::installed(&i)
+    })
+    .await
+}
+
+/// `corral rm NAME` or `corral rm NAME@VERSION`.
 pub async fn rm(client: &Client, name: String, json: bool) -> u8 {
-    answer(
-        client,
-        Endpoint::Remove { name },
-        json,
-        |r: RemoveResponse| render::removed(&r),
-    )
+    let endpoint = match name.split_once('@') {
+        Some((name, version)) => Endpoint::RemoveVersion {
+            name: name.to_string(),
+            version: version.to_string(),
+        },
+        None => Endpoint::Remove { name },
+    };
+    answer(client, endpoint, json, |r: RemoveResponse| {
+        render::removed(&r)
+    })
     .await
 }
 

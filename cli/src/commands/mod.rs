@@ -76,8 +76,16 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         } => daemon::reload_configuration(&client, json).await,
         Command::Ls => daemon::ls(&client, json).await,
         Command::Info { name } => daemon::info(&client, name, json).await,
-        Command::Load { name } => {
-            daemon::lifecycle(&client, corral::Endpoint::Load { name }, json).await
+        Command::Load {
+            name,
+            version: None,
+        } => daemon::lifecycle(&client, corral::Endpoint::Load { name }, json).await,
+        Command::Load {
+            name,
+            version: Some(version),
+        } => {
+            let endpoint = corral::Endpoint::LoadVersion { name, version };
+            daemon::lifecycle(&client, endpoint, json).await
         }
         Command::Unload { name, cascade } => {
             let endpoint = if cascade {
@@ -99,9 +107,18 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         Command::Events { plugin } => daemon::events(&client, plugin, json).await,
         Command::Install {
             path,
+            alongside: true,
+            ..
+        } => match path {
+            Some(path) => daemon::install_alongside(&client, path, json).await,
+            None => output::usage("--alongside installs a PATH"),
+        },
+        Command::Install {
+            path,
             upload,
             load,
             replace,
+            alongside: false,
         } => {
             let options = corral::client::InstallOptions { load, replace };
             daemon::install(&client, path, upload, options, json).await

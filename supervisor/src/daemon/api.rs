@@ -196,14 +196,35 @@ async fn policy(
     Ok(Json(d.policy_of(&name)?).into_response())
 }
 
+/// `{"version": "1.2.0"}` (optional): which installed version to load
+/// (`super::versions`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    version: Option<String>,
+}
+
 async fn load(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
     Path(name): Path<String>,
+    body: Body,
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Admin, "load plugins")?;
     check_name(&name)?;
-    Ok(Json(d.load(&name).await?).into_response())
+    let bytes = read_body(body, limit, &conn).await?;
+    let request: LoadRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        LoadRequest::default()
+    } else {
+        parse_json(&bytes, "load request")?
+    };
+    let summary = match request.version {
+        Some(version) => d.load_version(&name, &version).await?,
+        None => d.load(&name).await?,
+    };
+    Ok(Json(summary).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,14 +271,28 @@ async fn reload_configuration(
     Ok(Json(d.reload_configuration().await?).into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Remove only this version (`super::versions`).
+    version: Option<String>,
+}
+
 async fn remove(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Admin, "remove plugins")?;
     check_name(&name)?;
-    Ok(Json(d.remove(&name).await?).into_response())
+    let query: RemoveQuery = parse_query(query)?;
+    if let Some(version) = query.version {
+        return Ok(Json(d.remove_version(&name, &version).await?).into_response());
+    }
+    let removed = d.remove(&name).await?;
+    d.forget_versions(&name).await;
+    Ok(Json(removed).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +302,10 @@ struct InstallQuery {
     load: bool,
     #[serde(default)]
     replace: bool,
+    /// Keep the current version and add this one beside it
+    /// (`super::versions`).
+    #[serde(default)]
+    alongside: bool,
 }
 
 async fn install(
@@ -286,6 +325,21 @@ async fn install(
         .unwrap_or("application/json")
         .to_ascii_lowercase();
     let bytes = read_body(body, limit, &conn).await?;
+    if query.alongside {
+        if query.load || query.replace {
+            return Err(CorralError::invalid_input(
+                "alongside keeps the current version: it goes without load and replace (load a version with POST /v1/plugins/{name}/load {\"version\": ...})",
+            )
+            .into());
+        }
+        let (response, created) = install_alongside(&d, &peer, &content_type, bytes).await?;
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok((status, Json(response)).into_response());
+    }
     let (response, created) = if content_type.starts_with("application/zip")
         || (content_type.starts_with("application/octet-stream")
             && crate::unzip::looks_like_zip(&bytes))
@@ -336,6 +390,60 @@ async fn install(
         StatusCode::OK
     };
     Ok((status, Json(response)).into_response())
+}
+
+/// `POST /v1/plugins?alongside=true`: the same bodies as an install.
+async fn install_alongside(
+    d: &Arc<Daemon>,
+    peer: &Peer,
+    content_type: &str,
+    bytes: Bytes,
+) -> ApiResult<(corral_protocol::api::InstallResponse, bool)> {
+    let result = if content_type.starts_with("application/zip")
+        || (content_type.starts_with("application/octet-stream")
+            && crate::unzip::looks_like_zip(&bytes))
+    {
+        d.install_alongside(
+            |store| crate::unzip::import_zip(store, &bytes),
+            "upload".into(),
+        )
+        .await
+    } else if content_type.starts_with("application/gzip")
+        || content_type.starts_with("application/x-gzip")
+        || content_type.starts_with("application/octet-stream")
+    {
+        d.install_alongside(|store| store.import_tar_gz(&bytes[..]), "upload".into())
+            .await
+    } else if content_type.starts_with("application/json") {
+        let request: InstallRequest = parse_json(&bytes, "install request")?;
+        if request.load || request.replace {
+            return Err(CorralError::invalid_input(
+                "alongside keeps the current version: it goes without load and replace",
+            )
+            .into());
+        }
+        let path = std::path::PathBuf::from(&request.path);
+        if !path.is_absolute() {
+            return Err(CorralError::invalid_input(format!(
+                "{} is not absolute (the daemon reads it, from its own working directory)",
+                request.path
+            ))
+            .into());
+        }
+        let eyes = super::eyes_of(peer);
+        let source = format!("path:{}", path.display());
+        d.install_alongside(
+            move |store| store.import_path_as(&path, &eyes).map(|i| i.package),
+            source,
+        )
+        .await
+    } else {
+        return Err(CorralError::invalid_input(format!(
+            "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}}, a .tar.gz as application/gzip or a .zip as application/zip"
+        ))
+        .into());
+    };
+    Ok(result?)
 }
 
 async fn call(
