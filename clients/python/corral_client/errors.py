@@ -300,8 +300,9 @@ BY_CODE: dict[str, type[CorralError]] = {
     for cls in (InvalidInput, InvalidManifest, InvalidPolicy, InvalidConfig, InvalidPackage,
                 DependencyMissing, PermissionDenied, PluginNotFound, NotLoaded, AlreadyExists,
                 VersionInUse, Quarantined, PluginError, Overloaded, Cancelled, Internal,
-                FeatureUnavailable, Crashed, MemoryLimitExceeded, PidsLimitExceeded, SeccompViolation,
-                ProtocolViolation, SandboxSetupFailed, ShuttingDown, Timeout, StartTimeout)
+                FeatureUnavailable, Crashed, MemoryLimitExceeded, PidsLimitExceeded,
+                SeccompViolation, ProtocolViolation, SandboxSetupFailed, ShuttingDown, Timeout,
+                StartTimeout)
 }
 
 
