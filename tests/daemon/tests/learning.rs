@@ -200,5 +200,24 @@ async fn a_run_ends_by_itself_and_an_unloaded_plugin_cannot_learn() {
         .call_ok("hostile", "list_dir", json!({"path": "/proc/1"}))
         .await;
     assert!(out.output.is_object(), "it serves again: {}", out.output);
+
+    // The CLI starts a run, waits for its end and prints the draft.
+    let out = std::process::Command::new(test_env().corral())
+        .arg("--socket")
+        .arg(setup.socket())
+        .args(["learn", "--daemon", "hostile", "--for", "200ms"])
+        .output()
+        .expect("corral learn runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[permissions]") && stdout.contains("[plugins.hostile]"),
+        "{stdout}"
+    );
+    assert!(!api.detail("hostile").await.learning);
     daemon.stop().await;
 }
