@@ -100,6 +100,19 @@ export interface PluginDetail extends PluginSummary {
   processes: ChildInfo[];
   /** The most recent failure of any instance. */
   last_error: ApiError | null;
+  /** Its instances run under the learning policy now (`corral learn --daemon`); absent from older corralds. */
+  learning?: boolean;
+  /** Every installed version, the current one first; absent from older corralds. */
+  versions?: InstalledVersion[];
+}
+
+/** One installed version of a plugin (several can be installed side by side, one current). */
+export interface InstalledVersion {
+  version: string;
+  digest: string;
+  /** The one `version` in the detail names, loaded or not. */
+  current: boolean;
+  loaded: boolean;
 }
 
 /** The compiled sandbox (`GET /v1/plugins/{name}/policy`): every rule with where it came from. */
