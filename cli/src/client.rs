@@ -129,9 +129,40 @@ pub enum Endpoint {
         request: CallRequest,
     },
     InstallPath(InstallRequest),
+    /// `POST /v1/plugins?alongside=true`: another version beside the
+    /// current one.
+    InstallPathAlongside(InstallRequest),
+    /// `POST /v1/plugins/{name}/load` with `{"version": ...}`.
+    LoadVersion {
+        name: String,
+        version: String,
+    },
+    /// `DELETE /v1/plugins/{name}?version=...`: one installed version.
+    RemoveVersion {
+        name: String,
+        version: String,
+    },
     InstallUpload {
         archive: Bytes,
         options: InstallOptions,
+    },
+    /// `POST /v1/plugins/{name}/learn`: a learning run of a loaded plugin.
+    LearnStart {
+        name: String,
+        request: corral_protocol::learn::LearnRequest,
+    },
+    /// `GET /v1/plugins/{name}/learn`: how it goes, and its draft.
+    LearnStatus {
+        name: String,
+    },
+    /// `GET /v1/plugins/{name}/files`: the installed package's files.
+    Files {
+        name: String,
+    },
+    /// `GET /v1/plugins/{name}/files/{path}`: one file's bytes.
+    File {
+        name: String,
+        path: String,
     },
     /// `POST /v1/reload`: re-read the configuration and policy.
     ReloadConfiguration,
@@ -187,6 +218,9 @@ impl Endpoint {
             | Endpoint::Info { .. }
             | Endpoint::Policy { .. }
             | Endpoint::Settings { .. }
+            | Endpoint::LearnStatus { .. }
+            | Endpoint::Files { .. }
+            | Endpoint::File { .. }
             | Endpoint::Events { .. }
             | Endpoint::Metrics
             | Endpoint::Sources
@@ -199,12 +233,15 @@ impl Endpoint {
             | Endpoint::UnloadCascade { .. }
             | Endpoint::Reload { .. }
             | Endpoint::Call { .. }
+            | Endpoint::LearnStart { .. }
             | Endpoint::InstallPath(_)
+            | Endpoint::InstallPathAlongside(_)
+            | Endpoint::LoadVersion { .. }
             | Endpoint::InstallUpload { .. }
             | Endpoint::ReloadConfiguration
             | Endpoint::SourcePoll { .. }
             | Endpoint::SourceInstall { .. } => Method::POST,
-            Endpoint::Remove { .. } => Method::DELETE,
+            Endpoint::Remove { .. } | Endpoint::RemoveVersion { .. } => Method::DELETE,
             Endpoint::PatchSettings { .. } => Method::PATCH,
         }
     }
@@ -223,11 +260,23 @@ impl Endpoint {
             Endpoint::Settings { name } | Endpoint::PatchSettings { name, .. } => {
                 plugin(name, "/config")
             }
-            Endpoint::Load { name } => plugin(name, "/load"),
+            Endpoint::Load { name } | Endpoint::LoadVersion { name, .. } => plugin(name, "/load"),
+            Endpoint::InstallPathAlongside(_) => "/v1/plugins?alongside=true".into(),
+            Endpoint::RemoveVersion { name, version } => {
+                plugin(name, &format!("?version={}", encode(version)))
+            }
             Endpoint::Unload { name } => plugin(name, "/unload"),
             Endpoint::UnloadCascade { name } => plugin(name, "/unload?cascade=true"),
             Endpoint::Reload { name } => plugin(name, "/reload"),
             Endpoint::Call { name, .. } => plugin(name, "/call"),
+            Endpoint::Files { name } => plugin(name, "/files"),
+            Endpoint::File { name, path } => {
+                let path: Vec<String> = path.split('/').map(encode).collect();
+                plugin(name, &format!("/files/{}", path.join("/")))
+            }
+            Endpoint::LearnStart { name, .. } | Endpoint::LearnStatus { name } => {
+                plugin(name, "/learn")
+            }
             Endpoint::InstallUpload { options, .. } => format!(
                 "/v1/plugins?load={}&replace={}",
                 options.load, options.replace
@@ -298,7 +347,13 @@ impl Endpoint {
         match self {
             Endpoint::Call { request, .. } => json_body(request),
             Endpoint::PatchSettings { patch, .. } => json_body(patch),
-            Endpoint::InstallPath(request) => json_body(request),
+            Endpoint::LearnStart { request, .. } => json_body(request),
+            Endpoint::InstallPath(request) | Endpoint::InstallPathAlongside(request) => {
+                json_body(request)
+            }
+            Endpoint::LoadVersion { version, .. } => {
+                json_body(&serde_json::json!({ "version": version }))
+            }
             Endpoint::InstallUpload { archive, .. } => {
                 let zip = archive.starts_with(b"PK\x03\x04") || archive.starts_with(b"PK\x05\x06");
                 let content_type = if zip {
@@ -967,6 +1022,8 @@ mod tests {
             processes: vec![child(0), child(1)],
             last_error: None,
             settings: None,
+            learning: false,
+            versions: Vec::new(),
         }
     }
 

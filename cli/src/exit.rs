@@ -51,7 +51,8 @@ pub fn code_for(error: &CorralError) -> u8 {
         | ErrorKind::PayloadTooLarge { .. }
         | ErrorKind::DependencyMissing { .. }
         | ErrorKind::PluginNotFound { .. }
-        | ErrorKind::AlreadyExists { .. } => INVALID,
+        | ErrorKind::AlreadyExists { .. }
+        | ErrorKind::VersionInUse { .. } => INVALID,
         ErrorKind::PermissionDenied { .. } | ErrorKind::FeatureUnavailable { .. } => DENIED,
         ErrorKind::NotLoaded { .. }
         | ErrorKind::Quarantined { .. }

@@ -153,6 +153,8 @@ fn info_shows_the_plugin_and_its_children() {
             "the call ran longer than 10s",
         )),
         settings: None,
+        learning: false,
+        versions: Vec::new(),
     };
     let body = serde_json::to_string(&detail).expect("detail encodes");
     let daemon = FakeDaemon::start(vec![(
@@ -684,10 +686,19 @@ fn policy_show_asks_the_daemon_for_an_installed_plugin() {
         Answer::json(200, &policy),
     )]);
     let remote = daemon.corral(&["policy", "show", "hello"]).expect_code(0);
-    let request = daemon.only_request();
+    // Whether it is learning (a daemon that does not answer that is
+    // taken as no), then the policy.
+    let requests: Vec<(String, String)> = daemon
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
     assert_eq!(
-        (request.method.as_str(), request.path.as_str()),
-        ("GET", "/v1/plugins/hello/policy")
+        requests,
+        [
+            ("GET".to_string(), "/v1/plugins/hello/learn".to_string()),
+            ("GET".to_string(), "/v1/plugins/hello/policy".to_string())
+        ]
     );
     // The same policy renders the same, wherever it was compiled.
     let mut command = corral_command();

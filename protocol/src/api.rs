@@ -339,6 +339,44 @@ pub struct PluginDetail {
     /// settings may hold secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
+    /// Its instances run under the learning policy (less confined) now:
+    /// an operator started `corral learn --daemon`.
+    #[serde(default)]
+    pub learning: bool,
+    /// Every installed version, the current one first (several can be
+    /// installed side by side; one is current, loaded or not).
+    #[serde(default)]
+    pub versions: Vec<InstalledVersion>,
+}
+
+/// One installed version of a plugin, in `PluginDetail::versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledVersion {
+    pub version: String,
+    pub digest: String,
+    /// The one the registry holds (`summary.version`).
+    pub current: bool,
+    pub loaded: bool,
+}
+
+/// One file of an installed package (`GET /v1/plugins/{name}/files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFile {
+    /// Relative to the package root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    /// Last modification, milliseconds since the epoch.
+    pub modified_ms: u64,
+}
+
+/// `GET /v1/plugins/{name}/files`: the regular files of the installed
+/// package; `GET /v1/plugins/{name}/files/{path}` answers one's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFiles {
+    pub plugin: String,
+    pub version: String,
+    pub digest: String,
+    pub files: Vec<PackageFile>,
 }
 
 /// `POST /v1/plugins` with a JSON body: install from a path on the
@@ -473,6 +511,8 @@ mod tests {
             }],
             last_error: None,
             settings: None,
+            learning: false,
+            versions: Vec::new(),
         };
         let json = serde_json::to_string(&detail).expect("encode");
         assert_eq!(json.matches("\"children\":").count(), 1, "{json}");

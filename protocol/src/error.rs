@@ -23,6 +23,14 @@ pub enum ErrorKind {
         installed_version: String,
         installed_digest: String,
     },
+    /// A version of a plugin cannot be removed: it is the one loaded, or
+    /// the loaded plugins in `needed_by` need it.
+    VersionInUse {
+        plugin: String,
+        version: String,
+        #[serde(default)]
+        needed_by: Vec<String>,
+    },
     /// The call ran longer than its limit and was cancelled.
     Timeout {
         limit_ms: u64,
@@ -196,6 +204,7 @@ impl ErrorKind {
             ErrorKind::PluginNotFound { .. } => "plugin_not_found",
             ErrorKind::NotLoaded { .. } => "not_loaded",
             ErrorKind::AlreadyExists { .. } => "already_exists",
+            ErrorKind::VersionInUse { .. } => "version_in_use",
             ErrorKind::Timeout { .. } => "timeout",
             ErrorKind::MemoryLimitExceeded { .. } => "memory_limit_exceeded",
             ErrorKind::PidsLimitExceeded { .. } => "pids_limit_exceeded",
@@ -232,7 +241,9 @@ impl ErrorKind {
     pub fn http_status(&self) -> u16 {
         match self {
             ErrorKind::PluginNotFound { .. } => 404,
-            ErrorKind::NotLoaded { .. } | ErrorKind::AlreadyExists { .. } => 409,
+            ErrorKind::NotLoaded { .. }
+            | ErrorKind::AlreadyExists { .. }
+            | ErrorKind::VersionInUse { .. } => 409,
             ErrorKind::Quarantined { .. } => 409,
             ErrorKind::Timeout { .. } | ErrorKind::StartTimeout { .. } => 504,
             ErrorKind::MemoryLimitExceeded { .. }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod error;
 pub mod frame;
+pub mod learn;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 #[cfg(feature = "manifest")]

@@ -54,9 +54,23 @@ pub enum Command {
     /// `[permissions]` fragment and a policy fragment, every line with why.
     /// Runs the plugin less confined than usual: operators only, on code
     /// they chose to run.
+    ///
+    /// With --daemon, NAME is an installed, loaded plugin: corrald swaps
+    /// its instances for learning ones for --for, records what they need
+    /// while clients call it, then restores the normal policy and prints
+    /// the draft.
     Learn {
-        /// The package directory (holding plugin.toml).
+        /// The package directory (holding plugin.toml), or with --daemon
+        /// the installed plugin's name.
         package: PathBuf,
+        /// Learn from the plugin loaded in corrald, not from a package
+        /// directory.
+        #[arg(long)]
+        daemon: bool,
+        /// With --daemon: how long it runs under the learning policy (at
+        /// most 10m).
+        #[arg(long = "for", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
         /// A method to call during the run; repeat for several calls (with
         /// no method, only the start is observed).
         #[arg(short, long = "method", value_name = "METHOD")]
@@ -110,6 +124,10 @@ pub enum Command {
     Load {
         /// The plugin's name.
         name: String,
+        /// Load this installed version instead, swapping out the current
+        /// one (which stays installed alongside).
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
     },
     /// Disable a plugin and stop its children once in-flight calls finish.
     /// A plugin that loaded plugins depend on is refused unless --cascade.
@@ -161,11 +179,25 @@ pub enum Command {
         /// downgrade or rebuild); without it that install is refused.
         #[arg(long)]
         replace: bool,
+        /// Install PATH beside the installed version of the same plugin,
+        /// which stays current (switch with `corral load NAME --version`).
+        #[arg(long, conflicts_with_all = ["upload", "load", "replace"])]
+        alongside: bool,
     },
-    /// Remove a plugin (unloading it first).
+    /// List an installed package's files, or print one of them (its
+    /// bytes, as stored) with PATH.
+    Files {
+        /// The plugin's name.
+        name: String,
+        /// A file inside the package, e.g. `index.js` or `bin/hello`.
+        path: Option<String>,
+    },
+    /// Remove a plugin (unloading it first) with all its versions, or
+    /// with NAME@VERSION one version installed alongside (the current one
+    /// and one a loaded plugin needs are refused).
     #[command(visible_alias = "remove")]
     Rm {
-        /// The plugin's name.
+        /// The plugin's name, or NAME@VERSION.
         name: String,
         /// Also remove the plugin's stored data (its key-value tables);
         /// without it the data stays for a later install.
@@ -402,7 +434,9 @@ mod tests {
                 upload,
                 load,
                 replace,
+                alongside,
             } => {
+                assert!(!alongside);
                 assert_eq!(path, None);
                 assert_eq!(upload, Some(PathBuf::from("p.tar.gz")));
                 assert!(load);

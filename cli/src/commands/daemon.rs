@@ -9,13 +9,15 @@ use corral::exit;
 use corral::render;
 use corral::{Client, Endpoint};
 use corral_protocol::api::{
-    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PluginSummary, ReloadReport,
-    RemoveResponse,
+    CallRequest, CallResponse, EventRecord, Health, InstallResponse, PackageFiles, PluginSummary,
+    ReloadReport, RemoveResponse,
 };
 use corral_protocol::error::CorralError;
+use corral_protocol::learn::{LearnRequest, LearnStatus};
 use corral_protocol::policy::SandboxPolicy;
 use futures_util::StreamExt;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub async fn ls(client: &Client, json: bool) -> u8 {
@@ -118,12 +120,99 @@ pub async fn install(
     .await
 }
 
+/// `corral files NAME [PATH]`: the list (a table, or the daemon's JSON),
+/// or one file's bytes exactly as stored.
+pub async fn files(client: &Client, name: String, path: Option<String>, json: bool) -> u8 {
+    let Some(path) = path else {
+        return answer(client, Endpoint::Files { name }, json, |f: PackageFiles| {
+            let mut text = String::new();
+            for file in &f.files {
+                text.push_str(&format!(
+                    "{:>10}  {}\n",
+                    render::human_bytes(file.size),
+                    file.path
+                ));
+            }
+            text.push_str(&format!(
+                "{} files of {} {} ({})",
+                f.files.len(),
+                f.plugin,
+                f.version,
+                f.digest
+            ));
+            text
+        })
+        .await;
+    };
+    match client.send(&Endpoint::File { name, path }).await {
+        Ok(raw) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (`| head`) is not an error of the command.
+            let _ = out.write_all(&raw.body).and_then(|()| out.flush());
+            exit::OK
+        }
+        Err(e) => fail_client(&e, json),
+    }
+}
+
+/// `corral install --alongside PATH`.
+pub async fn install_alongside(client: &Client, path: PathBuf, json: bool) -> u8 {
+    let options = InstallOptions {
+        load: false,
+        replace: false,
+    };
+    let endpoint = match corral::client::install_request(&path, options) {
+        Ok(request) => Endpoint::InstallPathAlongside(request),
+        Err(e) => return fail_client(&e, json),
+    };
+    answer(client, endpoint, json, |i: InstallResponse| {
+        render::installed(&i)
+    })
+    .await
+}
+
+/// `corral rm NAME` or `corral rm NAME@VERSION`.
 pub async fn rm(client: &Client, name: String, purge_data: bool, json: bool) -> u8 {
+    let endpoint = match name.split_once('@') {
+        Some(_) if purge_data => {
+            return usage("--purge-data removes a plugin's data with the plugin: name no version");
+        }
+        Some((name, version)) => Endpoint::RemoveVersion {
+            name: name.to_string(),
+            version: version.to_string(),
+        },
+        None => Endpoint::Remove { name, purge_data },
+    };
+    answer(client, endpoint, json, |r: RemoveResponse| {
+        render::removed(&r)
+    })
+    .await
+}
+
+/// The compiled policy; a plugin in a learning run is marked, since its
+/// instances run under the learning policy instead (less confined).
+pub async fn policy(client: &Client, name: String, json: bool) -> u8 {
+    let learning = match client
+        .send(&Endpoint::LearnStatus { name: name.clone() })
+        .await
+    {
+        Ok(raw) => raw.json::<LearnStatus>().ok().filter(|s| s.learning),
+        Err(_) => None,
+    };
     answer(
         client,
-        Endpoint::Remove { name, purge_data },
+        Endpoint::Policy { name: name.clone() },
         json,
-        |r: RemoveResponse| render::removed(&r),
+        |p: SandboxPolicy| {
+            let mut text = String::new();
+            if let Some(status) = &learning {
+                text.push_str(&learning_line(&name, status));
+                text.push('\n');
+            }
+            text.push_str(&render::policy(&p));
+            text
+        },
     )
     .await
 }
@@ -210,14 +299,83 @@ pub fn settings_patch(set: &[String]) -> Result<serde_json::Value, CorralError> 
     Ok(serde_json::Value::Object(patch))
 }
 
-pub async fn policy(client: &Client, name: String, json: bool) -> u8 {
-    answer(
-        client,
-        Endpoint::Policy { name },
-        json,
-        |p: SandboxPolicy| render::policy(&p),
+fn learning_line(name: &str, status: &LearnStatus) -> String {
+    format!(
+        "learning: yes, for {} more: {name} runs under the learning policy (refused system calls let through and recorded, reads allowed everywhere), not the one below",
+        humantime::format_duration(Duration::from_millis(status.remaining_ms / 1000 * 1000))
     )
-    .await
+}
+
+/// `corral learn --daemon NAME --for D`: starts the run, waits for it to
+/// end (clients call the plugin meanwhile), prints the draft.
+pub async fn learn(client: &Client, name: String, duration: Duration, json: bool) -> u8 {
+    let request = LearnRequest {
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+    };
+    let started = match client
+        .send(&Endpoint::LearnStart {
+            name: name.clone(),
+            request,
+        })
+        .await
+        .and_then(|raw| raw.json::<LearnStatus>())
+    {
+        Ok(status) => status,
+        Err(e) => return fail_client(&e, json),
+    };
+    eprintln!("{}", learning_line(&name, &started));
+    tokio::time::sleep(Duration::from_millis(started.remaining_ms)).await;
+    // The daemon ends the run on its own clock; ask until it did.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let raw = match client
+            .send(&Endpoint::LearnStatus { name: name.clone() })
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) => return fail_client(&e, json),
+        };
+        let status = match raw.json::<LearnStatus>() {
+            Ok(status) => status,
+            Err(e) => return fail_client(&e, json),
+        };
+        if let (false, Some(draft)) = (status.learning, &status.draft) {
+            if json {
+                return emit_raw(&raw);
+            }
+            if let Some(e) = &draft.restore_error {
+                eprintln!(
+                    "warning: {name} did not start again under its normal policy and is unloaded: {}",
+                    render::human_error(e)
+                );
+            }
+            if draft.not_recorded > 0 {
+                eprintln!(
+                    "warning: {} needs past the record's bound were not drafted",
+                    draft.not_recorded
+                );
+            }
+            let mut text = String::new();
+            if draft.needed_nothing {
+                text.push_str("# The run needed nothing beyond what the plugin is granted.\n");
+            }
+            text.push_str("# plugin.toml\n");
+            text.push_str(&draft.manifest);
+            text.push_str("\n# policy (e.g. /etc/corral/policy.d/");
+            text.push_str(&name);
+            text.push_str(".toml)\n");
+            text.push_str(&draft.policy);
+            emit(&text);
+            return exit::OK;
+        }
+        if std::time::Instant::now() > deadline {
+            let e = CorralError::internal(format!(
+                "the learning run of {name} did not end within two minutes of its time"
+            ));
+            return fail(&e, json);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn reload_configuration(client: &Client, json: bool) -> u8 {

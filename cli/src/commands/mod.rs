@@ -32,9 +32,33 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         } => local::run(package, method, input, policy, json).await,
         Command::Learn {
             package,
+            daemon: true,
+            duration,
             methods,
             inputs,
             policy,
+        } => {
+            if !methods.is_empty() || !inputs.is_empty() || policy.is_some() {
+                return output::usage(
+                    "--method, --input and --policy apply to a package directory; with --daemon, \
+                     call the plugin as usual while it learns",
+                );
+            }
+            daemon::learn(
+                &client,
+                package.to_string_lossy().into_owned(),
+                duration,
+                json,
+            )
+            .await
+        }
+        Command::Learn {
+            package,
+            daemon: false,
+            methods,
+            inputs,
+            policy,
+            ..
         } => local::learn(package, methods, inputs, policy, json).await,
         Command::Check { package, policy } => local::check(package, policy, json),
         Command::Policy {
@@ -55,8 +79,16 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         Command::Config { name, set, patch } => {
             daemon::config(&client, name, set, patch, json).await
         }
-        Command::Load { name } => {
-            daemon::lifecycle(&client, corral::Endpoint::Load { name }, json).await
+        Command::Load {
+            name,
+            version: None,
+        } => daemon::lifecycle(&client, corral::Endpoint::Load { name }, json).await,
+        Command::Load {
+            name,
+            version: Some(version),
+        } => {
+            let endpoint = corral::Endpoint::LoadVersion { name, version };
+            daemon::lifecycle(&client, endpoint, json).await
         }
         Command::Unload { name, cascade } => {
             let endpoint = if cascade {
@@ -78,13 +110,23 @@ pub async fn dispatch(command: Command, socket: PathBuf, json: bool) -> u8 {
         Command::Events { plugin } => daemon::events(&client, plugin, json).await,
         Command::Install {
             path,
+            alongside: true,
+            ..
+        } => match path {
+            Some(path) => daemon::install_alongside(&client, path, json).await,
+            None => output::usage("--alongside installs a PATH"),
+        },
+        Command::Install {
+            path,
             upload,
             load,
             replace,
+            alongside: false,
         } => {
             let options = corral::client::InstallOptions { load, replace };
             daemon::install(&client, path, upload, options, json).await
         }
+        Command::Files { name, path } => daemon::files(&client, name, path, json).await,
         Command::Rm { name, purge_data } => daemon::rm(&client, name, purge_data, json).await,
         Command::Pack { dir, out, key } => sources::pack(&dir, &out, key.as_deref(), json),
         Command::Keygen { dir } => sources::keygen(&dir, json),

@@ -85,9 +85,14 @@ pub fn plugin_detail(d: &PluginDetail) -> String {
         (
             "state",
             format!(
-                "{}{}",
+                "{}{}{}",
                 state_name(p.state),
-                if p.enabled { " (enabled)" } else { "" }
+                if p.enabled { " (enabled)" } else { "" },
+                if d.learning {
+                    ", learning (less confined until the run ends)"
+                } else {
+                    ""
+                }
             ),
         ),
         (

@@ -179,7 +179,7 @@ export class CorralClient {
 
   /**
    * `GET /v1/plugins/{name}/files`: the files of the installed package.
-   * Needs a corrald with that endpoint (see the README, "What the API lacks").
+   * Older corralds answer `no such endpoint` (see the README, "Package files").
    */
   async files(name: string): Promise<PackageFile[]> {
     const answer = await this.transport.json<{ files: PackageFile[] }>({
@@ -190,7 +190,7 @@ export class CorralClient {
 
   /**
    * `GET /v1/plugins/{name}/files/{path}`: one file of the installed
-   * package, as bytes. Needs a corrald with that endpoint.
+   * package, as bytes (at most 16 MiB).
    */
   file(name: string, path: string): Promise<Buffer> {
     const encoded = path.split('/').map(encodeURIComponent).join('/');

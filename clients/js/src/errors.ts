@@ -16,7 +16,7 @@
 //   ├─ ConfigurationError            invalid_manifest, invalid_policy, invalid_config,
 //   │                                invalid_package, dependency_missing,
 //   │                                feature_unavailable; bad client options
-//   ├─ NotLoadedError, QuarantinedError, OverloadedError, AlreadyExistsError,
+//   ├─ NotLoadedError, QuarantinedError, OverloadedError, AlreadyExistsError, VersionInUseError,
 //   │  PermissionDeniedError, InvalidInputError, ShuttingDownError, InternalError
 //   └─ ConnectionError (corrald unreachable), ResponseError (not corrald's JSON)
 
@@ -203,6 +203,19 @@ export class AlreadyExistsError extends CorralError {
   }
 }
 
+/** A version that cannot be removed: the current one, or one loaded plugins need (`version_in_use`). */
+export class VersionInUseError extends CorralError {
+  get version(): string | undefined {
+    return stringDetail(this.details, 'version');
+  }
+
+  /** The loaded plugins that need it (empty: it is the current version). */
+  get neededBy(): string[] {
+    const v = this.details?.needed_by;
+    return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+  }
+}
+
 /** The caller may not, or the policy does not grant what the manifest asks (`permission_denied`). */
 export class PermissionDeniedError extends CorralError {
   get permission(): string | undefined {
@@ -261,6 +274,7 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   quarantined: QuarantinedError,
   overloaded: OverloadedError,
   already_exists: AlreadyExistsError,
+  version_in_use: VersionInUseError,
   permission_denied: PermissionDeniedError,
   invalid_input: InvalidInputError,
   shutting_down: ShuttingDownError,

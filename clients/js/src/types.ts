@@ -100,6 +100,19 @@ export interface PluginDetail extends PluginSummary {
   processes: ChildInfo[];
   /** The most recent failure of any instance. */
   last_error: ApiError | null;
+  /** Its instances run under the learning policy now (`corral learn --daemon`); absent from older corralds. */
+  learning?: boolean;
+  /** Every installed version, the current one first; absent from older corralds. */
+  versions?: InstalledVersion[];
+}
+
+/** One installed version of a plugin (several can be installed side by side, one current). */
+export interface InstalledVersion {
+  version: string;
+  digest: string;
+  /** The one `version` in the detail names, loaded or not. */
+  current: boolean;
+  loaded: boolean;
 }
 
 /** The compiled sandbox (`GET /v1/plugins/{name}/policy`): every rule with where it came from. */
@@ -173,7 +186,6 @@ export type EventRecord = CorralEvent & { seq: number; time_ms: number };
 
 /**
  * One file of an installed package (`GET /v1/plugins/{name}/files`).
- * Not in corrald's API yet: see the README's "What the API lacks".
  */
 export interface PackageFile {
   /** Relative to the package root, `/`-separated. */

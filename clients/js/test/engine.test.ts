@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  ConfigurationError, CorralError, ExecutionError, MemoryLimitError, PluginError, PluginNotFoundError, TimeoutError,
+  ConfigurationError, CorralError, ExecutionError, InvalidInputError, MemoryLimitError, PluginError, PluginNotFoundError,
+  TimeoutError,
   createPluginEngine, isMissingEndpoint, type PluginEngine,
 } from '../src/index';
 import { TestDaemon } from './daemon';
@@ -26,19 +27,6 @@ after(async () => {
   await engine?.dispose();
   await daemon?.stop();
 });
-
-/** Whether this corrald serves package files; the message names the endpoint when it does not. */
-async function filesEndpoint(): Promise<string | undefined> {
-  try {
-    await daemon.client.files('hello');
-    return undefined;
-  } catch (err) {
-    if (isMissingEndpoint(err)) {
-      return 'corrald has no GET /v1/plugins/{name}/files endpoint yet (see clients/js/README.md, "What the API lacks")';
-    }
-    throw err;
-  }
-}
 
 test('pluginExists is true for an installed plugin, false for others and for impossible names', async () => {
   assert.equal(await engine.pluginExists('hello'), true);
@@ -70,31 +58,27 @@ test('getPluginMetadata tells version, entry, runtime, digest and memory limit',
   assert.match(meta.digest, /^[0-9a-f]{64}$/);
 });
 
-test("getPluginMetadata tells the entry file's size and time", async (t) => {
-  const missing = await filesEndpoint();
-  if (missing) return t.skip(missing);
+test("getPluginMetadata tells the entry file's size and time", async () => {
   const meta = await engine.getPluginMetadata('hello');
   const built = fs.statSync(path.join(daemon.packageDir('hello'), 'bin', 'hello'));
   assert.equal(meta.size, built.size);
   assert.ok(meta.lastModified instanceof Date && !Number.isNaN(meta.lastModified.getTime()));
   assert.ok(meta.files?.some((f) => f.path === 'plugin.toml'));
-  return undefined;
 });
 
-test("getPluginCode returns the entry file's contents", async (t) => {
-  const missing = await filesEndpoint();
-  if (missing) {
-    // What a user of this corrald gets: an error that says what is missing.
-    const err = await engine.getPluginCode('hello').catch((e: unknown) => e);
-    assert.ok(err instanceof CorralError);
-    assert.equal(err.code, 'unsupported');
-    assert.match(err.message, /GET \/v1\/plugins\/\{name\}\/files\/\{path\}/);
-    return t.skip(missing);
-  }
+test("getPluginCode returns the entry file's contents", async () => {
   const code = await daemon.client.file('hello', 'bin/hello');
   assert.deepEqual(code, fs.readFileSync(path.join(daemon.packageDir('hello'), 'bin', 'hello')));
   assert.equal(await engine.getPluginCode('hello'), code.toString('utf8'));
-  return undefined;
+});
+
+test('package files outside the package, or missing, are refused as InvalidInputError', async () => {
+  for (const bad of ['../../etc/passwd', 'bin/../plugin.toml', 'no-such-file']) {
+    const err = await daemon.client.file('hello', bad).catch((e: unknown) => e);
+    assert.ok(err instanceof InvalidInputError, `${bad}: ${String(err)}`);
+    assert.equal(isMissingEndpoint(err), false);
+  }
+  await assert.rejects(daemon.client.files('no-such-plugin'), PluginNotFoundError);
 });
 
 test('getExecutionResult returns { code, metadata }', async () => {

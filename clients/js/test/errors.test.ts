@@ -24,6 +24,7 @@ const TABLE: [string, number, new (...args: never[]) => errors.CorralError, Reco
   ['plugin_not_found', 404, errors.PluginNotFoundError, { plugin: 'p' }],
   ['not_loaded', 409, errors.NotLoadedError, { plugin: 'p' }],
   ['already_exists', 409, errors.AlreadyExistsError, { plugin: 'p', installed_version: '1.0.0', installed_digest: 'ab' }],
+  ['version_in_use', 409, errors.VersionInUseError, { plugin: 'p', version: '1.0.0', needed_by: ['app'] }],
   ['quarantined', 409, errors.QuarantinedError, { plugin: 'p', failures: 5, window_ms: 60000 }],
   ['plugin_error', 422, errors.PluginError, { plugin_code: 'bad_csv' }],
   ['overloaded', 429, errors.OverloadedError, { limit: 64 }],
@@ -78,6 +79,9 @@ test('details are readable by name', () => {
   const manifest = errorFromResponse(400, { error: { code: 'invalid_manifest', message: 'm', file: 'f', key: 'limits.cpu', reason: 'r' } });
   assert.ok(manifest instanceof ConfigurationError);
   assert.deepEqual([manifest.configField, manifest.file, manifest.reason], ['limits.cpu', 'f', 'r']);
+  const inUse = errorFromResponse(409, { error: { code: 'version_in_use', message: 'm', plugin: 'p', version: '1.0.0', needed_by: ['app'] } });
+  assert.ok(inUse instanceof errors.VersionInUseError);
+  assert.deepEqual([inUse.pluginName, inUse.version, inUse.neededBy], ['p', '1.0.0', ['app']]);
   const plugin = errorFromResponse(422, { error: { code: 'plugin_error', message: '', plugin_code: 'empty_name' } });
   assert.ok(plugin instanceof errors.PluginError);
   assert.equal(plugin.pluginCode, 'empty_name');

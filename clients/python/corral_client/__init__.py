@@ -41,6 +41,7 @@ from .errors import (
     ShuttingDown,
     StartTimeout,
     Timeout,
+    VersionInUse,
 )
 from .types import CallResult, Usage
 
@@ -53,5 +54,5 @@ __all__ = [
     "InvalidInput", "InvalidManifest", "InvalidPackage", "InvalidPolicy",
     "MemoryLimitExceeded", "NotLoaded", "Overloaded", "PermissionDenied", "PidsLimitExceeded",
     "PluginError", "PluginNotFound", "ProtocolViolation", "Quarantined", "SandboxSetupFailed",
-    "SeccompViolation", "ShuttingDown", "StartTimeout", "Timeout",
+    "SeccompViolation", "ShuttingDown", "StartTimeout", "Timeout", "VersionInUse",
 ]

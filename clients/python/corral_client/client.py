@@ -9,7 +9,15 @@ from typing import Any
 from . import core
 from . import transport as http
 from .core import PathLike
-from .types import CallResult, Event, Health, InstallResult, PluginDetail, PluginSummary
+from .types import (
+    CallResult,
+    Event,
+    Health,
+    InstallResult,
+    PackageFile,
+    PluginDetail,
+    PluginSummary,
+)
 
 
 class Client:
@@ -75,6 +83,19 @@ class Client:
         """``GET /v1/plugins/{name}/policy``: the compiled sandbox (admin)."""
         return self._json(  # type: ignore[no-any-return]
             "GET", http.path_of("v1", "plugins", name, "policy"))
+
+    def files(self, name: str) -> builtins.list[PackageFile]:
+        """``GET /v1/plugins/{name}/files``: the installed package's
+        regular files, sorted by path."""
+        answer = self._json("GET", http.path_of("v1", "plugins", name, "files"))
+        return answer["files"]  # type: ignore[no-any-return]
+
+    def file(self, name: str, path: str) -> bytes:
+        """``GET /v1/plugins/{name}/files/{path}``: one file's bytes (at
+        most 16 MiB); a path outside the package is ``InvalidInput``."""
+        status, body = self._request("GET", core.file_target(name, path))
+        http.check(status, body)
+        return body
 
     def load(self, name: str) -> PluginSummary:
         return self._json(  # type: ignore[no-any-return]

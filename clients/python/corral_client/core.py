@@ -27,6 +27,12 @@ def call_request(name: str, method: str, input: Any = None,
             "application/json")
 
 
+def file_target(name: str, path: str) -> str:
+    """``GET /v1/plugins/{name}/files/{path}``, each part of ``path``
+    encoded on its own so ``/`` keeps separating them."""
+    return http.path_of("v1", "plugins", name, "files", *path.split("/"))
+
+
 def call_result(status: int, body: bytes) -> CallResult:
     return CallResult.from_json(http.parse_json(status, body))
 

@@ -149,6 +149,17 @@ class AlreadyExists(CorralError):
     installed_digest: str | None
 
 
+class VersionInUse(CorralError):
+    """A version that cannot be removed: the current one, or one the
+    loaded plugins in ``needed_by`` need."""
+
+    code = "version_in_use"
+    detail_keys = ("plugin", "version", "needed_by")
+    plugin: str | None
+    version: str | None
+    needed_by: list[str] | None
+
+
 class Quarantined(CorralError):
     """Crash loop: held down until ``load`` or ``reload``."""
 
@@ -288,9 +299,10 @@ BY_CODE: dict[str, type[CorralError]] = {
     cls.code: cls
     for cls in (InvalidInput, InvalidManifest, InvalidPolicy, InvalidConfig, InvalidPackage,
                 DependencyMissing, PermissionDenied, PluginNotFound, NotLoaded, AlreadyExists,
-                Quarantined, PluginError, Overloaded, Cancelled, Internal, FeatureUnavailable,
-                Crashed, MemoryLimitExceeded, PidsLimitExceeded, SeccompViolation,
-                ProtocolViolation, SandboxSetupFailed, ShuttingDown, Timeout, StartTimeout)
+                VersionInUse, Quarantined, PluginError, Overloaded, Cancelled, Internal,
+                FeatureUnavailable, Crashed, MemoryLimitExceeded, PidsLimitExceeded,
+                SeccompViolation, ProtocolViolation, SandboxSetupFailed, ShuttingDown, Timeout,
+                StartTimeout)
 }
 
 

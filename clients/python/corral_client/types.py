@@ -90,6 +90,19 @@ class PluginDetail(PluginSummary, total=False):
     policy_error: dict[str, Any] | None
     processes: list[dict[str, Any]]
     last_error: dict[str, Any] | None
+    #: Its instances run under the learning policy now (an operator's
+    #: ``corral learn --daemon``).
+    learning: bool
+
+
+class PackageFile(TypedDict):
+    """One file of an installed package (``GET /v1/plugins/{name}/files``)."""
+
+    #: Relative to the package root, ``/``-separated.
+    path: str
+    size: int
+    #: Last modification, milliseconds since the epoch.
+    modified_ms: int
 
 
 class InstallResult(TypedDict, total=False):

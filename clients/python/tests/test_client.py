@@ -151,6 +151,21 @@ def test_events_stream_lifecycle(client: Client, daemon):
     daemon.wait_plugin_ready("hello")
 
 
+def test_package_files_are_listed_and_read(client: Client, env):
+    built = env.package("hello")
+    files = {f["path"]: f for f in client.files("hello")}
+    entry = (built / "bin" / "hello").read_bytes()
+    assert files["bin/hello"]["size"] == len(entry)
+    assert files["bin/hello"]["modified_ms"] > 0 and "plugin.toml" in files
+    assert client.file("hello", "bin/hello") == entry
+    assert client.file("hello", "plugin.toml") == (built / "plugin.toml").read_bytes()
+    for bad in ["../../etc/passwd", "bin/../plugin.toml", "no-such-file", "bin"]:
+        with pytest.raises(cc.InvalidInput):
+            client.file("hello", bad)
+    with pytest.raises(cc.PluginNotFound):
+        client.files("nobody")
+
+
 def test_a_missing_socket_is_daemon_unavailable(tmp_path):
     with pytest.raises(cc.DaemonUnavailable):
         Client(tmp_path / "nothing.sock").health()
@@ -179,6 +194,12 @@ def test_async_calls_errors_and_concurrency(daemon):
         assert (await client.call("hostile", "whoami")).output is not None
         names = [p["name"] for p in await client.list()]
         assert "hello" in names
+        listed = [f["path"] for f in await client.files("hello")]
+        assert "plugin.toml" in listed
+        manifest = await client.file("hello", "plugin.toml")
+        assert b"[plugin]" in manifest
+        with pytest.raises(cc.InvalidInput):
+            await client.file("hello", "../plugin.toml")
         assert "corral_calls_total" in await client.metrics()
 
     asyncio.run(main())

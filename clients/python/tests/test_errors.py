@@ -30,6 +30,8 @@ CASES = [
     ("already_exists", 409, {"plugin": "p", "installed_version": "1.0.0",
                              "installed_digest": "ab"}, cc.AlreadyExists,
      {"installed_version": "1.0.0", "installed_digest": "ab"}),
+    ("version_in_use", 409, {"plugin": "p", "version": "1.0.0", "needed_by": ["app"]},
+     cc.VersionInUse, {"version": "1.0.0", "needed_by": ["app"]}),
     ("quarantined", 409, {"plugin": "p", "failures": 5, "window_ms": 60000}, cc.Quarantined,
      {"failures": 5, "window_ms": 60000}),
     ("plugin_error", 422, {"plugin_code": "bad_csv"}, cc.PluginError,

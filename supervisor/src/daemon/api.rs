@@ -68,6 +68,12 @@ pub fn router(daemon: Arc<Daemon>, body_limit: BodyLimit) -> Router {
         .route("/v1/plugins/{name}/unload", post(unload))
         .route("/v1/plugins/{name}/reload", post(reload))
         .route("/v1/plugins/{name}/call", post(call))
+        .route("/v1/plugins/{name}/files", get(files))
+        .route("/v1/plugins/{name}/files/{*path}", get(file))
+        .route(
+            "/v1/plugins/{name}/learn",
+            get(learn_status).post(learn_start).delete(learn_stop),
+        )
         .route("/v1/reload", post(reload_configuration))
         .route("/v1/events", get(events).post(publish_event))
         .route("/metrics", get(metrics))
@@ -222,14 +228,35 @@ async fn patch_settings(
     Ok(Json(d.patch_settings(&name, patch).await?).into_response())
 }
 
+/// `{"version": "1.2.0"}` (optional): which installed version to load
+/// (`super::versions`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    version: Option<String>,
+}
+
 async fn load(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
     Path(name): Path<String>,
+    body: Body,
 ) -> ApiResult<Response> {
     d.authorize(&peer, Need::Admin, "load plugins")?;
     check_name(&name)?;
-    Ok(Json(d.load(&name).await?).into_response())
+    let bytes = read_body(body, limit, &conn).await?;
+    let request: LoadRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        LoadRequest::default()
+    } else {
+        parse_json(&bytes, "load request")?
+    };
+    let summary = match request.version {
+        Some(version) => d.load_version(&name, &version).await?,
+        None => d.load(&name).await?,
+    };
+    Ok(Json(summary).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +309,8 @@ struct RemoveQuery {
     /// Also remove the plugin's stored data (its key-value tables).
     #[serde(default)]
     purge_data: bool,
+    /// Remove only this version (`super::versions`).
+    version: Option<String>,
 }
 
 async fn remove(
@@ -293,7 +322,12 @@ async fn remove(
     d.authorize(&peer, Need::Admin, "remove plugins")?;
     check_name(&name)?;
     let query: RemoveQuery = parse_query(query)?;
-    Ok(Json(d.remove(&name, query.purge_data).await?).into_response())
+    if let Some(version) = query.version {
+        return Ok(Json(d.remove_version(&name, &version).await?).into_response());
+    }
+    let removed = d.remove(&name, query.purge_data).await?;
+    d.forget_versions(&name).await;
+    Ok(Json(removed).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,6 +337,10 @@ struct InstallQuery {
     load: bool,
     #[serde(default)]
     replace: bool,
+    /// Keep the current version and add this one beside it
+    /// (`super::versions`).
+    #[serde(default)]
+    alongside: bool,
 }
 
 async fn install(
@@ -322,6 +360,21 @@ async fn install(
         .unwrap_or("application/json")
         .to_ascii_lowercase();
     let bytes = read_body(body, limit, &conn).await?;
+    if query.alongside {
+        if query.load || query.replace {
+            return Err(CorralError::invalid_input(
+                "alongside keeps the current version: it goes without load and replace (load a version with POST /v1/plugins/{name}/load {\"version\": ...})",
+            )
+            .into());
+        }
+        let (response, created) = install_alongside(&d, &peer, &content_type, bytes).await?;
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok((status, Json(response)).into_response());
+    }
     let (response, created) = if content_type.starts_with("application/zip")
         || (content_type.starts_with("application/octet-stream")
             && crate::unzip::looks_like_zip(&bytes))
@@ -374,6 +427,60 @@ async fn install(
     Ok((status, Json(response)).into_response())
 }
 
+/// `POST /v1/plugins?alongside=true`: the same bodies as an install.
+async fn install_alongside(
+    d: &Arc<Daemon>,
+    peer: &Peer,
+    content_type: &str,
+    bytes: Bytes,
+) -> ApiResult<(corral_protocol::api::InstallResponse, bool)> {
+    let result = if content_type.starts_with("application/zip")
+        || (content_type.starts_with("application/octet-stream")
+            && crate::unzip::looks_like_zip(&bytes))
+    {
+        d.install_alongside(
+            |store| crate::unzip::import_zip(store, &bytes),
+            "upload".into(),
+        )
+        .await
+    } else if content_type.starts_with("application/gzip")
+        || content_type.starts_with("application/x-gzip")
+        || content_type.starts_with("application/octet-stream")
+    {
+        d.install_alongside(|store| store.import_tar_gz(&bytes[..]), "upload".into())
+            .await
+    } else if content_type.starts_with("application/json") {
+        let request: InstallRequest = parse_json(&bytes, "install request")?;
+        if request.load || request.replace {
+            return Err(CorralError::invalid_input(
+                "alongside keeps the current version: it goes without load and replace",
+            )
+            .into());
+        }
+        let path = std::path::PathBuf::from(&request.path);
+        if !path.is_absolute() {
+            return Err(CorralError::invalid_input(format!(
+                "{} is not absolute (the daemon reads it, from its own working directory)",
+                request.path
+            ))
+            .into());
+        }
+        let eyes = super::eyes_of(peer);
+        let source = format!("path:{}", path.display());
+        d.install_alongside(
+            move |store| store.import_path_as(&path, &eyes).map(|i| i.package),
+            source,
+        )
+        .await
+    } else {
+        return Err(CorralError::invalid_input(format!(
+            "Content-Type {content_type} is not accepted: send JSON {{\"path\": ...}}, a .tar.gz as application/gzip or a .zip as application/zip"
+        ))
+        .into());
+    };
+    Ok(result?)
+}
+
 async fn call(
     State(d): State<Arc<Daemon>>,
     Extension(peer): Extension<Peer>,
@@ -387,6 +494,71 @@ async fn call(
     let bytes = read_body(body, limit, &conn).await?;
     let request: CallRequest = parse_json(&bytes, "call request")?;
     Ok(Json(d.call(&name, request, &peer).await?).into_response())
+}
+
+/// The package's files (`super::files`): whoever may read the detail.
+async fn files(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "read plugins")?;
+    check_name(&name)?;
+    Ok(Json(d.package_files(&name).await?).into_response())
+}
+
+async fn file(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path((name, path)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Caller, "read plugins")?;
+    check_name(&name)?;
+    let bytes = d.package_file(&name, &path).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Bytes::from(bytes),
+    )
+        .into_response())
+}
+
+/// Learning mode (`super::learning`): admins only, since the plugin runs
+/// less confined meanwhile and the draft shows host paths.
+async fn learn_start(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Extension(limit): Extension<BodyLimit>,
+    Extension(conn): Extension<Arc<ConnState>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "start learning runs")?;
+    check_name(&name)?;
+    let bytes = read_body(body, limit, &conn).await?;
+    let request: corral_protocol::learn::LearnRequest = parse_json(&bytes, "learn request")?;
+    tracing::warn!(plugin = %name, uid = peer.uid, pid = peer.pid, duration_ms = request.duration_ms, "learning run requested");
+    let status = d.learn_start(&name, request.duration_ms).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+async fn learn_stop(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "end learning runs")?;
+    check_name(&name)?;
+    Ok(Json(d.learn_stop(&name).await?).into_response())
+}
+
+async fn learn_status(
+    State(d): State<Arc<Daemon>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    d.authorize(&peer, Need::Admin, "read learning runs")?;
+    check_name(&name)?;
+    Ok(Json(d.learn_status(&name)?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

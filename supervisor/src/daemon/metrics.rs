@@ -110,6 +110,9 @@ pub struct Metrics {
     log_records_dropped: Family<PluginLabel, Counter>,
     output_lines_dropped: Family<PluginLabel, Counter>,
     service_requests: Family<ServiceLabels, Counter>,
+    /// Learning runs in progress: what their children need is recorded
+    /// here (the runtime's observer is this struct).
+    pub learners: super::learning::Learners,
 }
 
 impl Default for Metrics {
@@ -293,6 +296,7 @@ impl Metrics {
             log_records_dropped,
             output_lines_dropped,
             service_requests,
+            learners: Default::default(),
         }
     }
 
@@ -483,6 +487,10 @@ impl LifecycleObserver for Metrics {
                 syscall: syscall.to_string(),
             })
             .inc();
+    }
+
+    fn learned(&self, plugin: &str, need: crate::learn::Need) {
+        self.learners.record(plugin, need);
     }
 
     fn child_restarted(&self, plugin: &str) {

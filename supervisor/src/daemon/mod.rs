@@ -11,10 +11,13 @@ pub mod access;
 pub mod admission;
 pub mod api;
 pub mod conn_io;
+pub mod files;
+pub mod learning;
 pub mod log_limit;
 pub mod metrics;
 pub mod server;
 pub mod settings;
+pub mod versions;
 pub mod watch;
 
 use crate::config::Config;
@@ -368,7 +371,8 @@ impl Daemon {
             .map(|(name, e)| (name.clone(), installed_record(e)))
             .collect();
         state.save(&config.state_dir)?;
-        let keep: Vec<String> = entries.values().map(|e| e.package.digest.clone()).collect();
+        let mut keep: Vec<String> = entries.values().map(|e| e.package.digest.clone()).collect();
+        keep.extend(versions::digests(&config.state_dir));
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
         self.store.prune(&keep);
         let enabled: Vec<String> = entries
@@ -719,11 +723,12 @@ impl Daemon {
     }
 
     fn prune_store(&self) {
-        let keep: Vec<String> = self
+        let mut keep: Vec<String> = self
             .entries()
             .iter()
             .map(|e| e.package.digest.clone())
             .collect();
+        keep.extend(versions::digests(&self.config().state_dir));
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
         self.store.prune(&keep);
     }
@@ -1364,6 +1369,8 @@ impl Daemon {
                 .ok()
                 .and_then(|e| e.clone())
                 .or_else(|| host.and_then(|h| h.last_death()).map(|d| d.error)),
+            learning: self.metrics.learners.is_learning(name),
+            versions: self.versions_of(name),
         })
     }
 
