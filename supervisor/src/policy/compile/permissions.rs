@@ -38,7 +38,7 @@ pub(super) fn grant(cx: &Context<'_>, rec: &mut Recorder<'_>) -> Result<Grants, 
     })
 }
 
-fn denied_by_policy(cx: &Context<'_>, permission: String) -> CompileError {
+pub(super) fn denied_by_policy(cx: &Context<'_>, permission: String) -> CompileError {
     CompileError::NotGranted {
         permission,
         reason: format!(

@@ -16,8 +16,10 @@
 //!   otherwise; topics and buckets are not prefixed; exact maps win.
 //! - bounds: `[services]`, with this plugin's `[plugins.<name>.services]`.
 
+use super::permissions::denied_by_policy;
 use super::{CompileError, Context, Recorder};
 use crate::policy::PermissionName;
+use corral_protocol::manifest::ResourceName;
 use corral_protocol::services::{NameScope, RequestLimits, ServiceGrants, pattern_covers};
 use std::collections::BTreeMap;
 
@@ -74,16 +76,6 @@ fn refused(cx: &Context<'_>, permission: String, what: &str, grant: String) -> C
     }
 }
 
-fn denied(cx: &Context<'_>, permission: String) -> CompileError {
-    CompileError::NotGranted {
-        permission,
-        reason: format!(
-            "denied for this plugin by {}",
-            cx.policy.cite(&cx.rules_key("deny"))
-        ),
-    }
-}
-
 /// `plugins.call`: every dependency the manifest lists.
 fn calls(cx: &Context<'_>, rec: &mut Recorder<'_>) -> Result<Vec<String>, CompileError> {
     let granted = cx.rules.map(|r| r.grant.calls.as_slice()).unwrap_or(&[]);
@@ -92,7 +84,7 @@ fn calls(cx: &Context<'_>, rec: &mut Recorder<'_>) -> Result<Vec<String>, Compil
         let dependency = dependency.as_str();
         let permission = format!("plugins.call {dependency}");
         if cx.denied(PermissionName::Calls) {
-            return Err(denied(cx, permission));
+            return Err(denied_by_policy(cx, permission));
         }
         let source = if granted.iter().any(|g| g == dependency) {
             cx.policy.cite(&cx.rules_key("grant.calls"))
@@ -146,7 +138,7 @@ fn topics(
         let pattern = pattern.as_str();
         let permission = format!("events.{word} {pattern}");
         if cx.denied(perm) {
-            return Err(denied(cx, permission));
+            return Err(denied_by_policy(cx, permission));
         }
         let via_grant = granted
             .unwrap_or(&[])
@@ -184,60 +176,73 @@ fn topics(
 
 fn tables(cx: &Context<'_>, rec: &mut Recorder<'_>) -> Result<Vec<String>, CompileError> {
     let granted = cx.rules.map(|r| r.grant.tables.as_slice()).unwrap_or(&[]);
-    let mut out = Vec::new();
-    for table in &cx.manifest.permissions.storage.tables {
-        let table = table.as_str();
-        let permission = format!("kv.table {table}");
-        if cx.denied(PermissionName::Tables) {
-            return Err(denied(cx, permission));
-        }
-        let source = if granted.iter().any(|g| g.as_str() == table) {
-            cx.policy.cite(&cx.rules_key("grant.tables"))
-        } else if cx.policy.grantable.tables {
-            cx.policy.cite("grantable.tables")
-        } else {
-            return Err(refused(
-                cx,
-                permission,
-                "grantable.tables is false and the plugin's grant does not name it",
-                format!("tables = [\"{table}\"]"),
-            ));
-        };
-        rec.cite("services.kv.table", table, source);
-        out.push(table.to_string());
-    }
-    Ok(out)
+    let asked = &cx.manifest.permissions.storage.tables;
+    let every = cx.policy.grantable.tables;
+    resources(cx, rec, Resource::Table, asked, granted, |_| every)
 }
 
 fn buckets(cx: &Context<'_>, rec: &mut Recorder<'_>) -> Result<Vec<String>, CompileError> {
     let granted = cx.rules.map(|r| r.grant.buckets.as_slice()).unwrap_or(&[]);
+    let asked = &cx.manifest.permissions.storage.buckets;
+    let grantable = &cx.policy.grantable.buckets;
+    resources(cx, rec, Resource::Bucket, asked, granted, |b| {
+        grantable.iter().any(|g| g.as_str() == b)
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Resource {
+    Table,
+    Bucket,
+}
+
+/// Tables and buckets: each one asked for must be named in the plugin's
+/// grant or allowed by `[grantable]` (`grantable_allows`).
+fn resources(
+    cx: &Context<'_>,
+    rec: &mut Recorder<'_>,
+    kind: Resource,
+    asked: &[ResourceName],
+    granted: &[ResourceName],
+    grantable_allows: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, CompileError> {
+    let (permission_word, key, perm, rule, missing) = match kind {
+        Resource::Table => (
+            "kv.table",
+            "tables",
+            PermissionName::Tables,
+            "services.kv.table",
+            "grantable.tables is false and the plugin's grant does not name it",
+        ),
+        Resource::Bucket => (
+            "s3.bucket",
+            "buckets",
+            PermissionName::Buckets,
+            "services.s3.bucket",
+            "neither grantable.buckets nor the plugin's grant names it",
+        ),
+    };
     let mut out = Vec::new();
-    for bucket in &cx.manifest.permissions.storage.buckets {
-        let bucket = bucket.as_str();
-        let permission = format!("s3.bucket {bucket}");
-        if cx.denied(PermissionName::Buckets) {
-            return Err(denied(cx, permission));
+    for name in asked {
+        let name = name.as_str();
+        let permission = format!("{permission_word} {name}");
+        if cx.denied(perm) {
+            return Err(denied_by_policy(cx, permission));
         }
-        let source = if granted.iter().any(|g| g.as_str() == bucket) {
-            cx.policy.cite(&cx.rules_key("grant.buckets"))
-        } else if cx
-            .policy
-            .grantable
-            .buckets
-            .iter()
-            .any(|g| g.as_str() == bucket)
-        {
-            cx.policy.cite("grantable.buckets")
+        let source = if granted.iter().any(|g| g.as_str() == name) {
+            cx.policy.cite(&cx.rules_key(&format!("grant.{key}")))
+        } else if grantable_allows(name) {
+            cx.policy.cite(&format!("grantable.{key}"))
         } else {
             return Err(refused(
                 cx,
                 permission,
-                "neither grantable.buckets nor the plugin's grant names it",
-                format!("buckets = [\"{bucket}\"]"),
+                missing,
+                format!("{key} = [\"{name}\"]"),
             ));
         };
-        rec.cite("services.s3.bucket", bucket, source);
-        out.push(bucket.to_string());
+        rec.cite(rule, name, source);
+        out.push(name.to_string());
     }
     Ok(out)
 }
