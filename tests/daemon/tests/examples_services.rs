@@ -131,6 +131,8 @@ async fn seed_003_hooks_reject_and_the_policy_shows_every_grant() {
         "\"services.plugins.call\" = \"user-directory\"",
         "\"services.events.subscribe\" = \"user:*\"",
         "\"services.names.topics\" = \"greeted -> greeter.greeted\"",
+        "\"hooks.on_submit\" = \"audit.checkSubmit (priority 10",
+        "\"hooks.on_result\" = \"audit.stampResult",
     ] {
         assert!(
             lines.iter().any(|l| l.contains(needle)),
@@ -140,6 +142,18 @@ async fn seed_003_hooks_reject_and_the_policy_shows_every_grant() {
     assert!(
         lines.iter().any(|l| l.contains("examples.toml")),
         "grants cite the examples' policy file: {lines:#?}"
+    );
+    let policy: Value = api.get("/v1/plugins/user-directory/policy").await.value();
+    assert!(
+        policy["provenance"]
+            .as_array()
+            .is_some_and(|lines| lines.iter().any(|l| {
+                l["rule"] == "retry"
+                    && l["value"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with("getUser, listUsers after"))
+            })),
+        "the retry rule of the idempotent reads: {policy}"
     );
     let stats = api.call_ok("audit", "stats", json!(null)).await;
     let stats: Value = stats.output;

@@ -55,6 +55,7 @@ pub(super) fn grant(
         String::new(),
     );
     let (storage_quota, requests) = bounds(cx, rec, !tables.is_empty());
+    around_calls(cx, rec);
     Ok(ServiceGrants {
         calls,
         publish,
@@ -359,4 +360,62 @@ fn bounds(cx: &Context<'_>, rec: &mut Recorder<'_>, has_tables: bool) -> (u64, R
         "services",
     );
     (quota, requests)
+}
+
+/// What runs around this plugin's API calls: the operator's hooks that
+/// target it, in the order they run, and the retry rule for its
+/// idempotent methods. Enforced by the daemon's call path
+/// (`crate::services::hooks`, `crate::services::retry`); listed here so
+/// `policy show` tells the whole story of a call.
+fn around_calls(cx: &Context<'_>, rec: &mut Recorder<'_>) {
+    let mut hooks: Vec<(usize, &crate::services::hooks::HookRule)> = cx
+        .policy
+        .hooks
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.plugin != cx.name)
+        .filter(|(_, h)| {
+            h.targets
+                .iter()
+                .any(|t| corral_protocol::services::pattern_matches(t, cx.name))
+        })
+        .collect();
+    hooks.sort_by_key(|(_, h)| std::cmp::Reverse(h.priority));
+    for (index, hook) in hooks {
+        let on_failure = match hook.on_failure {
+            crate::services::hooks::OnFailure::Fail => "fail",
+            crate::services::hooks::OnFailure::Skip => "skip",
+        };
+        rec.cite_policy(
+            &format!("hooks.{}", hook.stage.as_str()),
+            format!(
+                "{}.{} (priority {}, timeout {}, on failure {on_failure})",
+                hook.plugin, hook.method, hook.priority, hook.timeout
+            ),
+            &format!("hooks[{index}]"),
+        );
+    }
+    let idempotent = &cx.manifest.plugin.idempotent;
+    if idempotent.is_empty() {
+        return;
+    }
+    let (retry, key) = match cx.rules.and_then(|r| r.retry.as_ref()) {
+        Some(r) => (r.clone(), cx.rules_key("retry")),
+        None => (cx.policy.retry.clone(), "retry".to_string()),
+    };
+    rec.cite_policy(
+        "retry",
+        format!(
+            "{} after crashed or timeout: {} more attempts, backoff {} up to {}",
+            idempotent
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            retry.attempts,
+            retry.backoff,
+            retry.backoff_max
+        ),
+        &key,
+    );
 }
