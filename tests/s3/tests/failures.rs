@@ -145,11 +145,18 @@ async fn a_corrupt_object_is_refused_and_the_installed_version_keeps_serving() {
     let (_setup, daemon) = serving(&s3, "corrupt", "", None).await;
     let digest = daemon.client.detail("corrupt").await.digest;
     let mut events = daemon.client.events(None).await;
-    // 1.2.0 published, then its archive flipped by one byte.
-    let p = release("corrupt", "1.2.0", &s3.endpoint(), BUCKET, "");
-    let mut bytes = s3.get(BUCKET, &p.key).await;
+    // 1.2.0 published to a bucket the daemon does not watch, then copied
+    // over with its archive flipped by one byte: the checksum first, so
+    // the daemon never sees the good archive (a poll between a publish
+    // and a flip in place would install it).
+    s3.create_bucket("staging").await;
+    let p = release("corrupt", "1.2.0", &s3.endpoint(), "staging", "");
+    let sha_key = format!("{}.sha256", p.key);
+    let sha = s3.get("staging", &sha_key).await;
+    let mut bytes = s3.get("staging", &p.key).await;
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
+    s3.put(BUCKET, &sha_key, sha).await;
     s3.put(BUCKET, &p.key, bytes).await;
     events
         .wait_for("digest_mismatch", PICKUP_WAIT, |r| {
