@@ -1176,7 +1176,8 @@ impl Daemon {
                 ),
             ));
         }
-        if entry.host().is_none() {
+        // Read again before refusing: a swap may have just replaced it.
+        if entry.host().is_none() && self.entry(name)?.host().is_none() {
             return Err(not_loaded(name));
         }
         let started = Instant::now();
@@ -1225,20 +1226,40 @@ impl Daemon {
         input: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<crate::child::CallOutput, CorralError> {
-        let entry = self.entry(name)?;
-        let host = entry.host().ok_or_else(|| not_loaded(name))?;
-        let _permit = entry.slots.clone().try_acquire_owned().map_err(|_| {
-            CorralError::new(
-                ErrorKind::Overloaded {
-                    limit: entry.max_in_flight,
-                },
-                format!(
-                    "plugin {name} already has {} calls in flight",
-                    entry.max_in_flight
-                ),
-            )
-        })?;
-        host.call(method, input, timeout).await
+        // A swap (reload, settings change, hot reload) puts the new entry
+        // in the registry before it takes the old one's host and drains
+        // its slots: an entry read just before that has no host or no free
+        // slot, and the registry's current one serves instead.
+        let mut entry = self.entry(name)?;
+        for attempt in 0..2 {
+            let replaced = || {
+                self.entry(name)
+                    .is_ok_and(|current| !Arc::ptr_eq(&current, &entry))
+            };
+            let Some(host) = entry.host() else {
+                if attempt == 0 && replaced() {
+                    entry = self.entry(name)?;
+                    continue;
+                }
+                return Err(not_loaded(name));
+            };
+            match entry.slots.clone().try_acquire_owned() {
+                Ok(_permit) => return host.call(method, input, timeout).await,
+                Err(_) if attempt == 0 && replaced() => entry = self.entry(name)?,
+                Err(_) => {
+                    return Err(CorralError::new(
+                        ErrorKind::Overloaded {
+                            limit: entry.max_in_flight,
+                        },
+                        format!(
+                            "plugin {name} already has {} calls in flight",
+                            entry.max_in_flight
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(not_loaded(name))
     }
 
     // ---- reading -----------------------------------------------------
