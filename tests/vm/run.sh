@@ -118,7 +118,9 @@ mkdir -p "$stage"/{bin,dev,proc,sys,tmp,tests}
 tests=()
 while IFS=$'\t' read -r name exe; do
     # Only binaries that hold ignored tests: the rest ran on the host.
-    if "$exe" --list --ignored 2>/dev/null | grep -q ': test$'; then
+    # grep reads the whole list (no -q): with pipefail, a grep that quits
+    # at the first match can kill the lister with SIGPIPE and fail the test.
+    if "$exe" --list --ignored 2>/dev/null | grep ': test$' >/dev/null; then
         tests+=("$name")
         cp "$exe" "$stage/tests/$name"
     fi
