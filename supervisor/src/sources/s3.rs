@@ -256,18 +256,7 @@ impl S3 {
         max: u64,
         dir: &std::path::Path,
     ) -> Result<Downloaded, CorralError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.classify(&format!("fetching {key}"), e))?;
-        let declared = out.content_length().unwrap_or(0).max(0) as u64;
-        if declared > max {
-            return Err(self.too_large(key, declared, max));
-        }
+        let (out, declared) = self.open(key, max).await?;
         let etag = out.e_tag().map(str::to_string);
         let mut file = tempfile::Builder::new()
             .prefix(".fetch-")
@@ -279,16 +268,7 @@ impl S3 {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                source_error(
-                    &self.source,
-                    "interrupted",
-                    format!(
-                        "fetching {key}: the download broke after {size} bytes: {}",
-                        DisplayErrorContext(&e)
-                    ),
-                )
-            })?;
+            let chunk = chunk.map_err(|e| self.broke(key, size, e))?;
             size += chunk.len() as u64;
             if size > max {
                 return Err(self.too_large(key, size, max));
@@ -297,13 +277,7 @@ impl S3 {
             file.write_all(&chunk)
                 .map_err(|e| CorralError::internal(format!("writing {key} to disk: {e}")))?;
         }
-        if declared != 0 && size != declared {
-            return Err(source_error(
-                &self.source,
-                "interrupted",
-                format!("fetching {key}: got {size} of {declared} bytes"),
-            ));
-        }
+        self.check_complete(key, size, declared)?;
         file.flush()
             .map_err(|e| CorralError::internal(format!("writing {key} to disk: {e}")))?;
         Ok(Downloaded {
@@ -316,10 +290,7 @@ impl S3 {
 
     /// A small object (a `.sha256` or `.minisig`) read into memory.
     pub async fn get_small(&self, key: &str, max: u64) -> Result<Vec<u8>, CorralError> {
-        let dir = std::env::temp_dir();
-        let d = self.download(key, max, &dir).await?;
-        std::fs::read(d.file.path())
-            .map_err(|e| CorralError::internal(format!("reading back {key}: {e}")))
+        Ok(self.get_bytes(key, max).await?.bytes)
     }
 
     pub async fn put(
@@ -344,6 +315,34 @@ impl S3 {
     /// Reads `key` into memory, refusing more than `max` bytes (the
     /// declared length first, then the bytes as they arrive).
     pub async fn get_bytes(&self, key: &str, max: u64) -> Result<Object, CorralError> {
+        let (out, declared) = self.open(key, max).await?;
+        let etag = out.e_tag().map(str::to_string);
+        let content_type = out.content_type().map(str::to_string);
+        let mut body = out.body;
+        let mut bytes = Vec::with_capacity(declared as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.broke(key, bytes.len() as u64, e))?;
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(self.too_large(key, (bytes.len() + chunk.len()) as u64, max));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        self.check_complete(key, bytes.len() as u64, declared)?;
+        Ok(Object {
+            bytes,
+            etag,
+            content_type,
+        })
+    }
+
+    /// Starts reading `key`, refusing an object whose declared length is
+    /// over `max` before any of its bytes arrive; returns the declared
+    /// length (0 when the store gave none).
+    async fn open(
+        &self,
+        key: &str,
+        max: u64,
+    ) -> Result<(aws_sdk_s3::operation::get_object::GetObjectOutput, u64), CorralError> {
         let out = self
             .client
             .get_object()
@@ -356,32 +355,31 @@ impl S3 {
         if declared > max {
             return Err(self.too_large(key, declared, max));
         }
-        let etag = out.e_tag().map(str::to_string);
-        let content_type = out.content_type().map(str::to_string);
-        let mut body = out.body;
-        let mut bytes = Vec::with_capacity(declared as usize);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                source_error(
-                    &self.source,
-                    "interrupted",
-                    format!(
-                        "fetching {key}: the download broke after {} bytes: {}",
-                        bytes.len(),
-                        DisplayErrorContext(&e)
-                    ),
-                )
-            })?;
-            if (bytes.len() + chunk.len()) as u64 > max {
-                return Err(self.too_large(key, (bytes.len() + chunk.len()) as u64, max));
-            }
-            bytes.extend_from_slice(&chunk);
+        Ok((out, declared))
+    }
+
+    /// The body stopped with an error after `after` bytes.
+    fn broke(&self, key: &str, after: u64, e: impl std::error::Error) -> CorralError {
+        source_error(
+            &self.source,
+            "interrupted",
+            format!(
+                "fetching {key}: the download broke after {after} bytes: {}",
+                DisplayErrorContext(&e)
+            ),
+        )
+    }
+
+    /// A body that ended short of its declared length was cut off.
+    fn check_complete(&self, key: &str, size: u64, declared: u64) -> Result<(), CorralError> {
+        if declared != 0 && size != declared {
+            return Err(source_error(
+                &self.source,
+                "interrupted",
+                format!("fetching {key}: got {size} of {declared} bytes"),
+            ));
         }
-        Ok(Object {
-            bytes,
-            etag,
-            content_type,
-        })
+        Ok(())
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), CorralError> {
