@@ -1189,22 +1189,19 @@ impl Daemon {
 
     /// A call from a plugin to one of its dependencies (the `plugins`
     /// host service, which checked the caller's grant). The same path as
-    /// an API call (slots, metrics, events), but `allowed_callers` does
-    /// not apply: it names API clients by uid, and the operator's grant
-    /// to the calling plugin is what admits this call.
+    /// an API call (hooks, retries, slots, metrics, events), but
+    /// `allowed_callers` does not apply: it names API clients by uid, and
+    /// the operator's grant to the calling plugin is what admits this call.
     pub async fn call_from_plugin(
         &self,
         name: &str,
-        method: &str,
-        input: Vec<u8>,
+        method: String,
+        input: serde_json::Value,
         timeout: Option<Duration>,
     ) -> Result<CallResponse, CorralError> {
         self.refuse_when_draining()?;
         let started = Instant::now();
-        let result = self
-            .call_direct(name, method, input, timeout)
-            .await
-            .map(|out| CallResponse::from_output(&out.output, out.usage));
+        let result = crate::services::hooks::call_with(self, name, method, input, timeout).await;
         self.count_call(name, &result, started);
         result
     }
@@ -1218,7 +1215,7 @@ impl Daemon {
     }
 
     /// One call to a loaded plugin, with no access check and no hooks:
-    /// each attempt of an API call, dependency calls, the calls hooks make.
+    /// each attempt of an API or dependency call, and the calls hooks make.
     pub(crate) async fn call_direct(
         &self,
         name: &str,

@@ -19,8 +19,9 @@
 //!   even then a loop ends at once with a typed error instead of holding
 //!   a slot in every plugin along it until the deadline.
 //! - The call itself goes through `Daemon::call_from_plugin`, the API's
-//!   path (in-flight slots, metrics, `call_failed` events). A dependency
-//!   that dies answers the caller with its typed error (`crashed`, ...)
+//!   path (the operator's hooks and retry rule, in-flight slots, metrics,
+//!   `call_failed` events), so a dependency call is no way around a hook.
+//!   A dependency that dies answers the caller with its typed error (`crashed`, ...)
 //!   from the child's death, never a hang.
 
 use super::{Caller, body, parse, unknown_operation};
@@ -110,17 +111,31 @@ async fn call(
         ));
     }
     let timeout = bounded_timeout(args.timeout_ms, caller.deadline, Instant::now())?;
-    let input = serde_json::to_vec(&args.input)
-        .map_err(|e| CorralError::invalid_input(format!("plugins.call: input: {e}")))?;
     let daemon = daemon
         .upgrade()
         .ok_or_else(|| CorralError::new(ErrorKind::ShuttingDown, "corrald is shutting down"))?;
-    let response = CALL_DEPTH
-        .scope(
-            caller.depth + 1,
-            daemon.call_from_plugin(&args.plugin, &args.method, input, timeout),
-        )
-        .await?;
+    let call = CALL_DEPTH.scope(
+        caller.depth + 1,
+        daemon.call_from_plugin(&args.plugin, args.method, args.input, timeout),
+    );
+    // Hooks and retries each take their own time: the whole of it, not
+    // only each attempt, ends with what is left of the caller's call.
+    let response = match (caller.deadline, timeout) {
+        (Some(deadline), Some(limit)) => tokio::time::timeout_at(deadline.into(), call)
+            .await
+            .map_err(|_| {
+                CorralError::new(
+                    ErrorKind::Timeout {
+                        limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                    },
+                    format!(
+                        "the call to {} (with its hooks and retries) ran past what was left of the call to {}",
+                        args.plugin, caller.plugin
+                    ),
+                )
+            })??,
+        _ => call.await?,
+    };
     body(&serde_json::json!({ "output": response.output, "usage": response.usage }))
 }
 

@@ -26,7 +26,8 @@
 //!
 //! A hook that does not answer (timeout, crash, not loaded, overloaded)
 //! fails the call with `hook_failed` when its rule is `fail`, and is
-//! skipped when it is `skip`. Hooks run in priority order (higher first,
+//! skipped when it is `skip`. Hooks see API calls and plugins' calls to
+//! their dependencies alike. Hooks run in priority order (higher first,
 //! then in policy order), each with its own timeout. A hook never runs on
 //! calls to its own plugin, and calls made by hooks run no hooks, so no
 //! hook can recurse. Every run is an event (`hook_ran`) and a count in
@@ -176,9 +177,22 @@ pub async fn call(
     plugin: &str,
     request: CallRequest,
 ) -> Result<CallResponse, CorralError> {
+    let timeout = request.timeout_ms.map(Duration::from_millis);
+    call_with(daemon, plugin, request.method, request.input, timeout).await
+}
+
+/// A call with its hooks and retries: an API call, or a plugin's call to
+/// a dependency (the hooks guard every way into a plugin, so a granted
+/// dependency is no way around them). Only the calls hooks themselves
+/// make skip this.
+pub async fn call_with(
+    daemon: &Daemon,
+    plugin: &str,
+    method: String,
+    mut input: Value,
+    timeout: Option<Duration>,
+) -> Result<CallResponse, CorralError> {
     let policy = daemon.current_policy();
-    let method = request.method.clone();
-    let mut input = request.input;
     for hook in hooks_for(&policy.hooks, Stage::OnSubmit, plugin) {
         let payload = json!({"plugin": plugin, "method": method, "input": input});
         match run(daemon, hook, plugin, payload).await? {
@@ -192,7 +206,6 @@ pub async fn call(
     }
     let bytes =
         serde_json::to_vec(&input).map_err(|e| CorralError::invalid_input(e.to_string()))?;
-    let timeout = request.timeout_ms.map(Duration::from_millis);
     let result = retry::call(daemon, plugin, &method, bytes, timeout, &policy).await;
     match result {
         Ok(out) => {

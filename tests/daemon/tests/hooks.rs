@@ -135,6 +135,58 @@ async fn a_rejecting_hook_fails_the_call_naming_the_hook() {
     daemon.stop().await;
 }
 
+/// A plugin granted `hello` as a dependency meets the same hooks as an
+/// API client: the grant is no way around the operator's guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_call_meets_the_hooks_of_its_target() {
+    let policy = [
+        hook("on_submit", "reject", "[\"hello\"]", 0, ""),
+        hook("on_result", "shout", "[\"other\"]", 0, ""),
+    ]
+    .concat();
+    let setup = Setup::new()
+        .package("hello")
+        .package_as("hello", "other")
+        .with_policy(&policy);
+    let app = setup.add_package("services-raw", "app");
+    let manifest = app.join("plugin.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("read the manifest");
+    text.push_str("\n[dependencies]\nhello = \"*\"\nother = \"*\"\n");
+    std::fs::write(&manifest, text).expect("write the manifest");
+    js_package(&setup.sources(), "audit", "", AUDIT_JS);
+    let daemon = Daemon::start(&setup).await;
+    let api = daemon.client.clone();
+    let via_app = |plugin: &'static str| {
+        let api = api.clone();
+        async move {
+            api.call_ok(
+                "app",
+                "request",
+                json!({"service": "plugins", "operation": "call",
+                       "payload": {"plugin": plugin, "method": "greet", "input": {"name": "x"}}}),
+            )
+            .await
+            .output
+        }
+    };
+
+    let refused = via_app("hello").await;
+    assert_eq!(refused["err"]["code"], "hook_rejected", "{refused}");
+    assert_eq!(
+        refused["err"]["details"]["hook"], "audit.reject",
+        "{refused}"
+    );
+    let rewritten = via_app("other").await;
+    assert_eq!(
+        rewritten["ok"]["output"],
+        json!({"greeting": "HELLO, X!"}),
+        "{rewritten}"
+    );
+    // The hook's refusal changed nothing: the caller's next call works.
+    api.call_ok("app", "echo", json!("still here")).await;
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_error_hook_observes_without_changing_the_error() {
     let policy = [
