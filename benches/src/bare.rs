@@ -6,7 +6,9 @@
 
 use anyhow::{Context, Result, bail};
 use corral_protocol::frame::{FrameReader, HANDSHAKE_MAX_FRAME, write_frame};
-use corral_protocol::message::{CHANNEL_FD, HostMessage, Init, InitLimits, PluginMessage};
+use corral_protocol::message::{
+    CHANNEL_FD, Call, CallResult, HostMessage, Init, InitLimits, PluginMessage, negotiate_version,
+};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -168,8 +170,13 @@ pub fn handshake(channel: &UnixStream) -> Result<()> {
             None => bail!("the plugin closed the channel before Hello"),
         }
     };
+    // The version the host would choose: a plugin may start differently
+    // at each (version 2 has host services to set up).
+    let Some(version) = negotiate_version(&hello.versions) else {
+        bail!("no common protocol version in {:?}", hello.versions);
+    };
     let init = HostMessage::Init(Init {
-        version: 1,
+        version,
         max_frame: hello.max_frame.min(4 << 20),
         config: b"{}".to_vec(),
         limits: InitLimits::default(),
@@ -184,6 +191,37 @@ pub fn handshake(channel: &UnixStream) -> Result<()> {
             None => bail!("the plugin closed the channel before Ready"),
         }
     }
+}
+
+/// Sequential calls of `method` on a bare channel after its handshake,
+/// with plain blocking I/O: the round trip of each.
+pub fn calls(channel: &UnixStream, method: &str, input: &[u8], n: usize) -> Result<Vec<Duration>> {
+    let mut reader = FrameReader::new(channel, 4 << 20);
+    let mut writer = channel;
+    let mut out = Vec::with_capacity(n);
+    for id in 1..=n as u64 {
+        let call = HostMessage::Call(Call {
+            id,
+            method: method.into(),
+            input: input.to_vec(),
+            timeout_ms: 5_000,
+        });
+        let t = Instant::now();
+        write_frame(&mut writer, &call)?;
+        loop {
+            match reader.read::<PluginMessage>()? {
+                Some(PluginMessage::Reply(reply)) if reply.id == id => match reply.result {
+                    CallResult::Ok(_) => break,
+                    CallResult::Err(e) => bail!("call {id} failed: {e:?}"),
+                },
+                Some(PluginMessage::Log(_)) => continue,
+                Some(other) => bail!("expected the Reply to call {id}, got {other:?}"),
+                None => bail!("the plugin closed the channel during call {id}"),
+            }
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
 }
 
 /// Spawns `program` with a fresh channel and runs the handshake; returns

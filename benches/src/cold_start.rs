@@ -92,7 +92,7 @@ fn timed_start(
 }
 
 /// The ladder: the built-in policy with more and more taken away.
-fn stripped(policy: &SandboxPolicy, level: usize) -> SandboxPolicy {
+pub fn stripped(policy: &SandboxPolicy, level: usize) -> SandboxPolicy {
     let mut p = policy.clone();
     let c = &mut p.confinement;
     if level >= 1 {
@@ -121,7 +121,7 @@ fn stripped(policy: &SandboxPolicy, level: usize) -> SandboxPolicy {
     p
 }
 
-const LADDER: [&str; 6] = [
+pub const LADDER: [&str; 6] = [
     "− seccomp",
     "− seccomp, Landlock",
     "− seccomp, Landlock, user ns",

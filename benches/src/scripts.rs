@@ -88,6 +88,7 @@ struct Row {
     bare: bare::Program,
     policy: Arc<SandboxPolicy>,
     bare_starts: Vec<Duration>,
+    bare_calls: Vec<Duration>,
     starts: Vec<Duration>,
     calls: Vec<Duration>,
     idle: Vec<f64>,
@@ -112,6 +113,7 @@ impl Row {
             bare,
             policy,
             bare_starts: Vec::new(),
+            bare_calls: Vec::new(),
             starts: Vec::new(),
             calls: Vec::new(),
             idle: Vec::new(),
@@ -196,6 +198,13 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     for round in 0..rounds + 3 {
         for row in rows.iter_mut() {
             let (elapsed, pid, channel) = bare::start_to_ready(&row.bare)?;
+            if round % 10 == 0 {
+                // The same calls without the sandbox: what the runtime
+                // itself costs a round trip.
+                let bare_calls = bare::calls(&channel, "echo", INPUT, per_child / 10);
+                row.bare_calls
+                    .extend(bare_calls.with_context(|| row.label)?);
+            }
             drop(channel);
             bare::reap(pid, Duration::from_secs(2));
             if round >= 3 {
@@ -224,6 +233,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         "plugin",
         "bare spawn → Ready p50",
         "confined spawn → Ready p50 (p90)",
+        "bare warm call p50",
         "warm call p50 (p90)",
         "idle, charged (p50)",
     ]);
@@ -238,6 +248,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             row.label.into(),
             fmt_us(bare.p50),
             format!("{} ({})", fmt_us(s.p50), fmt_us(s.p90)),
+            fmt_us(Summary::of_durations(&row.bare_calls).p50),
             format!("{} ({})", fmt_us(c.p50), fmt_us(c.p90)),
             fmt_bytes(idle.p50),
         ]);
@@ -246,7 +257,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     section.intro(format!(
         "Every plugin under the built-in policy with the same runtime (shared empty namespaces, no cgroup pool), {rounds} rounds after 3 of warm-up, rotating which goes first. \
          Bare: `posix_spawn` of the same program with the same arguments and environment (`hello`; `corral-js js-noop/index.js`; the host's `node` with corral's bootstrap; the host's `python3 -I -B` with corral's bootstrap) and the channel on fd 3, Hello/Init/Ready, no sandbox. \
-         Warm call: sequential `echo` calls of a 64-byte JSON string, {} per plugin in total, each on a fresh child after its start. \
+         Warm call: sequential `echo` calls of a 64-byte JSON string, {} per plugin in total, each on a fresh child after its start (bare: the same calls on the bare process's channel). \
          Idle: the child's cgroup `memory.usage_in_bytes` 50 ms after its last call.{}",
         rows[0].calls.len(),
         if skipped.is_empty() {
@@ -256,6 +267,13 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         }
     ));
     section.table("", table);
+    if let Some(python) = rows.iter().find(|r| r.label.starts_with("Python")) {
+        let ladder = start_ladder(ctx, &rt, &python.bare, &python.policy, rounds / 3)?;
+        section.table(
+            "Where a Python start's time goes: py-noop bare, confined, and with the sandbox's mechanisms taken away one after another (cumulative, as in section 1), all in one rotation. CPU time and time queued are the plugin process's own (`/proc/PID/schedstat` at Ready; confined, that includes the trampoline before its exec); the rest of a start is time blocked or spent outside it",
+            ladder,
+        );
+    }
     let hello = figures[0];
     let js = figures[1];
     ctx.summary.push(summary_row(
@@ -312,4 +330,101 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         let _ = d.remove_base();
     }
     Ok(section)
+}
+
+/// One contender of the start ladder: a confined policy, or the bare
+/// program.
+struct Rung {
+    label: String,
+    policy: Option<Arc<SandboxPolicy>>,
+    starts: Vec<Duration>,
+    /// CPU time of the plugin's process up to Ready, and its time waiting
+    /// for a CPU (`/proc/PID/schedstat`): what the start spent working,
+    /// what it spent queued, and by difference what it spent blocked.
+    on_cpu: Vec<Duration>,
+    queued: Vec<Duration>,
+}
+
+/// Starts of one plugin bare, under its policy and under the cold-start
+/// section's ladder (mechanisms taken away one after another), all in one
+/// rotation: which mechanism a script runtime's start pays for, and
+/// whether the time is the interpreter's work or waiting.
+fn start_ladder(
+    ctx: &Ctx,
+    rt: &Arc<Runtime>,
+    bare: &bare::Program,
+    policy: &Arc<SandboxPolicy>,
+    rounds: usize,
+) -> Result<Table> {
+    let rung = |label: &str, policy: Option<Arc<SandboxPolicy>>| Rung {
+        label: label.into(),
+        policy,
+        starts: Vec::new(),
+        on_cpu: Vec::new(),
+        queued: Vec::new(),
+    };
+    let mut rungs = vec![
+        rung("bare", None),
+        rung("built-in policy", Some(policy.clone())),
+    ];
+    for (level, label) in crate::cold_start::LADDER.iter().enumerate() {
+        let stripped = crate::cold_start::stripped(policy, level + 1);
+        rungs.push(rung(label, Some(Arc::new(stripped))));
+    }
+    let n = rungs.len();
+    for round in 0..rounds + 2 {
+        for k in 0..n {
+            let r = &mut rungs[(round + k) % n];
+            let (elapsed, sched) = match &r.policy {
+                None => {
+                    let (elapsed, pid, channel) = bare::start_to_ready(bare)?;
+                    let sched = schedstat(pid);
+                    drop(channel);
+                    bare::reap(pid, Duration::from_secs(2));
+                    (elapsed, sched)
+                }
+                Some(policy) => {
+                    let (elapsed, child) = start(ctx, rt, policy)?;
+                    let sched = schedstat(child.pid());
+                    kill(ctx, child);
+                    (elapsed, sched)
+                }
+            };
+            if round >= 2 {
+                r.starts.push(elapsed);
+                if let Some((on_cpu, queued)) = sched {
+                    r.on_cpu.push(on_cpu);
+                    r.queued.push(queued);
+                }
+            }
+        }
+    }
+    let bare_p50 = Summary::of_durations(&rungs[0].starts).p50;
+    let mut table = Table::new(&[
+        "start",
+        "spawn → Ready p50 (p90)",
+        "p50 ÷ bare",
+        "its CPU time p50",
+        "queued for a CPU p50",
+    ]);
+    for r in &rungs {
+        let s = Summary::of_durations(&r.starts);
+        table.row(vec![
+            r.label.clone(),
+            format!("{} ({})", fmt_us(s.p50), fmt_us(s.p90)),
+            fmt_ratio(s.p50 / bare_p50),
+            fmt_us(Summary::of_durations(&r.on_cpu).p50),
+            fmt_us(Summary::of_durations(&r.queued).p50),
+        ]);
+    }
+    Ok(table)
+}
+
+/// `/proc/PID/schedstat`: (time on a CPU, time runnable and waiting).
+fn schedstat(pid: i32) -> Option<(Duration, Duration)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let on_cpu = fields.next()??;
+    let queued = fields.next()??;
+    Some((Duration::from_nanos(on_cpu), Duration::from_nanos(queued)))
 }
