@@ -25,8 +25,8 @@
 //
 // No npm dependency and no file besides ENTRY and services.js (beside this
 // script): the sandbox grants this script's directory and node's own files,
-// nothing else. The only environment it reads
-// is CORRAL_PLUGIN_NAME / CORRAL_PLUGIN and CORRAL_PLUGIN_VERSION (for Hello).
+// nothing else. The only environment it reads is CORRAL_PLUGIN_NAME /
+// CORRAL_PLUGIN and CORRAL_PLUGIN_VERSION (for Hello).
 //
 // Exit statuses (sysexits.h, as the Rust SDK): 0 after Shutdown or at end of
 // stream; 76 when the host breaks the protocol; 74 when the channel fails;
