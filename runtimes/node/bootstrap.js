@@ -725,7 +725,7 @@ class Services {
   }
 
   onResponse(response) {
-    // Ids are services.js's counter: one beyond it answers nothing.
+    // Ids are services.js's counter (a Number): one it cannot hold exactly answers nothing.
     if (response.id > BigInt(Number.MAX_SAFE_INTEGER)) return;
     const id = Number(response.id);
     if (response.code !== undefined) {
