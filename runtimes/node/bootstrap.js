@@ -18,13 +18,15 @@
 //   6. logs: console.* become Log frames;
 //   7. host services (version 2, section 9): requests to the host with their
 //      responses, deliveries of subscribed events, and the `corral` object
-//      plugins use (also in seed 001's shape: eventBus, getDependency);
+//      plugins use (also in seed 001's shape: eventBus, getDependency), the
+//      last two from services.js, which the embedded engine shares;
 //   8. the conversation: Hello -> Init -> Ready, then Calls, Cancel, Ping,
 //      Shutdown, Responses, Deliveries, end of stream (section 5).
 //
-// No npm dependency and no file besides ENTRY: the sandbox grants this
-// script and node's own files, nothing else. The only environment it reads
-// is CORRAL_PLUGIN_NAME / CORRAL_PLUGIN and CORRAL_PLUGIN_VERSION (for Hello).
+// No npm dependency and no file besides ENTRY and services.js (beside this
+// script): the sandbox grants this script's directory and node's own files,
+// nothing else. The only environment it reads is CORRAL_PLUGIN_NAME /
+// CORRAL_PLUGIN and CORRAL_PLUGIN_VERSION (for Hello).
 //
 // Exit statuses (sysexits.h, as the Rust SDK): 0 after Shutdown or at end of
 // stream; 76 when the host breaks the protocol; 74 when the channel fails;
@@ -37,6 +39,9 @@ const net = require('net');
 const path = require('path');
 const util = require('util');
 const { pathToFileURL } = require('url');
+const {
+  createHostServices, errors: serviceErrors, serviceError, ServiceError, patternMatches,
+} = require('./services.js');
 
 const CHANNEL_FD = 3;
 /** Versions offered in Hello: 2 adds host services (section 9). */
@@ -640,210 +645,20 @@ function redirectConsole() {
 }
 
 // ---- 7. host services --------------------------------------------------------
-
-/**
- * Errors from the host's services, by code: the class names of corral's
- * JavaScript client (`PermissionDeniedError`, `TimeoutError`, ...). Each
- * carries `code`, `message` and `details` (the API's whole error object,
- * whose keys, such as `permission` or `quota_bytes`, are also properties).
- */
-class ServiceError extends Error {
-  constructor(message, code, details = {}) {
-    super(message);
-    this.name = new.target.name;
-    this.code = code;
-    this.details = details;
-    for (const [key, value] of Object.entries(details)) {
-      if (key !== 'code' && key !== 'message' && !(key in this)) this[key] = value;
-    }
-  }
-}
-
-const serviceErrors = { ServiceError };
-const SERVICE_ERROR_CODES = {
-  permission_denied: 'PermissionDeniedError',
-  quota_exceeded: 'QuotaExceededError',
-  rate_limited: 'RateLimitedError',
-  payload_too_large: 'PayloadTooLargeError',
-  service_unavailable: 'ServiceUnavailableError',
-  overloaded: 'OverloadedError',
-  invalid_input: 'InvalidInputError',
-  invalid_config: 'ConfigurationError',
-  plugin_not_found: 'PluginNotFoundError',
-  not_loaded: 'NotLoadedError',
-  not_found: 'NotFoundError',
-  timeout: 'TimeoutError',
-  crashed: 'CrashedError',
-  plugin_error: 'PluginError',
-  cancelled: 'CancelledError',
-};
-for (const [code, name] of Object.entries(SERVICE_ERROR_CODES)) {
-  // A named class per code, so `err instanceof PermissionDeniedError` and
-  // `err.name` both work.
-  serviceErrors[name] = ({ [name]: class extends ServiceError {
-    constructor(message, details = {}) { super(message, code, details); }
-  } })[name];
-}
-Object.freeze(serviceErrors);
-
-/** The error an Err response stands for. */
-function serviceError(code, message, details) {
-  const name = SERVICE_ERROR_CODES[code];
-  return name ? new serviceErrors[name](message, details) : new ServiceError(message, code, details);
-}
-
-/** `*` matches any run of characters (`data:*` matches `data:saved`): the host's rule. */
-function patternMatches(pattern, topic) {
-  const parts = pattern.split('*');
-  if (parts.length === 1) return pattern === topic;
-  const first = parts[0];
-  const last = parts[parts.length - 1];
-  if (topic.length < first.length + last.length || !topic.startsWith(first) || !topic.endsWith(last)) {
-    return false;
-  }
-  let at = first.length;
-  const end = topic.length - last.length;
-  for (const middle of parts.slice(1, -1)) {
-    const found = topic.indexOf(middle, at);
-    if (found < 0 || found + middle.length > end) return false;
-    at = found + middle.length;
-  }
-  return true;
-}
-
-/** JSON bytes as a value; bytes that are not JSON stay a Buffer. */
-function parseJsonOr(bytes, fallback) {
-  try {
-    return JSON.parse(bytes.toString('utf8'));
-  } catch {
-    return fallback === undefined ? bytes : fallback;
-  }
-}
+//
+// The `corral` object, its error classes and the settling of requests are
+// services.js (beside this file, shared with the embedded engine). What is
+// Node's stays here: the frames, the id of the call a request serves
+// (AsyncLocalStorage), requests made before Ready, and protocol version 1.
 
 /** The call a request serves (its id travels with it: the host bounds the request by the call's time). */
 const currentCall = new AsyncLocalStorage();
 
-/**
- * The `corral` object: the constructor's second argument, `context.corral`
- * in a method, and (seed 001's shape) what `initialize(context)` receives.
- * Every method returns a Promise settled by the host's Response.
- */
-class HostServices {
-  constructor(session) {
-    Object.defineProperty(this, 'session', { value: session, enumerable: false });
-    this.errors = serviceErrors;
-    this.kv = Object.freeze({
-      get: (table, key) => this.request('kv', 'get', { table, key }, (b) => (b.value === undefined ? null : b.value)),
-      put: (table, key, value) => this.request('kv', 'put', { table, key, value }, () => undefined),
-      delete: (table, key) => this.request('kv', 'delete', { table, key }, (b) => Boolean(b.deleted)),
-      list: (table, options = {}) => this.request('kv', 'list', { table, ...pick(options, ['prefix', 'after', 'limit']) }),
-    });
-    this.s3 = Object.freeze({
-      get: (bucket, key) => this.request('s3', 'get', { bucket, key },
-        (b) => ({ ...b, body: Buffer.from(String(b.body || ''), 'base64') })),
-      put: (bucket, key, body, options = {}) => this.request('s3', 'put', {
-        bucket, key, body: toBuffer(body).toString('base64'), ...pick(options, ['contentType'], { contentType: 'content_type' }),
-      }, (b) => b.etag),
-      list: (bucket, options = {}) => this.request('s3', 'list', { bucket, ...pick(options, ['prefix', 'after', 'limit']) }),
-      delete: (bucket, key) => this.request('s3', 'delete', { bucket, key }, () => undefined),
-    });
-    this.eventBus = Object.freeze(this.seed001EventBus());
-    Object.freeze(this);
-  }
-
-  /** Calls `method` of the dependency `plugin`; resolves to its output. */
-  callPlugin(plugin, method, input = null, options = {}) {
-    const payload = { plugin, method, input: input === undefined ? null : input };
-    if (options.timeoutMs !== undefined) payload.timeout_ms = options.timeoutMs;
-    return this.request('plugins', 'call', payload, (b) => (b.output === undefined ? null : b.output));
-  }
-
-  /** The dependencies this plugin may call. */
-  listPlugins() {
-    return this.request('plugins', 'list', {}, (b) => (Array.isArray(b.plugins) ? b.plugins : []));
-  }
-
-  /** Publishes `payload` (JSON) to `topic`; resolves to `{ delivered, dropped }`. */
-  publish(topic, payload = null) {
-    return this.request('events', 'publish', { topic, payload: payload === undefined ? null : payload });
-  }
-
-  /** Runs `handler(payload, { topic, from })` for each event on a topic `pattern` matches. */
-  subscribe(pattern, handler) {
-    return this.session.services.subscribe(pattern, handler);
-  }
-
-  /** Removes `handler` (or every handler) of `pattern`; resolves true once the host stopped delivering. */
-  unsubscribe(pattern, handler) {
-    return this.session.services.unsubscribe(pattern, handler);
-  }
-
-  /** The plugin's current settings, from the host. */
-  settings() {
-    return this.request('config', 'get', {});
-  }
-
-  /** Seed 001: an object whose methods call the dependency (`await dep.upper(input)`). */
-  getDependency(name) {
-    const services = this;
-    const metadata = Object.freeze({ name });
-    return new Proxy(Object.freeze({}), {
-      get(_, method) {
-        if (method === 'metadata') return metadata;
-        // `then` must stay undefined, or awaiting the proxy would call it.
-        if (typeof method !== 'string' || method === 'then' || method === 'toJSON') return undefined;
-        return (input) => services.callPlugin(name, method, input);
-      },
-    });
-  }
-
-  /** Seed 001: every dependency this plugin may call, by name. */
-  async getDependencies() {
-    const names = await this.listPlugins();
-    return new Map(names.map((name) => [name, this.getDependency(name)]));
-  }
-
-  request(service, operation, payload, transform = (body) => body) {
-    return this.session.services.request(service, operation, payload).then(transform);
-  }
-
-  /** Seed 001's `context.eventBus`: emit/on/off/once over publish/subscribe. */
-  seed001EventBus() {
-    const services = this;
-    const logged = (promise, what) => {
-      promise.catch((err) => services.session.log(LogLevel.error, `${what} failed: ${describeThrown(err)}`, []));
-      return promise;
-    };
-    const wrappers = new Map(); // listener -> the handler `once` made of it
-    return {
-      emit: (event, data) => logged(services.publish(event, data), `eventBus.emit(${JSON.stringify(event)})`),
-      on: (event, listener) => logged(services.subscribe(event, listener), `eventBus.on(${JSON.stringify(event)})`),
-      once: (event, listener) => {
-        const once = (payload, delivery) => {
-          wrappers.delete(listener);
-          logged(services.unsubscribe(event, once), `eventBus.once(${JSON.stringify(event)})`);
-          return listener(payload, delivery);
-        };
-        wrappers.set(listener, once);
-        return logged(services.subscribe(event, once), `eventBus.once(${JSON.stringify(event)})`);
-      },
-      off: (event, listener) => {
-        const handler = (listener && wrappers.get(listener)) || listener;
-        if (listener) wrappers.delete(listener);
-        return logged(services.unsubscribe(event, handler), `eventBus.off(${JSON.stringify(event)})`);
-      },
-    };
-  }
-}
-
-/** `options`' keys among `keys`, renamed by `rename`, without undefined values. */
-function pick(options, keys, rename = {}) {
-  const out = {};
-  for (const key of keys) {
-    if (options && options[key] !== undefined) out[rename[key] || key] = options[key];
-  }
-  return out;
-}
+/** S3 bodies as Buffers: what goes out may be a string, a Buffer, a Uint8Array or an ArrayBuffer. */
+const bufferBytes = Object.freeze({
+  encode: (body) => toBuffer(body).toString('base64'),
+  decode: (text) => Buffer.from(String(text || ''), 'base64'),
+});
 
 function toBuffer(body) {
   if (typeof body === 'string') return Buffer.from(body, 'utf8');
@@ -854,55 +669,51 @@ function toBuffer(body) {
 }
 
 /**
- * The session's half of services: request ids, the requests waiting for
- * their responses, the handlers of subscriptions. Requests made before
- * Ready (in the constructor or seed 001's `initialize`) wait and go out
- * right after it: the host reads requests only from a ready plugin.
+ * The session's half of services: services.js's requests as Request
+ * frames, the host's Responses and Deliveries back to it. Requests made
+ * before Ready (in the constructor or seed 001's `initialize`) wait and go
+ * out right after it: the host reads requests only from a ready plugin.
  */
 class Services {
   constructor(session) {
     this.session = session;
     this.version = 1;
-    this.nextId = 1n;
-    this.waiting = new Map(); // request id (bigint) -> { resolve, reject, callId, what }
-    this.handlers = new Map(); // pattern -> [handler]
     this.early = []; // requests made before Ready: [send]
-  }
-
-  request(service, operation, payload) {
-    const what = `${service}.${operation}`;
-    const store = currentCall.getStore();
-    const callId = store === undefined ? 0n : store;
-    return new Promise((resolve, reject) => {
-      const send = () => this.send(callId, service, operation, payload, { resolve, reject, callId, what });
-      if (this.session.phase === 'ready' || this.session.phase === 'shutdown') send();
-      else this.early.push(send);
+    this.api = createHostServices({
+      send: (id, service, operation, json) => this.send(id, service, operation, json),
+      log: (message, fields) => session.log(LogLevel.error, message, Object.entries(fields || {})),
+      bytes: bufferBytes,
+      describe: describeThrown,
     });
   }
 
-  send(callId, service, operation, payload, waiter) {
+  /** The `corral` object the plugin gets. */
+  get corral() {
+    return this.api.corral;
+  }
+
+  /** Sends request `id` now, or after Ready; returns the call it serves. */
+  send(id, service, operation, json) {
+    const store = currentCall.getStore();
+    const callId = store === undefined ? 0n : store;
+    const send = () => this.transmit(id, callId, `${service}.${operation}`, service, operation, json);
+    if (this.session.phase === 'ready' || this.session.phase === 'shutdown') send();
+    else this.early.push(send);
+    return callId;
+  }
+
+  transmit(id, callId, what, service, operation, json) {
     if (this.version < SERVICES_VERSION) {
-      waiter.reject(new serviceErrors.ServiceUnavailableError(
-        `${waiter.what}: the host speaks protocol version ${this.version}, which has no host services`,
-        { service }));
+      this.api.fail(id, new serviceErrors.ServiceUnavailableError(
+        `${what}: the host speaks protocol version ${this.version}, which has no host services`, { service }));
       return;
     }
-    let bytes;
     try {
-      bytes = Buffer.from(JSON.stringify(payload), 'utf8');
-    } catch (err) {
-      waiter.reject(new serviceErrors.InvalidInputError(`${waiter.what}: the payload is not JSON: ${err.message}`));
-      return;
-    }
-    const id = this.nextId++;
-    try {
-      this.session.channel.send(encode.request(id, callId, service, operation, bytes));
+      this.session.channel.send(encode.request(BigInt(id), callId, service, operation, Buffer.from(json, 'utf8')));
     } catch (err) {
       if (!(err instanceof RangeError)) throw err;
-      waiter.reject(new serviceErrors.PayloadTooLargeError(`${waiter.what}: ${err.message}`));
-      return;
+      this.api.fail(id, new serviceErrors.PayloadTooLargeError(`${what}: ${err.message}`));
     }
-    this.waiting.set(id, waiter);
   }
 
   /** After Ready: what waited goes out. */
@@ -914,74 +725,25 @@ class Services {
   }
 
   onResponse(response) {
-    const waiter = this.waiting.get(response.id);
-    if (!waiter) return; // its call was cancelled and stopped waiting
-    this.waiting.delete(response.id);
+    // Ids are services.js's counter (a Number): one it cannot hold exactly answers nothing.
+    if (response.id > BigInt(Number.MAX_SAFE_INTEGER)) return;
+    const id = Number(response.id);
     if (response.code !== undefined) {
-      const details = parseJsonOr(response.details, {});
-      waiter.reject(serviceError(response.code, response.message,
-        details !== null && typeof details === 'object' && !Array.isArray(details) ? details : {}));
-      return;
+      this.api.settle(id, null, response.code, response.message, response.details.toString('utf8'));
+    } else {
+      this.api.settle(id, response.body.toString('utf8'));
     }
-    const body = parseJsonOr(response.body, null);
-    if (body === null || typeof body !== 'object') {
-      waiter.reject(new ServiceError(`${waiter.what}: the host's response is not a JSON object`, 'invalid_response'));
-      return;
-    }
-    waiter.resolve(body);
   }
 
   /** The host cancelled `callId`: its requests stop waiting. */
   cancelCall(callId) {
-    for (const [id, waiter] of this.waiting) {
-      if (waiter.callId !== callId) continue;
-      this.waiting.delete(id);
-      waiter.reject(new serviceErrors.CancelledError(
-        `the host cancelled the call while it waited for ${waiter.what}`));
-    }
+    this.api.cancelCall(callId);
   }
 
-  async subscribe(pattern, handler) {
-    if (typeof handler !== 'function') throw new TypeError('subscribe(pattern, handler): the handler is not a function');
-    await this.request('events', 'subscribe', { pattern });
-    if (!this.handlers.has(pattern)) this.handlers.set(pattern, []);
-    this.handlers.get(pattern).push(handler);
-  }
-
-  async unsubscribe(pattern, handler) {
-    const handlers = this.handlers.get(pattern) || [];
-    if (handler) {
-      const at = handlers.indexOf(handler);
-      if (at >= 0) handlers.splice(at, 1);
-    } else {
-      handlers.length = 0;
-    }
-    if (handlers.length > 0) return true;
-    this.handlers.delete(pattern);
-    const body = await this.request('events', 'unsubscribe', { pattern });
-    return Boolean(body.removed);
-  }
-
-  /** Runs every handler whose pattern matches; a failing handler is logged, the plugin goes on. */
+  /** Handlers run outside any call: what they request serves no call. */
   onDeliver(message) {
-    const payload = parseJsonOr(message.payload);
-    const delivery = Object.freeze({ topic: message.topic, from: message.from, payload });
-    for (const [pattern, handlers] of this.handlers) {
-      if (!patternMatches(pattern, message.topic)) continue;
-      for (const handler of [...handlers]) {
-        const failed = (err) => this.session.log(LogLevel.error,
-          `the handler of ${JSON.stringify(message.topic)} threw ${describeThrown(err)}`,
-          [['topic', message.topic], ['from', message.from]]);
-        currentCall.run(0n, () => {
-          try {
-            const result = handler(payload, delivery);
-            if (result && typeof result.then === 'function') Promise.resolve(result).catch(failed);
-          } catch (err) {
-            failed(err);
-          }
-        });
-      }
-    }
+    currentCall.run(0n, () =>
+      this.api.deliver(message.topic, message.from, message.payload.toString('utf8'), message.payload));
   }
 }
 
@@ -1006,7 +768,7 @@ class Session {
     this.reader = new FrameReader(HANDSHAKE_MAX_FRAME);
     this.channel = null;
     this.services = new Services(this);
-    this.corral = new HostServices(this);
+    this.corral = this.services.corral;
     /** Seed 001's `initialize(context)` while it runs: calls wait for it. */
     this.initializing = null;
     /** Seed 001's `cleanup()` once Shutdown started it. */

@@ -1,7 +1,8 @@
 // Types for corral plugins written in JavaScript or TypeScript: the class
 // contract that runtimes/node/bootstrap.js (runtime = "node") and the
 // embedded engine (runtime = "js", runtimes/js) serve, and the host's
-// services (protocol version 2) they hand the plugin as `corral`.
+// services (protocol version 2) they hand the plugin as `corral` (one
+// implementation for both: runtimes/node/services.js).
 //
 // In TypeScript:
 //

@@ -21,9 +21,10 @@
 //!    resolves to). A thrown error is `plugin_error` with "Name: message";
 //!    `console.*` becomes Log records ([`console`]).
 //! 5. Host services ([`services`], protocol version 2): the constructor's
-//!    second argument is the `corral` object, the Node runtime's API
-//!    (runtimes/node/corral-plugin.d.ts); its requests go out through the
-//!    SDK and settle their Promises from the engine's loop. Once ready, a
+//!    second argument is the `corral` object, the Node runtime's API and
+//!    code (runtimes/node/services.js, typed by corral-plugin.d.ts); its
+//!    requests go out through the SDK and settle their Promises from the
+//!    engine's loop. Once ready, a
 //!    seed-001 `initialize(context)` runs with it; deliveries run the
 //!    subscribed handlers between calls. It is the only host API.
 //!

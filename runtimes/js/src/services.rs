@@ -1,6 +1,14 @@
 //! Host services for the script (PROTOCOL.md section 9): the `corral`
-//! object of `services.js` (the Node runtime's API), and the Rust half that
-//! sends its requests through the SDK and settles their Promises.
+//! object of `runtimes/node/services.js`, and the Rust half that sends its
+//! requests through the SDK and settles their Promises.
+//!
+//! services.js is the Node runtime's own module (its bootstrap `require`s
+//! it), so both runtimes give plugins one implementation of
+//! corral-plugin.d.ts. It is CommonJS in plain ECMAScript: this engine has
+//! no module loader (and gets none), so [`SOURCE`] wraps it in a function
+//! that provides `module`/`exports` and calls its `createHostServices`
+//! with what differs here: the one native binding `send`, logs through
+//! `console.error`, and the module's own Uint8Array bytes for S3 bodies.
 //!
 //! The script's only native binding queues a request here; nothing is sent
 //! from inside JavaScript. The engine's loop ([`crate::engine`]) calls
@@ -18,8 +26,15 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-/// The script side, evaluated once per engine.
-const SOURCE: &str = include_str!("services.js");
+/// The script side, evaluated once per engine: a function of `send` that
+/// returns `{ corral, settle, deliver, serviceCode, ... }`. The shim opens on
+/// the module's first line, so line numbers in its errors stay the file's.
+const SOURCE: &str = concat!(
+    "(function (send) { const module = { exports: {} }; (function (module, exports) {",
+    include_str!("../../node/services.js"),
+    "\n})(module, module.exports);\n",
+    "return module.exports.createHostServices({ send, log: (message) => console.error(message) });\n})",
+);
 
 /// Requests the script may queue before the loop sends them. The host
 /// bounds what is in flight (answering `overloaded`); this bounds the
@@ -41,7 +56,7 @@ pub struct Services {
     queue: Queue,
     /// Sent and not yet answered: the script's id and the SDK's.
     in_flight: VecDeque<(f64, RequestId)>,
-    /// `{ corral, settle, deliver, serviceCode }` from services.js.
+    /// `{ corral, settle, deliver, serviceCode, ... }` from services.js.
     api: Persistent<Object<'static>>,
 }
 

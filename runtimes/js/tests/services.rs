@@ -362,3 +362,80 @@ fn seed_001s_initialize_event_bus_and_get_dependency_work() {
         json!([{"id": 7}])
     );
 }
+
+/// What the shared services.js does the same in both runtimes, seen from
+/// this engine (runtimes/node/test/shared_services.test.js has the rest).
+const SHARED: &str = r#"
+class Shared {
+  constructor(settings, corral) { this.corral = corral; }
+  async notJson() {
+    try {
+      await this.corral.publish("t", 10n);
+    } catch (e) {
+      return [e.name, e.code, e instanceof this.corral.errors.InvalidInputError];
+    }
+    return "sent";
+  }
+  notBytes() {
+    try {
+      this.corral.s3.put("b", "k", 42);
+    } catch (e) {
+      return e.name;
+    }
+    return "no throw";
+  }
+  shape() {
+    const c = this.corral;
+    const dep = c.getDependency("text-utils");
+    return {
+      frozen: [c, c.kv, c.s3, c.eventBus, c.errors].every((o) => Object.isFrozen(o)),
+      then: typeof dep.then,
+      toJSON: typeof dep.toJSON,
+      metadata: dep.metadata,
+    };
+  }
+  async listen() {
+    await this.corral.subscribe("boom", () => { throw new TypeError("bad handler"); });
+    return "listening";
+  }
+  alive() { return "alive"; }
+}
+module.exports = Shared;
+"#;
+
+#[test]
+fn the_shared_services_refuse_bad_payloads_and_log_failing_handlers() {
+    let (_dir, mut host) = start_source(SHARED, 2);
+    // A payload JSON cannot hold fails in the script: no request goes out,
+    // so the next message is the reply.
+    assert_eq!(
+        output(host.call("notJson", b"null").expect("call")),
+        json!(["InvalidInputError", "invalid_input", true])
+    );
+    assert_eq!(
+        output(host.call("notBytes", b"null").expect("call")),
+        json!("TypeError")
+    );
+    assert_eq!(
+        output(host.call("shape", b"null").expect("call")),
+        json!({"frozen": true, "then": "undefined", "toJSON": "undefined",
+               "metadata": {"name": "text-utils"}})
+    );
+    let id = host.send_call("listen", b"null", 5_000).expect("call");
+    let (sub, payload) = request(&mut host);
+    assert_eq!(payload, json!({"pattern": "boom"}));
+    ok_body(&mut host, sub.id, json!({}));
+    let reply = host.reply().expect("reply");
+    assert_eq!((reply.id, output(reply.result)), (id, json!("listening")));
+    host.deliver("boom", "client", b"1").expect("deliver");
+    // The handler's failure is logged and the plugin goes on.
+    assert_eq!(
+        output(host.call("alive", b"null").expect("call")),
+        json!("alive")
+    );
+    let logged = host.side.iter().any(|m| {
+        matches!(m, PluginMessage::Log(l)
+            if l.message == r#"the handler of "boom" threw TypeError: bad handler"#)
+    });
+    assert!(logged, "{:?}", host.side);
+}

@@ -124,6 +124,9 @@ test('responses in any order, between calls, pings and deliveries', () =>
     host.send(hostFrame.ping(4));
     assert.deepEqual(await host.message(), { type: 'Pong', nonce: 4n });
     host.send(hostFrame.response(999, {})); // for no request: ignored
+    // Ids far beyond any the plugin counts to: ignored too, the replies unchanged.
+    host.send(hostFrame.response(2n ** 64n - 1n, { output: 'wrong' }));
+    host.send(hostFrame.response(2n ** 53n + 1n, { output: 'wrong' }));
     host.respond(second, { output: 'B' });
     host.respond(first, { output: 'A' });
     const replies = [await host.message(), await host.message()].map((r) => [r.id, r.json]);

@@ -124,9 +124,18 @@ pub fn prepare(
         }
         .and_then(|p| readable_by_others(&p).map(|()| p))
         .map_err(|reason| policy_error("bootstrap", reason))?;
-        // The bootstrap's directory holds what it imports (the Python SDK
-        // sits next to it).
+        // The bootstrap's directory holds what it imports (node's
+        // services.js, the Python SDK): granted whole, and checked here so
+        // that a bootstrap copied without them is refused now, not at start.
         let dir = bootstrap.parent().unwrap_or(Path::new("/")).to_path_buf();
+        for companion in companions_of(runtime) {
+            readable_by_others(&dir.join(companion)).map_err(|reason| {
+                policy_error(
+                    "bootstrap",
+                    format!("{reason} (the bootstrap imports {companion} from its directory)"),
+                )
+            })?;
+        }
         argv.push(bootstrap.display().to_string());
         grants.push((
             FsRule {
@@ -174,6 +183,17 @@ fn bootstrap_of(runtime: Runtime) -> Option<&'static str> {
         Runtime::Node => Some("node/bootstrap.js"),
         Runtime::Python => Some("python/corral_bootstrap.py"),
         Runtime::Native | Runtime::Js => None,
+    }
+}
+
+/// Files the bootstrap imports from its own directory, relative to it.
+fn companions_of(runtime: Runtime) -> &'static [&'static str] {
+    match runtime {
+        // The `corral` object, shared with corral-js.
+        Runtime::Node => &["services.js"],
+        // The SDK package the bootstrap starts.
+        Runtime::Python => &["corral/__init__.py", "corral/entry.py"],
+        Runtime::Native | Runtime::Js => &[],
     }
 }
 
@@ -439,8 +459,9 @@ mod tests {
 
     impl Fixture {
         /// A package holding `index.js` and `main.py`, and a stand-in
-        /// bootstrap for node and python (the real ones ship with their
-        /// runtimes; only their paths matter to the compiler).
+        /// bootstrap for node and python with the files each imports (the
+        /// real ones ship with their runtimes; only their paths matter to
+        /// the compiler).
         fn new() -> Fixture {
             let dir = tempfile::Builder::new()
                 .prefix("corral-runtimes")
@@ -463,7 +484,10 @@ mod tests {
             }
             for rel in [
                 "runtimes/node/bootstrap.js",
+                "runtimes/node/services.js",
                 "runtimes/python/corral_bootstrap.py",
+                "runtimes/python/corral/__init__.py",
+                "runtimes/python/corral/entry.py",
             ] {
                 let path = dir.path().join(rel);
                 std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -667,6 +691,31 @@ mod tests {
             matches!(&no_program, CompileError::Policy { key, .. } if key == "runtime.python.program"),
             "{no_program}"
         );
+        // A bootstrap without what it imports beside it would fail only
+        // once started: refused here, naming the file.
+        for (runtime, entry, companion) in [
+            ("node", "index.js", "runtimes/node/services.js"),
+            ("python", "main.py", "runtimes/python/corral/entry.py"),
+        ] {
+            let path = fx.dir.path().join(companion);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            let unreadable = fx
+                .compile(&manifest(runtime, entry, ""), &fx.policy(""))
+                .expect_err("an unreadable companion");
+            std::fs::remove_file(&path).expect("remove");
+            let missing = fx
+                .compile(&manifest(runtime, entry, ""), &fx.policy(""))
+                .expect_err("a missing companion");
+            for err in [&unreadable, &missing] {
+                assert!(
+                    matches!(err, CompileError::Policy { key, reason, .. }
+                        if *key == format!("runtime.{runtime}.bootstrap")
+                            && reason.contains(companion)),
+                    "{err}"
+                );
+            }
+            assert!(unreadable.to_string().contains("chmod o+r"), "{unreadable}");
+        }
         let script = fx.package.join("index.js");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let not_elf = fx
