@@ -236,7 +236,17 @@ pub trait Cgroup: Send + Sync + fmt::Debug {
     /// [`Limits::without`] for a best-effort resource) is always safe.
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError>;
     /// Moves the process `pid` (all its threads) into this cgroup.
+    ///
+    /// A write to `cgroup.procs` takes the kernel's threadgroup lock for
+    /// writing, which first waits for an RCU grace period unless a
+    /// hierarchy is mounted with `favordynmods` (~10 ms on a quiet 2-CPU
+    /// host): where [`Cgroup::spawn_dir`] offers one, starting the process
+    /// inside the cgroup avoids both the wait and the move.
     fn attach(&self, pid: u32) -> Result<(), CgroupError>;
+    /// The directory a process can be created in directly, with
+    /// `clone3(CLONE_INTO_CGROUP)` and a descriptor of it: v2 only (a v1
+    /// cgroup is one directory per hierarchy).
+    fn spawn_dir(&self) -> Option<&std::path::Path>;
     /// Processes (thread-group ids) inside.
     fn procs(&self) -> Result<Vec<u32>, CgroupError>;
     fn stats(&self) -> Result<Stats, CgroupError>;

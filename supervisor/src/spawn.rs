@@ -7,6 +7,13 @@
 //! namespaces (and, where the policy wants fresh ones, net/ipc/uts), and the
 //! child only calls `dup2` and `execve` before the trampoline takes over.
 //!
+//! Where the cgroup is a v2 one, the child is created inside it with
+//! `clone3(CLONE_INTO_CGROUP)`: moving it in afterwards (a write to
+//! `cgroup.procs`) takes the kernel's threadgroup lock for writing, which
+//! first waits for an RCU grace period, most of an isolated start on a
+//! host without `favordynmods`. A kernel that refuses clone3 gets the plain
+//! clone, and the caller moves the child.
+//!
 //! The thread is dedicated for two reasons: all signals stay blocked in it,
 //! so no signal handler can run in the child while it shares the daemon's
 //! memory; and `PR_SET_PDEATHSIG`, which the trampoline sets, fires when the
@@ -30,6 +37,9 @@ pub struct SpawnRequest {
     /// `(source, target)`: the child sees `source` as fd `target`. Targets
     /// must be below [`FD_FLOOR`]; everything else is closed on exec.
     pub fds: Vec<(OwnedFd, RawFd)>,
+    /// A v2 cgroup directory (any open descriptor, `O_PATH` will do) to
+    /// create the child in; see [`Spawned::in_cgroup`].
+    pub cgroup: Option<OwnedFd>,
 }
 
 /// A started child.
@@ -38,6 +48,9 @@ pub struct Spawned {
     pub pid: libc::pid_t,
     /// Refers to the child race-free: readable once it has exited.
     pub pidfd: OwnedFd,
+    /// The child was created in [`SpawnRequest::cgroup`]; false when none
+    /// was asked for or the kernel refused, and the caller must move it.
+    pub in_cgroup: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,23 +208,44 @@ fn spawn_now(request: SpawnRequest, stack: &mut [u8]) -> Result<Spawned, SpawnEr
     };
     let mut pidfd: libc::c_int = -1;
     // The stack grows down; start at the top, 16-byte aligned.
-    let top = stack.as_mut_ptr() as usize + stack.len();
-    let top = (top & !0xF) as *mut c_void;
-    let flags =
-        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | request.namespaces | libc::SIGCHLD;
-    // SAFETY: child_main only reads `args` (alive until the child execs or
-    // exits, the parent being suspended until then) and makes
-    // async-signal-safe calls; all signals are blocked in this thread, so
-    // no handler runs on the shared stack. CLONE_PIDFD writes the pidfd to
-    // `pidfd` (the parent_tid argument).
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top,
-            flags,
-            &args as *const ChildArgs as *mut c_void,
-            &mut pidfd as *mut libc::c_int,
-        )
+    let base = stack.as_mut_ptr() as usize;
+    let top = (base + stack.len()) & !0xF;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | request.namespaces;
+    let args_ptr = &args as *const ChildArgs as *mut c_void;
+    let into_cgroup = request.cgroup.as_ref().and_then(|dir| {
+        let mut clone_args = CloneArgs {
+            flags: (flags as u64) | CLONE_INTO_CGROUP,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: base as u64,
+            stack_size: (top - base) as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: as for clone below; the kernel starts the child on
+        // [base, top) and writes the pidfd to `pidfd`.
+        let pid = unsafe { clone3_running(&mut clone_args, child_main, args_ptr) };
+        // Refused (no clone3, an older struct, a cgroup it will not
+        // take): no child exists; the plain clone follows.
+        (pid > 0).then_some(pid as libc::pid_t)
+    });
+    let in_cgroup = into_cgroup.is_some();
+    let pid = match into_cgroup {
+        Some(pid) => pid,
+        // SAFETY: child_main only reads `args` (alive until the child execs
+        // or exits, the parent being suspended until then) and makes
+        // async-signal-safe calls; all signals are blocked in this thread,
+        // so no handler runs on the shared stack. CLONE_PIDFD writes the
+        // pidfd to `pidfd` (the parent_tid argument).
+        None => unsafe {
+            libc::clone(
+                child_main,
+                top as *mut c_void,
+                flags | libc::SIGCHLD,
+                args_ptr,
+                &mut pidfd as *mut libc::c_int,
+            )
+        },
     };
     if pid < 0 {
         return Err(SpawnError::Clone(std::io::Error::last_os_error()));
@@ -229,7 +263,87 @@ fn spawn_now(request: SpawnRequest, stack: &mut [u8]) -> Result<Spawned, SpawnEr
             error: std::io::Error::from_raw_os_error(errno),
         });
     }
-    Ok(Spawned { pid, pidfd })
+    Ok(Spawned {
+        pid,
+        pidfd,
+        in_cgroup,
+    })
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7), not in the libc crate's flags.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` up to `cgroup` (version 2, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3(args)`, the child running `f(arg)` on the stack `args` gives it
+/// and exiting with its result. Returns the child's pid, or `-errno`.
+///
+/// By hand because glibc exports no clone3 wrapper: with `CLONE_VM` the
+/// child must never return into the parent's frames, so the syscall and
+/// the call on the new stack are one piece of assembly, as in libc's own
+/// `clone`.
+///
+/// # Safety
+/// `args` must describe a valid stack the child may use until it execs or
+/// exits, and `f` must never unwind.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_running(
+    args: &mut CloneArgs,
+    f: extern "C" fn(*mut c_void) -> libc::c_int,
+    arg: *mut c_void,
+) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: the caller's contract; the parent's registers other than
+    // rax, rcx and r11 are untouched, and the child leaves by exit.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            // The child: its stack pointer is the top of the new stack.
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") f,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+/// Elsewhere the plain clone serves, and the caller moves the child.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_running(
+    _args: &mut CloneArgs,
+    _f: extern "C" fn(*mut c_void) -> libc::c_int,
+    _arg: *mut c_void,
+) -> libc::c_long {
+    -(libc::ENOSYS as libc::c_long)
 }
 
 fn reap(pid: libc::pid_t) {
@@ -279,6 +393,7 @@ mod tests {
                 envp: vec![cstr("PATH=/bin:/usr/bin")],
                 namespaces: libc::CLONE_NEWPID | libc::CLONE_NEWNS,
                 fds: vec![(write, 7)],
+                cgroup: None,
             })
             .await
             .expect("spawn");
@@ -296,6 +411,52 @@ mod tests {
         assert_eq!(fds, ["0", "1", "7"], "{out}");
     }
 
+    /// A cgroup v2 mount of this host (the unified one of a v1 host will
+    /// do: any v2 cgroup can take processes), if any.
+    fn cgroup2_mount() -> Option<std::path::PathBuf> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        mountinfo.lines().find_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            (tail.split_whitespace().next() == Some("cgroup2"))
+                .then(|| head.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+        })
+    }
+
+    #[tokio::test]
+    async fn a_child_is_created_inside_a_v2_cgroup_when_one_is_given() {
+        let Some(mount) = cgroup2_mount() else {
+            eprintln!("no cgroup2 mount here: CLONE_INTO_CGROUP is not exercised");
+            return;
+        };
+        let name = format!("corral-spawn-test-{}", std::process::id());
+        let dir = mount.join(&name);
+        std::fs::create_dir(&dir).expect("mkdir the test cgroup");
+        let fd = std::fs::File::open(&dir).expect("open the test cgroup");
+        let spawner = Spawner::start().expect("spawner");
+        let (read, write) = pipe();
+        let spawned = spawner
+            .spawn(SpawnRequest {
+                program: cstr("/bin/sh"),
+                argv: vec![cstr("sh"), cstr("-c"), cstr("cat /proc/self/cgroup >&7")],
+                envp: vec![cstr("PATH=/bin:/usr/bin")],
+                namespaces: libc::CLONE_NEWPID | libc::CLONE_NEWNS,
+                fds: vec![(write, 7)],
+                cgroup: Some(fd.into()),
+            })
+            .await
+            .expect("spawn");
+        let status = wait(&spawned);
+        let mut out = String::new();
+        std::fs::File::from(read)
+            .read_to_string(&mut out)
+            .expect("read");
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(status, 0);
+        assert!(spawned.in_cgroup, "the kernel refused CLONE_INTO_CGROUP");
+        // Created there, never moved: its v2 line names the cgroup.
+        assert!(out.lines().any(|l| l == format!("0::/{name}")), "{out}");
+    }
+
     #[tokio::test]
     async fn exec_failure_is_reported_with_errno() {
         let spawner = Spawner::start().expect("spawner");
@@ -306,6 +467,7 @@ mod tests {
                 envp: vec![],
                 namespaces: 0,
                 fds: vec![],
+                cgroup: None,
             })
             .await
             .expect_err("must fail");

@@ -271,6 +271,10 @@ impl Cgroup for V1Cgroup {
         Ok(())
     }
 
+    fn spawn_dir(&self) -> Option<&Path> {
+        None
+    }
+
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
         cgroupfs::read_pids(self.primary())
     }

@@ -264,6 +264,10 @@ impl Cgroup for V2Cgroup {
         cgroupfs::attach(&self.dir, pid)
     }
 
+    fn spawn_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
         cgroupfs::read_pids(&self.dir)
     }

@@ -540,6 +540,7 @@ impl Child {
             envp: Vec::new(),
             namespaces,
             fds,
+            cgroup: spawn_dir_of(cgroup.as_deref()),
         };
         let spawned = match rt.spawner.spawn(request).await {
             Ok(s) => s,
@@ -553,6 +554,7 @@ impl Child {
         // From here on the monitor owns the process: any failure below
         // goes through a kill request so the death is reaped and cleaned.
         if let Some(cg) = &cgroup
+            && !spawned.in_cgroup
             && let Err(e) = cg.attach(pid as u32)
         {
             kill_pidfd(&pidfd);
@@ -774,6 +776,14 @@ fn apply_limits(
     Err(CorralError::internal(
         "applying cgroup limits did not converge",
     ))
+}
+
+/// The cgroup's directory, open, for creating the child inside it (v2; see
+/// `spawn`). None on v1, or if it cannot be opened: the child is then
+/// moved in after the spawn, which reports what is wrong.
+fn spawn_dir_of(cgroup: Option<&dyn Cgroup>) -> Option<std::os::fd::OwnedFd> {
+    let dir = cgroup?.spawn_dir()?;
+    std::fs::File::open(dir).ok().map(Into::into)
 }
 
 type PreparedFds = (Vec<(OwnedFd, i32)>, OwnedFd, OwnedFd);
