@@ -768,6 +768,7 @@ fn health_prints_a_key_value_block() {
         cgroup: "v1".into(),
         landlock_abi: 7,
         features_unavailable: Vec::new(),
+        cgroup_favordynmods: true,
     };
     let daemon = FakeDaemon::start(vec![(
         ("GET", "/v1/health"),
@@ -784,7 +785,8 @@ fn health_prints_a_key_value_block() {
          children alive:     4\n\
          cgroup:             v1\n\
          landlock abi:       7\n\
-         missing features:   none\n"
+         missing features:   none\n\
+         cgroup attach:      fast (favordynmods)\n"
     );
     let run = daemon.corral(&["health", "--json"]).expect_code(0);
     assert_eq!(

@@ -277,6 +277,11 @@ pub struct Health {
     /// The policy's `[features]` says whether each fails a load or warns.
     #[serde(default)]
     pub features_unavailable: Vec<String>,
+    /// A cgroup hierarchy is mounted with `favordynmods`, so placing a
+    /// child in its cgroup does not wait for an RCU grace period (README,
+    /// "Fast starts"). False with no cgroups.
+    #[serde(default)]
+    pub cgroup_favordynmods: bool,
 }
 
 /// One plugin in `GET /v1/plugins`.

@@ -214,6 +214,16 @@ pub fn health(h: &Health) -> String {
                 h.features_unavailable.join(", ")
             },
         ),
+        (
+            "cgroup attach",
+            match (h.cgroup.as_str(), h.cgroup_favordynmods) {
+                ("none", _) => "-".into(),
+                (_, true) => "fast (favordynmods)".into(),
+                (_, false) => {
+                    "waits for an RCU grace period each start (see README, Fast starts)".into()
+                }
+            },
+        ),
     ])
 }
 
@@ -341,12 +351,17 @@ mod tests {
             cgroup: "v1".into(),
             landlock_abi: 7,
             features_unavailable: vec!["cgroup_swap".into(), "landlock_net".into()],
+            cgroup_favordynmods: false,
         });
         assert!(text.contains("status:             ok\n"), "{text}");
         assert!(text.contains("uptime:             1h 2m 3s\n"), "{text}");
         assert!(text.contains("landlock abi:       7\n"), "{text}");
         assert!(
             text.contains("missing features:   cgroup_swap, landlock_net\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cgroup attach:      waits for an RCU grace period each start"),
             "{text}"
         );
     }

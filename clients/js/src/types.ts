@@ -20,6 +20,8 @@ export interface Health {
   landlock_abi: number;
   /** Kernel features corral cannot use here, by their policy names. */
   features_unavailable: string[];
+  /** A cgroup hierarchy is mounted with `favordynmods`: starts do not wait for an RCU grace period. */
+  cgroup_favordynmods?: boolean;
 }
 
 export type PluginState = 'installed' | 'starting' | 'ready' | 'restarting' | 'quarantined' | 'stopping';

@@ -64,6 +64,8 @@ class Health(TypedDict, total=False):
     cgroup: str
     landlock_abi: int
     features_unavailable: list[str]
+    #: a cgroup hierarchy is mounted with favordynmods (fast starts)
+    cgroup_favordynmods: bool
 
 
 class PluginSummary(TypedDict, total=False):

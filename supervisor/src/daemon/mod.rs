@@ -240,6 +240,11 @@ impl Daemon {
             observer: Some(metrics.clone()),
             cgroup_pool: CGROUP_POOL,
         })?;
+        if rt.cgroups.is_some() && !rt.features.cgroup_favordynmods {
+            tracing::info!(
+                "no cgroup hierarchy is mounted with favordynmods: each plugin start waits for an RCU grace period to enter its cgroup (README, Fast starts)"
+            );
+        }
         let stale = rt.remove_stale_cgroups();
         if !stale.is_empty() {
             tracing::info!(count = stale.len(), cgroups = ?stale, "removed cgroups left by an earlier run");
@@ -1430,6 +1435,7 @@ impl Daemon {
                 .filter(|f| !self.rt.features.has(f))
                 .map(|f| f.to_string())
                 .collect(),
+            cgroup_favordynmods: self.rt.cgroups.is_some() && self.rt.features.cgroup_favordynmods,
         }
     }
 
