@@ -411,6 +411,21 @@ fn cgroup_pieces(rt: &Runtime, policy: &SandboxPolicy, reps: usize) -> Result<Ta
         cg.remove()?;
         remove.push(t.elapsed());
     }
+    // Back to back, the kernel's threadgroup lock stays in the state a
+    // writer left it in; an isolated start first waits for an RCU grace
+    // period (unless a hierarchy is mounted favordynmods).
+    let mut isolated = Vec::new();
+    for i in 0..reps.min(20) {
+        let cg = driver.create(&format!("piece.idle.{i}"))?;
+        let pid = bare::spawn(&sleeper, None, true)?;
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        let attached = cg.attach(pid as u32);
+        isolated.push(t.elapsed());
+        bare::reap(pid, Duration::ZERO);
+        attached?;
+        cg.remove()?;
+    }
     let mut table = Table::new(&["piece", "p50", "p90", "n"]);
     for (label, samples) in [
         (
@@ -418,6 +433,10 @@ fn cgroup_pieces(rt: &Runtime, policy: &SandboxPolicy, reps: usize) -> Result<Ta
             &create,
         ),
         ("cgroup attach (write the pid)".to_string(), &attach),
+        (
+            "cgroup attach after 100 ms without one (an isolated start)".to_string(),
+            &isolated,
+        ),
         ("cgroup remove (rmdir)".to_string(), &remove),
     ] {
         let s = Summary::of_durations(samples);

@@ -75,6 +75,10 @@ impl Machine {
             } else {
                 "unknown".to_string()
             };
+        let cgroups = format!(
+            "{cgroups}, favordynmods {}",
+            if favordynmods() { "on" } else { "off" }
+        );
         let bwrap = std::process::Command::new("bwrap")
             .arg("--version")
             .output()
@@ -94,6 +98,13 @@ impl Machine {
             date_utc: utc_now(),
         }
     }
+}
+
+/// Whether a cgroup hierarchy favours dynamic changes now (a move into
+/// a cgroup then waits for no RCU grace period).
+pub fn favordynmods() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| corral_supervisor::features::favordynmods_in(&m))
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
