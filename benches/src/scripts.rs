@@ -57,8 +57,8 @@ fn kill(ctx: &Ctx, child: Child) {
     ctx.tokio.block_on(async move { child.kill().await });
 }
 
-/// Sequential echo calls; their round trips.
-fn calls(ctx: &Ctx, child: &Child, n: usize) -> Result<Vec<Duration>> {
+/// Sequential calls of an echo `method`; their round trips.
+fn calls(ctx: &Ctx, child: &Child, method: &'static str, n: usize) -> Result<Vec<Duration>> {
     let child = child.clone();
     ctx.tokio.block_on(async move {
         tokio::spawn(async move {
@@ -66,12 +66,12 @@ fn calls(ctx: &Ctx, child: &Child, n: usize) -> Result<Vec<Duration>> {
             for _ in 0..n {
                 let t = Instant::now();
                 let out = child
-                    .call("echo", INPUT.to_vec(), CALL_TIMEOUT)
+                    .call(method, INPUT.to_vec(), CALL_TIMEOUT)
                     .await
-                    .map_err(|e| anyhow::anyhow!("echo: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("{method}: {e}"))?;
                 samples.push(t.elapsed());
                 if out.output != INPUT {
-                    bail!("echo returned {:?}", String::from_utf8_lossy(&out.output));
+                    bail!("{method} returned {:?}", String::from_utf8_lossy(&out.output));
                 }
             }
             Ok(samples)
@@ -83,6 +83,8 @@ fn calls(ctx: &Ctx, child: &Child, n: usize) -> Result<Vec<Duration>> {
 
 struct Row {
     label: &'static str,
+    /// The echo method its warm calls use.
+    method: &'static str,
     /// What the bare start runs: the confined program's own argv and
     /// environment, without the sandbox.
     bare: bare::Program,
@@ -110,6 +112,7 @@ impl Row {
         }
         Ok(Row {
             label,
+            method: "echo",
             bare,
             policy,
             bare_starts: Vec::new(),
@@ -193,6 +196,22 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         &rt,
         &mut skipped,
     ));
+    // The same plugin's `inline=True` echo: run on the thread that reads
+    // the channel, with no hand-off to a worker thread.
+    rows.extend(
+        optional_row(
+            ctx,
+            "Python py-noop, inline handler",
+            "py-noop",
+            &policy,
+            &rt,
+            &mut skipped,
+        )
+        .map(|row| Row {
+            method: "echo_inline",
+            ..row
+        }),
+    );
 
     let n = rows.len();
     for round in 0..rounds + 3 {
@@ -201,7 +220,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             if round % 10 == 0 {
                 // The same calls without the sandbox: what the runtime
                 // itself costs a round trip.
-                let bare_calls = bare::calls(&channel, "echo", INPUT, per_child / 10);
+                let bare_calls = bare::calls(&channel, row.method, INPUT, per_child / 10);
                 row.bare_calls
                     .extend(bare_calls.with_context(|| row.label)?);
             }
@@ -218,7 +237,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                 row.starts.push(elapsed);
             }
             if round % 10 == 0 {
-                row.calls.extend(calls(ctx, &child, per_child / 10)?);
+                row.calls.extend(calls(ctx, &child, row.method, per_child / 10)?);
                 // Settled after its calls: what an idle loaded plugin costs.
                 std::thread::sleep(Duration::from_millis(50));
                 if let Some(stats) = child.stats() {
@@ -302,6 +321,17 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     ));
     for (row, f) in rows.iter().zip(&figures).skip(2) {
         let python = row.label.starts_with("Python");
+        if row.method != "echo" {
+            ctx.summary.push(summary_row(
+                &format!("Python warm call, `{}` (inline=True, p50)", row.method),
+                fmt_us(f.2),
+                format!("Rust hello {}", fmt_us(hello.2)),
+                f.2 / hello.2,
+                "≤ 2× hello",
+                f.2 <= 2.0 * hello.2,
+            ));
+            continue;
+        }
         let what = if python { "Python" } else { "Node.js" };
         let mut start = summary_row(
             &format!("{what} plugin start, confined vs bare (p50)"),
