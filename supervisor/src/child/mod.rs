@@ -555,7 +555,7 @@ impl Child {
         // goes through a kill request so the death is reaped and cleaned.
         if let Some(cg) = &cgroup
             && !spawned.in_cgroup
-            && let Err(e) = cg.attach(pid as u32)
+            && let Err(e) = attach_off_runtime(cg, pid).await
         {
             kill_pidfd(&pidfd);
             reap(&pidfd);
@@ -776,6 +776,17 @@ fn apply_limits(
     Err(CorralError::internal(
         "applying cgroup limits did not converge",
     ))
+}
+
+/// Moves the child into its cgroup on a blocking thread: the write can
+/// wait for an RCU grace period (~12 ms, see `Cgroup::attach`), which must
+/// not hold one of the runtime's workers.
+async fn attach_off_runtime(cgroup: &Arc<dyn Cgroup>, pid: i32) -> std::io::Result<()> {
+    let cgroup = Arc::clone(cgroup);
+    tokio::task::spawn_blocking(move || cgroup.attach(pid as u32))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
 }
 
 /// The cgroup's directory, open, for creating the child inside it (v2; see
