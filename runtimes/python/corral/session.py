@@ -1,6 +1,17 @@
-"""The serve loop: the handshake, then reading the host's messages on the
-main thread and running each call's handler elsewhere, so that Ping and
-Cancel are answered while handlers run and calls run concurrently.
+"""The serve loop: the handshake, then reading the host's messages and
+running each call's handler, so that Ping and Cancel are answered while
+handlers run and calls run concurrently.
+
+Threads (``Crew``, leader/follower): one thread at a time reads the
+channel, the main thread first. On a Call for a plain handler the reader
+hands the reading to an idle thread of the pool (or starts one, within
+the limit the pids limit leaves) and runs the handler itself, then sends
+its reply: no thread wake-up lies between reading a call and running it.
+Done, the thread runs a call from the backlog (calls that found every
+thread busy), else reads again if nobody reads, else parks until another
+thread hands it the reading. ``async def`` handlers run on the event loop
+thread; ``inline=True`` handlers, and every handler when no other thread
+can be had, run on the reader and keep the reading meanwhile.
 
 Order of a plugin's life (PROTOCOL.md section 5):
 
@@ -9,16 +20,18 @@ Order of a plugin's life (PROTOCOL.md section 5):
 2. Set-up: the plugin's init hooks (the seed-002 adapter's ``initialize``)
    with the settings; a failure there is printed and ends the start
    (exit 70) before Ready.
-3. Ready, then the loop: a Call goes to a worker thread (plain handlers) or
-   to the event loop thread (``async def`` handlers); Cancel marks the
-   call's context (and cancels its task); Ping is answered at once;
+3. Ready, then the loop: a Call runs on the thread that read it (plain
+   handlers; the reading moves on) or on the event loop thread (``async
+   def`` handlers); Cancel marks the call's context (and cancels its
+   task); Ping is answered at once;
    Shutdown waits for the calls in flight (up to its grace), runs the
    shutdown hooks and exits 0; end of stream exits 0 at once; anything
    that does not decode, or a second Init, exits 76 without another byte.
 4. Host services (version 2, ``services.py``): a Response wakes the
    request waiting for it, a Deliver runs the subscription's handlers like
    a call's; a handler waiting on the reading thread itself reads on
-   (``pump_until``), and what it may not run there is queued for the loop.
+   (``pump_until``), and what it may not run there is queued for the loop;
+   one on any other thread waits for the reader to wake it.
 """
 
 from __future__ import annotations
@@ -148,7 +161,7 @@ class Session:
         self.channel.send(wire.Ready())
         self.channel.send_limit = self.max_frame
         self.services.send_early_subscriptions()
-        # Every call needs the JSON codec and the worker threads (and an
+        # Every call needs the JSON codec and the pool's threads (and an
         # async handler the event loop); importing them costs more than the
         # rest of the start, so it happens once the host has Ready (and is
         # busy with it) rather than before.
@@ -269,7 +282,7 @@ class Session:
     # ------------------------------------------------------------ handlers
 
     def run_sync(self, handler: Handler, ctx: Context, raw: bytes) -> None:
-        """Runs a plain handler on a worker thread and sends its reply."""
+        """Runs a plain handler on this thread and sends its reply."""
         if ctx._cancelled:
             self.finish(ctx, error=(errors.CANCELLED, "cancelled before the handler started"))
             return
@@ -361,7 +374,7 @@ class Session:
 
     def run_event_handler(self, handler: Callable[..., Any], delivery: Any) -> None:
         """Runs a subscription's handler for one delivery where a call's
-        handler would run: a worker thread, or the event loop."""
+        handler would run: a pool thread, or the event loop."""
         from .plugin import _shape
 
         arity, is_async = _shape(handler)
@@ -657,7 +670,7 @@ class AsyncRunner:
         self.loop.call_soon_threadsafe(lambda: ctx._task is not None and ctx._task.cancel())
 
     def wait(self, awaitable: Any) -> Any:
-        """Runs ``awaitable`` on the loop and waits for it (from a worker)."""
+        """Runs ``awaitable`` on the loop and waits for it (from a pool thread)."""
         async def run() -> Any:
             return await awaitable
 
