@@ -221,7 +221,8 @@ def test_a_version_not_offered_is_refused(host):
 
 
 def test_a_call_cancelled_before_its_handler_starts_never_runs(host):
-    # pids = 3 leaves room for one worker thread: call 2 waits behind call 1
+    # pids = 3 leaves room for one thread besides the main one: call 2 waits
+    # behind call 1
     # and is cancelled before it starts.
     host.handshake(limits=wire.InitLimits(64 << 20, 10_000, 3, 64))
     host.call(1, "wait_for_cancel")
@@ -321,6 +322,41 @@ def test_without_room_for_threads_every_call_runs_on_the_one_thread(host):
     assert out(host.roundtrip(3, "reader")) == only
     assert out(host.roundtrip(4, "sleep_then_answer", b"1")) == "slept"
     assert out(host.roundtrip(5, "whoami")) == only
+
+
+FEW_THREADS = PLUGINS / "few_threads" / "plugin.py"
+
+
+def test_when_no_thread_can_be_started_the_reader_runs_the_call_and_reads_on():
+    host = FakeHost(FEW_THREADS)
+    try:
+        host.handshake(config=b'{"threads": 0}')
+        only = out(host.roundtrip(1, "reader"))
+        assert out(host.roundtrip(2, "whoami")) == only
+        assert out(host.roundtrip(3, "reader")) == only  # it kept the reading
+        assert out(host.roundtrip(4, "whoami")) == only
+    finally:
+        host.close()
+
+
+def test_a_call_that_finds_no_thread_waits_for_one_to_be_free():
+    host = FakeHost(FEW_THREADS)
+    try:
+        host.handshake(config=b'{"threads": 1}')
+        first_reader = out(host.roundtrip(1, "reader"))
+        host.call(2, "at_gate")  # runs on the first reader, a new thread reads
+        host.wait_log("at the gate")
+        second_reader = out(host.roundtrip(3, "reader"))
+        host.call(4, "at_gate")  # no thread to read instead: it waits
+        host.call(5, "open_gate")
+        replies = host.replies(3)
+        assert out(replies[5]) == "open"
+        # Call 4 ran on the thread call 2 freed; the reading never moved.
+        assert out(replies[2]) == {"released": True, "thread": first_reader}
+        assert out(replies[4]) == {"released": True, "thread": first_reader}
+        assert out(host.roundtrip(6, "reader")) == second_reader != first_reader
+    finally:
+        host.close()
 
 
 def test_a_call_before_init_is_refused(host):
