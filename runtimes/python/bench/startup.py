@@ -65,6 +65,20 @@ class Peer:
             times.append(time.perf_counter() - began)
         return times
 
+    def context_switches(self) -> int:
+        """Context switches of all the plugin's threads so far: each is a
+        thread going to sleep or being pushed off a CPU, a count that a
+        busy machine disturbs much less than it does times."""
+        total = 0
+        for status in Path(f"/proc/{self.pid}/task").glob("*/status"):
+            try:
+                for line in status.read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+            except (FileNotFoundError, ProcessLookupError):  # a thread ended
+                pass
+        return total
+
     def stop(self) -> float:
         """Closes the channel; the CPU seconds the plugin used in all."""
         self.sock.close()
@@ -98,8 +112,12 @@ def main() -> None:
                                 ("corral SDK", subjects["corral SDK"], ["noop", "noop_inline"])]:
         peer = Peer(args.python, argv)
         for method in methods:
+            peer.round_trips(method, 200)  # threads started, code warm
+            switches = peer.context_switches()
             times = peer.round_trips(method, 2000)
-            print(f"warm call {name} {method}: median {statistics.median(times) * 1e6:.1f} us")
+            switches = peer.context_switches() - switches
+            print(f"warm call {name} {method}: median {statistics.median(times) * 1e6:.1f} us, "
+                  f"{switches / len(times):.2f} context switches per call")
         peer.stop()
 
 

@@ -13,7 +13,8 @@ method name; ``serve()`` runs it on the host's channel.
 
 A handler takes ``(input)`` or ``(ctx, input)`` (or nothing), decided by how
 many positional parameters it declares; ``async def`` handlers run on one
-event loop, plain ones on worker threads, so calls may run concurrently.
+event loop, plain ones on the pool's threads (each on the thread that read
+its call, which hands the reading on), so calls may run concurrently.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ class Plugin:
         the function's own name).
 
         ``inline=True`` runs a plain handler on the thread that reads the
-        channel instead of a worker thread: a call costs less (no thread
-        hop), but while it runs no other call starts and a Cancel is read
-        only after it returns. For handlers that return quickly."""
+        channel without handing the reading on first: a call costs a little
+        less (no other thread is woken), but while it runs no other call
+        starts and a Cancel is read only after it returns. For handlers
+        that return quickly."""
         if callable(name):  # used bare: @plugin.method
             func = name
             self.add_method(func.__name__, func)

@@ -16,15 +16,17 @@ methods return awaitables (``await ctx.host.kv.get(...)``). An ``Err``
 response raises the exception class of its code (``PermissionDenied``,
 ``QuotaExceeded``, ... in ``corral.errors``).
 
-How waiting works, and why nothing is lost meanwhile: the serve loop's
-thread reads every frame. A request made on a worker thread waits on a
-lock that the reader releases when the response comes; one made on the
-event loop waits on a future the reader resolves through the loop. A
-request made on the reader's own thread (an inline handler, or any
-handler when no worker thread can be started) reads the channel itself
-until its response arrives: Ping, Cancel and other responses are handled
-as they come, Calls, Deliveries and Shutdown are queued for the serve
-loop, which takes them up as soon as the handler returns.
+How waiting works, and why nothing is lost meanwhile: one thread at a
+time reads every frame (the reader, ``session.Crew``; a plain handler's
+thread hands the reading on before it runs the handler). A request made
+on any other thread waits on a lock that the reader releases when the
+response comes; one made on the event loop waits on a future the reader
+resolves through the loop. A request made on the reader's own thread (an
+inline handler, or any handler when no other thread can be had) reads the
+channel itself until its response arrives: Ping, Cancel and other
+responses are handled as they come, Calls, Deliveries and Shutdown are
+queued for the serve loop, which takes them up as soon as the handler
+returns.
 """
 
 from __future__ import annotations
@@ -262,8 +264,8 @@ class Services:
                 done(e)
 
     def on_deliver(self, message: wire.Deliver) -> None:
-        """Runs every handler whose pattern matches the topic, on a worker
-        (plain handlers) or the event loop (``async def``)."""
+        """Runs every handler whose pattern matches the topic, on a pool
+        thread (plain handlers) or the event loop (``async def``)."""
         with self._lock:
             handlers = [h for pattern, hs in self._handlers.items()
                         if pattern_matches(pattern, message.topic) for h in hs]

@@ -1,6 +1,17 @@
-"""The serve loop: the handshake, then reading the host's messages on the
-main thread and running each call's handler elsewhere, so that Ping and
-Cancel are answered while handlers run and calls run concurrently.
+"""The serve loop: the handshake, then reading the host's messages and
+running each call's handler, so that Ping and Cancel are answered while
+handlers run and calls run concurrently.
+
+Threads (``Crew``, leader/follower): one thread at a time reads the
+channel, the main thread first. On a Call for a plain handler the reader
+hands the reading to an idle thread of the pool (or starts one, within
+the limit the pids limit leaves) and runs the handler itself, then sends
+its reply: no thread wake-up lies between reading a call and running it.
+Done, the thread runs a call from the backlog (calls that found every
+thread busy), else reads again if nobody reads, else parks until another
+thread hands it the reading. ``async def`` handlers run on the event loop
+thread; ``inline=True`` handlers, and every handler when no other thread
+can be had, run on the reader and keep the reading meanwhile.
 
 Order of a plugin's life (PROTOCOL.md section 5):
 
@@ -9,16 +20,18 @@ Order of a plugin's life (PROTOCOL.md section 5):
 2. Set-up: the plugin's init hooks (the seed-002 adapter's ``initialize``)
    with the settings; a failure there is printed and ends the start
    (exit 70) before Ready.
-3. Ready, then the loop: a Call goes to a worker thread (plain handlers) or
-   to the event loop thread (``async def`` handlers); Cancel marks the
-   call's context (and cancels its task); Ping is answered at once;
+3. Ready, then the loop: a Call runs on the thread that read it (plain
+   handlers; the reading moves on) or on the event loop thread (``async
+   def`` handlers); Cancel marks the call's context (and cancels its
+   task); Ping is answered at once;
    Shutdown waits for the calls in flight (up to its grace), runs the
    shutdown hooks and exits 0; end of stream exits 0 at once; anything
    that does not decode, or a second Init, exits 76 without another byte.
 4. Host services (version 2, ``services.py``): a Response wakes the
    request waiting for it, a Deliver runs the subscription's handlers like
    a call's; a handler waiting on the reading thread itself reads on
-   (``pump_until``), and what it may not run there is queued for the loop.
+   (``pump_until``), and what it may not run there is queued for the loop;
+   one on any other thread waits for the reader to wake it.
 """
 
 from __future__ import annotations
@@ -39,6 +52,9 @@ if TYPE_CHECKING:
     from typing import Any, Callable, NoReturn
 
     from .plugin import Handler, Plugin
+
+    #: A function to run on a pool thread, and its arguments.
+    Job = tuple[Callable[..., None], tuple[Any, ...]]
 
 #: sysexits.h EX_SOFTWARE: the plugin's own set-up failed before Ready.
 EX_SOFTWARE = 70
@@ -87,7 +103,7 @@ class Session:
         self._lock = allocate_lock()
         #: Notified when the last call in flight ends (made at Shutdown).
         self._drained: Any = None
-        self._pool: WorkerPool | None = None
+        self._pool: Crew | None = None
         self._async: AsyncRunner | bool | None = None
         self.services = Services(self)
         #: The thread that reads the channel (a request made on it must
@@ -145,29 +161,36 @@ class Session:
         self.channel.send(wire.Ready())
         self.channel.send_limit = self.max_frame
         self.services.send_early_subscriptions()
-        # Every call needs the JSON codec and the worker threads (and an
+        # Every call needs the JSON codec and the pool's threads (and an
         # async handler the event loop); importing them costs more than the
         # rest of the start, so it happens once the host has Ready (and is
         # busy with it) rather than before.
         import json  # noqa: F401
 
         workers = 8 if init.limits.pids == 0 else min(8, init.limits.pids - 2)
-        self._pool = WorkerPool(self, max(0, workers))
+        self._pool = Crew(self, max(0, workers))
         if any(h.is_async for h in plugin.handlers.values()):
             self.async_runner()  # asyncio too, when some handler needs it
 
     # ------------------------------------------------------------ the loop
 
     def run(self) -> NoReturn:
-        self.reader_thread = get_ident()
-        while True:
-            while self._deferred:
-                self.dispatch(self._deferred.pop(0))
+        """Serves until Shutdown or end of stream: the calling thread reads
+        first, then the pool's threads take turns (``Crew``)."""
+        assert self._pool is not None
+        self._pool.lead()
+
+    def read_one(self) -> None:
+        """Reads and dispatches one message (or one a handler's wait on the
+        reading thread put aside): done by the reader only."""
+        if self._deferred:
+            message = self._deferred.pop(0)
+        else:
             try:
                 message = self.channel.receive()
             except HostGone:
                 die(0)
-            self.dispatch(message)
+        self.dispatch(message)
 
     def dispatch(self, message: wire.Message, *, pumping: bool = False) -> None:
         """Acts on one message from the host. ``pumping``: a handler on the
@@ -259,7 +282,7 @@ class Session:
     # ------------------------------------------------------------ handlers
 
     def run_sync(self, handler: Handler, ctx: Context, raw: bytes) -> None:
-        """Runs a plain handler on a worker thread and sends its reply."""
+        """Runs a plain handler on this thread and sends its reply."""
         if ctx._cancelled:
             self.finish(ctx, error=(errors.CANCELLED, "cancelled before the handler started"))
             return
@@ -351,7 +374,7 @@ class Session:
 
     def run_event_handler(self, handler: Callable[..., Any], delivery: Any) -> None:
         """Runs a subscription's handler for one delivery where a call's
-        handler would run: a worker thread, or the event loop."""
+        handler would run: a pool thread, or the event loop."""
         from .plugin import _shape
 
         arity, is_async = _shape(handler)
@@ -464,65 +487,157 @@ def error_of(e: BaseException) -> tuple[str, str]:
 # ---------------------------------------------------------------- where handlers run
 
 
-class WorkerPool:
-    """Threads for plain handlers, started as calls need them, at most
-    ``limit`` (the sandbox counts threads against its pids limit). When not
-    even one thread can be started, the call runs on the serve loop's
-    thread: the plugin then serves one call at a time, which the protocol
+class _Follower:
+    """An idle thread of the pool, parked on its own lock until another
+    thread gives it an order: read the channel (``job`` None) or run ``job``."""
+
+    __slots__ = ("ident", "wake", "job")
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+        self.wake = allocate_lock()
+        self.wake.acquire()
+        self.job: Job | None = None
+
+
+#: ``Crew._reader`` while a thread started to read has not run yet: no
+#: thread's ident, so no handler takes itself for the reader meanwhile.
+_STARTING = -1
+
+
+class Crew:
+    """The threads that read the channel and run plain handlers, leader and
+    followers: one thread at a time reads (the reader); on a Call for a
+    plain handler it hands the reading to an idle thread (or one it starts)
+    and runs the handler itself, so no thread wake-up lies between reading
+    a call and running it. Done, the thread runs what waits in the backlog,
+    else reads again if nobody reads, else parks until it is needed.
+
+    Threads besides the first reader (the main thread) are started as calls
+    need them, at most ``limit`` (the sandbox counts threads against its
+    pids limit), so at most ``limit`` handlers run while one thread reads.
+    A call that finds no thread free waits in the backlog for the next
+    thread done with its handler. When not even one thread can be started
+    (``limit`` 0, or the first start fails), handlers run on the reader
+    itself: the plugin serves one call at a time, which the protocol
     allows."""
 
     def __init__(self, session: Session, limit: int) -> None:
         import threading
-        from _queue import SimpleQueue  # queue.SimpleQueue, without importing queue
+        from collections import deque
 
         self._threading = threading
-        self._jobs: SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = SimpleQueue()
+        self._session = session
         self._lock = allocate_lock()
         self._limit = limit
+        #: Threads started besides the main thread.
         self._threads = 0
-        self._idle = 0
-        self._backlog = 0
+        #: Idle threads, the latest parked last (it is woken first: warm).
+        self._idle: list[_Follower] = []
+        self._backlog: deque[Job] = deque()
+        #: The ident of the thread that reads (or was told to), None when
+        #: nobody does.
+        self._reader: int | None = None
+        #: Jobs a thread took for itself when it handed the reading on,
+        #: by thread: run once its dispatch returns.
+        self._kept: dict[int, list[Job]] = {}
+
+    def lead(self) -> NoReturn:
+        """The calling thread (the main thread) becomes the first reader."""
+        me = get_ident()
+        with self._lock:
+            self._set_reader(me)
+        self._serve(me, None)
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
+        """Has ``func(*args)`` run: called while dispatching a message, by
+        the reader or by a thread that just handed the reading on."""
+        me = get_ident()
+        job = (func, args)
         if self._limit == 0:
             func(*args)
             return
         with self._lock:
-            start = False
-            if self._idle > 0:
-                self._idle -= 1
-            elif self._threads < self._limit:
+            follower = self._idle.pop() if self._idle else None
+            if follower is None:
+                if self._threads >= self._limit:  # every thread is busy
+                    self._backlog.append(job)
+                    return
                 self._threads += 1
-                start = True
-            else:
-                self._backlog += 1
-        if start and not self._start():
-            with self._lock:
-                self._threads -= 1
-                inline = self._threads == 0
-                if not inline:
-                    self._backlog += 1
-            if inline:
-                func(*args)
-                return
-        self._jobs.put((func, args))
+            hand_on = self._reader == me
+            if hand_on:
+                # The other thread reads; this one runs the job, at once.
+                self._kept.setdefault(me, []).append(job)
+                self._set_reader(follower.ident if follower is not None else _STARTING)
+            elif follower is not None:
+                follower.job = job
+        if follower is not None:
+            follower.wake.release()
+        elif not self._start(None if hand_on else job):
+            self._start_failed(me, self._kept[me].pop() if hand_on else job, reading=hand_on)
 
-    def _start(self) -> bool:
+    def _start(self, job: Job | None) -> bool:
         try:
-            self._threading.Thread(target=self._work, name="corral-worker", daemon=True).start()
+            self._threading.Thread(target=self._begin, args=(job,), name="corral-worker",
+                                   daemon=True).start()
             return True
         except RuntimeError:  # "can't start new thread": at the pids limit
             return False
 
-    def _work(self) -> None:
-        while True:
-            func, args = self._jobs.get()
-            func(*args)
+    def _start_failed(self, me: int, job: Job, *,
+                      reading: bool) -> None:
+        """No thread could be started for ``job`` (``reading``: nor to take
+        the reading over, which then stays with this thread)."""
+        with self._lock:
+            self._threads -= 1
+            if reading:
+                self._set_reader(me)
+            inline = self._threads == 0
+            if not inline:
+                self._backlog.append(job)
+        if inline:
+            job[0](*job[1])
+
+    def _begin(self, job: Job | None) -> None:
+        me = get_ident()
+        if job is None:  # started to read: the reading was left to it
             with self._lock:
-                if self._backlog > 0:
-                    self._backlog -= 1
-                else:
-                    self._idle += 1
+                self._set_reader(me)
+        self._serve(me, job)
+
+    def _serve(self, me: int, job: Job | None) -> NoReturn:
+        """A pool thread's life: read while the reader, run jobs, park."""
+        session = self._session
+        parked = _Follower(me)
+        while True:
+            if job is None:
+                while self._reader == me:  # only this thread moves the reading from it
+                    session.read_one()
+                jobs = self._kept.pop(me, [])
+            else:
+                jobs = [job]
+            for func, args in jobs:
+                func(*args)
+            job = self._next(parked)
+
+    def _next(self, parked: _Follower) -> Job | None:
+        """After its jobs: a job from the backlog, or None once this thread
+        is the reader (at once when nobody reads, else when woken to)."""
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._reader is None:
+                self._set_reader(parked.ident)
+                return None
+            parked.job = None
+            self._idle.append(parked)
+        parked.wake.acquire()  # released by the thread that gives the order
+        return parked.job
+
+    def _set_reader(self, ident: int) -> None:
+        """Under ``_lock``."""
+        self._reader = ident
+        self._session.reader_thread = ident
 
 
 class AsyncRunner:
@@ -555,7 +670,7 @@ class AsyncRunner:
         self.loop.call_soon_threadsafe(lambda: ctx._task is not None and ctx._task.cancel())
 
     def wait(self, awaitable: Any) -> Any:
-        """Runs ``awaitable`` on the loop and waits for it (from a worker)."""
+        """Runs ``awaitable`` on the loop and waits for it (from a pool thread)."""
         async def run() -> Any:
             return await awaitable
 

@@ -221,7 +221,8 @@ def test_a_version_not_offered_is_refused(host):
 
 
 def test_a_call_cancelled_before_its_handler_starts_never_runs(host):
-    # pids = 3 leaves room for one worker thread: call 2 waits behind call 1
+    # pids = 3 leaves room for one thread besides the main one: call 2 waits
+    # behind call 1
     # and is cancelled before it starts.
     host.handshake(limits=wire.InitLimits(64 << 20, 10_000, 3, 64))
     host.call(1, "wait_for_cancel")
@@ -240,6 +241,122 @@ def test_without_room_for_threads_calls_run_on_the_serve_loop(host):
     assert out(host.roundtrip(1, "echo", b'"inline"')) == "inline"
     assert err(host.roundtrip(2, "boom")) == ("plugin_error", "ValueError: no good")
     assert out(host.roundtrip(3, "async_add", b'{"a":1,"b":1}')) == 2
+
+
+# ---- leader/follower: the thread that reads a plain call runs it
+
+
+def limits(pids: int) -> wire.InitLimits:
+    return wire.InitLimits(64 << 20, 10_000, pids, 64)
+
+
+def test_a_plain_handler_runs_on_the_thread_that_read_its_call(ready):
+    first_reader = out(ready.roundtrip(1, "reader"))
+    assert out(ready.roundtrip(2, "whoami")) == first_reader
+    # It handed the reading on before running the handler, and kept none.
+    second_reader = out(ready.roundtrip(3, "reader"))
+    assert second_reader != first_reader
+    assert out(ready.roundtrip(4, "whoami")) == second_reader
+
+
+def test_ping_and_cancel_reach_a_plain_handler_on_what_was_the_reading_thread(ready):
+    reading = out(ready.roundtrip(1, "reader"))
+    ready.call(2, "hold_until_cancelled")
+    ready.wait_log("holding")
+    ready.send(wire.HostPing(5))
+    assert ready.read_skipping_logs() == wire.Pong(5)
+    assert out(ready.roundtrip(3, "echo", b'"meanwhile"')) == "meanwhile"
+    ready.send(wire.Cancel(2))
+    assert out(ready.reply(2)) == {"cancelled": True, "thread": reading}
+    assert out(ready.roundtrip(4, "echo", b'"after"')) == "after"
+
+
+def test_long_calls_run_at_once_each_on_the_thread_that_read_it(ready):
+    readers = []
+    for i in (1, 2, 3):
+        readers.append(out(ready.roundtrip(10 + i, "reader")))
+        ready.call(i, "at_gate")
+        ready.wait_log("at the gate")
+    ready.call(4, "open_gate")
+    replies = ready.replies(4)
+    assert out(replies[4]) == "open"
+    assert [out(replies[i]) for i in (1, 2, 3)] == [
+        {"released": True, "thread": t} for t in readers]
+    assert len(set(readers)) == 3
+
+
+def test_the_pool_never_has_more_threads_than_the_pids_limit_allows(host):
+    # pids = 4: the main thread, the event loop and two more, so two plain
+    # calls run at once and a third waits for one of them to finish.
+    host.handshake(limits=limits(4))
+    for i in (1, 2, 3):
+        host.call(i, "at_gate")
+    host.wait_log("at the gate")
+    host.wait_log("at the gate")
+    assert out(host.roundtrip(4, "threads")) == 4
+    host.call(5, "open_gate")
+    replies = host.replies(4)
+    assert out(replies[5]) == "open"
+    first, second, third = (out(replies[i])["thread"] for i in (1, 2, 3))
+    # The third call ran on a thread freed by the first two: it had waited.
+    assert first != second and third in (first, second)
+    assert [log.message for log in host.logs].count("at the gate") == 3
+    assert out(host.roundtrip(6, "threads")) == 4
+
+
+def test_shutdown_drains_the_running_call_and_the_backlog(host):
+    host.handshake(limits=limits(3))  # one thread besides the reader
+    host.call(1, "sleep_then_answer", b"200")
+    host.call(2, "sleep_then_answer", b"100")  # waits for call 1's thread
+    host.send(wire.Shutdown(20_000))
+    replies = host.replies(2)
+    assert out(replies[1]) == "slept" and out(replies[2]) == "slept"
+    assert host.wait_exit() == 0
+    assert "shutdown hook ran" in host.stdout()
+
+
+def test_without_room_for_threads_every_call_runs_on_the_one_thread(host):
+    host.handshake(limits=limits(2))
+    only = out(host.roundtrip(1, "reader"))
+    assert out(host.roundtrip(2, "whoami")) == only
+    assert out(host.roundtrip(3, "reader")) == only
+    assert out(host.roundtrip(4, "sleep_then_answer", b"1")) == "slept"
+    assert out(host.roundtrip(5, "whoami")) == only
+
+
+FEW_THREADS = PLUGINS / "few_threads" / "plugin.py"
+
+
+def test_when_no_thread_can_be_started_the_reader_runs_the_call_and_reads_on():
+    host = FakeHost(FEW_THREADS)
+    try:
+        host.handshake(config=b'{"threads": 0}')
+        only = out(host.roundtrip(1, "reader"))
+        assert out(host.roundtrip(2, "whoami")) == only
+        assert out(host.roundtrip(3, "reader")) == only  # it kept the reading
+        assert out(host.roundtrip(4, "whoami")) == only
+    finally:
+        host.close()
+
+
+def test_a_call_that_finds_no_thread_waits_for_one_to_be_free():
+    host = FakeHost(FEW_THREADS)
+    try:
+        host.handshake(config=b'{"threads": 1}')
+        first_reader = out(host.roundtrip(1, "reader"))
+        host.call(2, "at_gate")  # runs on the first reader, a new thread reads
+        host.wait_log("at the gate")
+        second_reader = out(host.roundtrip(3, "reader"))
+        host.call(4, "at_gate")  # no thread to read instead: it waits
+        host.call(5, "open_gate")
+        replies = host.replies(3)
+        assert out(replies[5]) == "open"
+        # Call 4 ran on the thread call 2 freed; the reading never moved.
+        assert out(replies[2]) == {"released": True, "thread": first_reader}
+        assert out(replies[4]) == {"released": True, "thread": first_reader}
+        assert out(host.roundtrip(6, "reader")) == second_reader != first_reader
+    finally:
+        host.close()
 
 
 def test_a_call_before_init_is_refused(host):

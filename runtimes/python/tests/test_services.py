@@ -271,3 +271,35 @@ def test_seed_002_plugins_reach_services_from_initialize_and_execute():
         assert out(h.reply(3)) == {"value": 42}
     finally:
         h.close()
+
+
+def test_a_plain_handler_waits_on_the_reading_thread_when_no_thread_is_free(host):
+    # pids = 2: no thread besides the reader, so the plain handler runs
+    # there and reads on while it waits, as an inline handler does.
+    host.handshake(limits=wire.InitLimits(64 << 20, 10_000, 2, 64))
+    host.respond(host.request())  # the subscription made at start
+    host.call(1, "call", b'{"plugin":"dep","method":"m"}')
+    req = host.request()
+    host.send(wire.HostPing(3))
+    assert host.read_skipping_logs() == wire.Pong(3)
+    host.call(2, "echo", b'"queued"')  # waits for call 1: one call at a time
+    host.respond(req, {"output": "dep said"})
+    assert [host.read_skipping_logs().id for _ in range(2)] == [1, 2]
+
+
+def test_a_delivery_runs_every_matching_handler_and_each_may_wait_on_the_host(host):
+    # The first handler runs on the thread that read the Deliver; the
+    # second goes to another thread; both wait for their publish.
+    host.respond(ready(host))
+    for i, pattern in enumerate(["data:*", "d*"], start=1):
+        host.call(i, "subscribe", json.dumps(pattern).encode())
+        host.respond(host.request())
+        assert out(host.reply(i)) == "subscribed"
+    host.deliver("data:saved", {"n": 7})
+    published = [host.request(), host.request()]
+    assert [(p.operation, json.loads(p.payload)) for p in published] == [
+        ("publish", {"topic": "echo", "payload": {"n": 7}})] * 2
+    for p in published:
+        host.respond(p, {"delivered": 0, "dropped": 0})
+    got = out(host.roundtrip(3, "seen_events", b"2"))
+    assert got == [{"payload": {"n": 7}, "topic": "data:saved", "from": "client"}] * 2

@@ -119,6 +119,44 @@ def release(input):
     return "ok"
 
 
+@plugin.method(inline=True)
+def reader(input):
+    """The thread reading the channel now (an inline handler runs there)."""
+    return threading.get_ident()
+
+
+@plugin.method()
+def whoami(input):
+    return threading.get_ident()
+
+
+@plugin.method(inline=True)
+def threads(input):
+    return threading.active_count()
+
+
+@plugin.method()
+def at_gate(ctx, input):
+    """Waits for `open_gate`, which runs on the reading thread."""
+    ctx.info("at the gate")
+    return {"released": gate.wait(20), "thread": threading.get_ident()}
+
+
+@plugin.method(inline=True)
+def open_gate(input):
+    gate.set()
+    return "open"
+
+
+@plugin.method()
+def hold_until_cancelled(ctx, input):
+    ctx.info("holding")
+    deadline = time.monotonic() + 20
+    while not ctx.cancelled and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return {"cancelled": ctx.cancelled, "thread": threading.get_ident()}
+
+
 @plugin.method()
 def sleep_then_answer(input):
     time.sleep(input / 1000)
