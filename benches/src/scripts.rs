@@ -71,7 +71,10 @@ fn calls(ctx: &Ctx, child: &Child, method: &'static str, n: usize) -> Result<Vec
                     .map_err(|e| anyhow::anyhow!("{method}: {e}"))?;
                 samples.push(t.elapsed());
                 if out.output != INPUT {
-                    bail!("{method} returned {:?}", String::from_utf8_lossy(&out.output));
+                    bail!(
+                        "{method} returned {:?}",
+                        String::from_utf8_lossy(&out.output)
+                    );
                 }
             }
             Ok(samples)
@@ -237,7 +240,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                 row.starts.push(elapsed);
             }
             if round % 10 == 0 {
-                row.calls.extend(calls(ctx, &child, row.method, per_child / 10)?);
+                row.calls
+                    .extend(calls(ctx, &child, row.method, per_child / 10)?);
                 // Settled after its calls: what an idle loaded plugin costs.
                 std::thread::sleep(Duration::from_millis(50));
                 if let Some(stats) = child.stats() {
