@@ -104,7 +104,7 @@ impl Machine {
 /// a cgroup then waits for no RCU grace period).
 pub fn favordynmods() -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|m| corral_supervisor::features::favordynmods_in(&m))
+        .is_ok_and(|m| corral_cgroups::favors_dynamic_changes(&m))
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.

@@ -219,6 +219,24 @@ fn strip_mount_root<'a>(own: &'a str, mount_root: &str) -> Result<&'a str, Cgrou
     }
 }
 
+/// Whether any cgroup or cgroup2 mount in `mountinfo` carries the
+/// `favordynmods` option (from the mount, or the kernel's
+/// `CONFIG_CGROUP_FAVOR_DYNMODS` / `cgroup_favordynmods=` default).
+///
+/// The kernel's threadgroup lock is one for all hierarchies: while any of
+/// them favours dynamic changes, a write to `cgroup.procs` (a
+/// [`crate::Cgroup::attach`]) no longer waits for an RCU grace period
+/// before taking it, at the price of slightly dearer forks and exits
+/// host-wide. Unreadable mountinfo counts as no.
+pub fn favors_dynamic_changes(mountinfo: &str) -> bool {
+    parse_mountinfo(mountinfo).is_ok_and(|mounts| {
+        mounts.iter().any(|m| {
+            matches!(m.fstype.as_str(), "cgroup" | "cgroup2")
+                && m.super_options.iter().any(|o| o == "favordynmods")
+        })
+    })
+}
+
 fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, CgroupError> {
     let mut mounts = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -364,6 +382,18 @@ mod tests {
             Plan::V2(plan) => plan,
             other => panic!("expected a v2 plan, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn favordynmods_is_read_from_cgroup_mounts_only() {
+        let v1 = "35 24 0:30 / /sys/fs/cgroup/cpu rw,relatime shared:13 - cgroup cgroup rw,cpu\n";
+        let v2_fast = "40 24 0:35 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot\n";
+        let other = "41 24 0:36 / /mnt rw - tmpfs favordynmods rw,favordynmods\n";
+        assert!(!favors_dynamic_changes(v1));
+        assert!(favors_dynamic_changes(&format!("{v1}{v2_fast}")));
+        // Only the super options of a cgroup mount count.
+        assert!(!favors_dynamic_changes(other));
+        assert!(!favors_dynamic_changes("garbage without a separator\n"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub mod v2;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use detect::{Plan, V1Plan, V2Plan, plan};
+pub use detect::{Plan, V1Plan, V2Plan, favors_dynamic_changes, plan};
 pub use error::{CgroupError, Resource};
 pub use kill::KILL_TIMEOUT;
 pub use name::validate_name;

@@ -49,9 +49,10 @@ pub struct KernelFeatures {
     pub cgroup: CgroupFeatures,
     /// A cgroup hierarchy is mounted with `favordynmods`: moving a process
     /// into a cgroup then takes the kernel's threadgroup lock without first
-    /// waiting for an RCU grace period. Without it, placing each child in
-    /// its cgroup waits for one (~10 ms on a quiet 2-CPU host), which is
-    /// most of an isolated start (see [`favordynmods_in`]).
+    /// waiting for an RCU grace period. Without it, each child moved into
+    /// its cgroup (v1; v2 creates it inside) waits for one (~12 ms on a
+    /// quiet 2-CPU host), most of an isolated start
+    /// ([`corral_cgroups::favors_dynamic_changes`]).
     pub cgroup_favordynmods: bool,
     /// Features masked by [`MASK_ENV`].
     pub masked: BTreeSet<String>,
@@ -67,7 +68,7 @@ impl KernelFeatures {
             memfd_noexec: std::path::Path::new(MEMFD_NOEXEC_SYSCTL).exists(),
             cgroup,
             cgroup_favordynmods: std::fs::read_to_string("/proc/self/mountinfo")
-                .is_ok_and(|m| favordynmods_in(&m)),
+                .is_ok_and(|m| corral_cgroups::favors_dynamic_changes(&m)),
             masked: BTreeSet::new(),
         };
         if let Ok(mask) = std::env::var(MASK_ENV) {
@@ -130,28 +131,6 @@ impl KernelFeatures {
             _ => false,
         }
     }
-}
-
-/// Whether any cgroup or cgroup2 mount in `mountinfo` carries the
-/// `favordynmods` option (from the mount, or the kernel's
-/// `CONFIG_CGROUP_FAVOR_DYNMODS` / `cgroup_favordynmods=` default).
-///
-/// The kernel's threadgroup lock is one for all hierarchies: while any of
-/// them favours dynamic changes, a write to `cgroup.procs` no longer waits
-/// for an RCU grace period before taking it, at the price of slightly
-/// dearer forks and exits host-wide. corral only reports it; enabling it
-/// is the operator's choice (README, "Fast starts").
-pub fn favordynmods_in(mountinfo: &str) -> bool {
-    mountinfo.lines().any(|line| {
-        // "... - FSTYPE SOURCE SUPER_OPTIONS"
-        let Some((_, tail)) = line.split_once(" - ") else {
-            return false;
-        };
-        let mut fields = tail.split_whitespace();
-        let fstype = fields.next().unwrap_or_default();
-        let options = fields.nth(1).unwrap_or_default();
-        matches!(fstype, "cgroup" | "cgroup2") && options.split(',').any(|o| o == "favordynmods")
-    })
 }
 
 /// What the cgroup hierarchy would offer, without creating or moving
@@ -235,18 +214,6 @@ mod tests {
         );
         assert!(f.seccomp);
         assert!(f.user_namespaces);
-    }
-
-    #[test]
-    fn favordynmods_is_read_from_cgroup_mounts_only() {
-        let v1 = "35 24 0:30 / /sys/fs/cgroup/cpu rw,relatime shared:13 - cgroup cgroup rw,cpu\n";
-        let v2_fast = "40 24 0:35 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot\n";
-        let other = "41 24 0:36 / /mnt rw - tmpfs favordynmods rw,favordynmods\n";
-        assert!(!favordynmods_in(v1));
-        assert!(favordynmods_in(&format!("{v1}{v2_fast}")));
-        // Only the super options of a cgroup mount count.
-        assert!(!favordynmods_in(other));
-        assert!(!favordynmods_in("garbage without a separator\n"));
     }
 
     #[test]
