@@ -277,9 +277,10 @@ pub struct Health {
     /// The policy's `[features]` says whether each fails a load or warns.
     #[serde(default)]
     pub features_unavailable: Vec<String>,
-    /// A cgroup hierarchy is mounted with `favordynmods`, so placing a
-    /// child in its cgroup does not wait for an RCU grace period (README,
-    /// "Fast starts"). False with no cgroups.
+    /// A cgroup hierarchy is mounted with `favordynmods`, so moving a
+    /// child into its cgroup does not wait for an RCU grace period (README,
+    /// "Fast starts"). Matters on v1 only: v2 creates children inside
+    /// their cgroups. False with no cgroups.
     #[serde(default)]
     pub cgroup_favordynmods: bool,
 }

@@ -218,6 +218,7 @@ pub fn health(h: &Health) -> String {
             "cgroup attach",
             match (h.cgroup.as_str(), h.cgroup_favordynmods) {
                 ("none", _) => "-".into(),
+                ("v2", _) => "none (children are created inside their cgroups)".into(),
                 (_, true) => "fast (favordynmods)".into(),
                 (_, false) => {
                     "waits for an RCU grace period each start (see README, Fast starts)".into()
@@ -362,6 +363,26 @@ mod tests {
         );
         assert!(
             text.contains("cgroup attach:      waits for an RCU grace period each start"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn on_v2_no_start_waits_to_enter_its_cgroup() {
+        let text = health(&Health {
+            status: "ok".into(),
+            version: "0.1.0".into(),
+            uptime_ms: 0,
+            plugins_installed: 0,
+            plugins_loaded: 0,
+            children_alive: 0,
+            cgroup: "v2".into(),
+            landlock_abi: 7,
+            features_unavailable: Vec::new(),
+            cgroup_favordynmods: false,
+        });
+        assert!(
+            text.contains("cgroup attach:      none (children are created inside their cgroups)\n"),
             "{text}"
         );
     }

@@ -240,7 +240,12 @@ impl Daemon {
             observer: Some(metrics.clone()),
             cgroup_pool: CGROUP_POOL,
         })?;
-        if rt.cgroups.is_some() && !rt.features.cgroup_favordynmods {
+        // v2 creates each child inside its cgroup; v1 moves it there.
+        let moves_children = rt
+            .cgroups
+            .as_ref()
+            .is_some_and(|d| d.version() == corral_cgroups::Version::V1);
+        if moves_children && !rt.features.cgroup_favordynmods {
             tracing::info!(
                 "no cgroup hierarchy is mounted with favordynmods: each plugin start waits for an RCU grace period to enter its cgroup (README, Fast starts)"
             );
