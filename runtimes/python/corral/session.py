@@ -511,7 +511,7 @@ class Crew:
     plain handler it hands the reading to an idle thread (or one it starts)
     and runs the handler itself, so no thread wake-up lies between reading
     a call and running it. Done, the thread runs what waits in the backlog,
-    else reads again if nobody reads, else parks until it is needed.
+    else parks until it is needed.
 
     Threads besides the first reader (the main thread) are started as calls
     need them, at most ``limit`` (the sandbox counts threads against its
@@ -621,14 +621,12 @@ class Crew:
             job = self._next(parked)
 
     def _next(self, parked: _Follower) -> Job | None:
-        """After its jobs: a job from the backlog, or None once this thread
-        is the reader (at once when nobody reads, else when woken to)."""
+        """After its jobs: a job from the backlog, else parked until woken
+        with a job, or with None to read. (Someone always reads once
+        ``lead`` has run: the reading is only ever handed on.)"""
         with self._lock:
             if self._backlog:
                 return self._backlog.popleft()
-            if self._reader is None:
-                self._set_reader(parked.ident)
-                return None
             parked.job = None
             self._idle.append(parked)
         parked.wake.acquire()  # released by the thread that gives the order
