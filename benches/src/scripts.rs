@@ -401,7 +401,6 @@ fn start_ladder(
         rung("bare", None),
         rung("built-in policy", Some(policy.clone())),
     ];
-
     for (level, label) in crate::cold_start::LADDER.iter().enumerate() {
         let stripped = crate::cold_start::stripped(policy, level + 1);
         rungs.push(rung(label, Some(Arc::new(stripped))));

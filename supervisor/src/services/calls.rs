@@ -21,8 +21,8 @@
 //! - The call itself goes through `Daemon::call_from_plugin`, the API's
 //!   path (the operator's hooks and retry rule, in-flight slots, metrics,
 //!   `call_failed` events), so a dependency call is no way around a hook.
-//!   A dependency that dies answers the caller with its typed error (`crashed`, ...)
-//!   from the child's death, never a hang.
+//!   A dependency that dies answers the caller with its typed error
+//!   (`crashed`, ...) from the child's death, never a hang.
 
 use super::{Caller, body, parse, unknown_operation};
 use crate::daemon::Daemon;
